@@ -1,0 +1,329 @@
+"""Thin click wiring: parse, build the config, call, render errors. No engine or study logic here.
+
+    autotune MODEL [MODEL ...] [options]      tune (the default command)
+    autotune report --study NAME              rebuild a report from a stored study
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tuner import __version__
+from tuner.backend.base import Backend, ModelInfo
+from tuner.config import MeasureSettings, StudyConfig, ctx_ladder, parse_bytes, parse_quant_list, slug
+from tuner.errors import ConfigError, TunerError
+from tuner.probe import Probe
+from tuner.schema import SCHEMA_VERSION, StudyMeta
+from tuner.space import Space
+
+DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
+GIB = 1024**3
+
+
+class DefaultGroup(click.Group):
+    """`autotune MODEL ...` means `autotune tune MODEL ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["tune", *args]
+        return super().parse_args(ctx, args)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "?"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+class Progress:
+    """One line per finished trial: a bar, trial n/N, what it measured, the best so far, elapsed, ETA."""
+
+    def __init__(self, width: int = 20) -> None:
+        self.width = width
+
+    def __call__(self, event: Any) -> None:
+        r = event.record
+        filled = int(self.width * min(1.0, event.done / event.budget))
+        bar = "#" * filled + "." * (self.width - filled)
+        gpu = "auto" if r.num_gpu < 0 else str(r.num_gpu)
+        what = f"{r.tag} num_gpu={gpu} ctx={r.num_ctx}"
+        if r.decode_tok_s is not None:
+            got = f"{r.decode_tok_s:.1f} tok/s, {(r.peak_vram_bytes or 0) / GIB:.1f} GiB"
+            if r.cpu_spill:
+                got += f", {100 * (1 - (r.gpu_fraction or 0)):.0f}% on CPU"
+            if not r.feasible:
+                got += " (violates a constraint)"
+        elif r.state == "COMPLETE":
+            got = "did not load: " + (r.error.splitlines()[0][:80] if r.error else "out of memory")
+        else:
+            got = r.state.lower()
+        best = event.best
+        best_s = (
+            f"best {best.decode_tok_s:.1f} tok/s (#{best.number}: num_gpu={'auto' if best.num_gpu < 0 else best.num_gpu} ctx={best.num_ctx})"
+            if best
+            else "best: none feasible yet"
+        )
+        _say(
+            f"[{bar}] trial {event.done}/{event.budget} | {what} -> {got} | {best_s} | "
+            f"elapsed {_fmt_s(event.elapsed_s)}, ETA {_fmt_s(event.eta_s)}"
+        )
+
+
+class PullBar:
+    def __init__(self) -> None:
+        self._last = ""
+        self._tty = sys.stderr.isatty()
+
+    def __call__(self, status: str, completed: int, total: int) -> None:
+        if total:
+            frac = completed / total
+            bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
+            line = f"  {status} [{bar}] {completed / GIB:.1f}/{total / GIB:.1f} GiB"
+        else:
+            line = f"  {status}"
+        if self._tty:
+            click.echo("\r" + line.ljust(len(self._last)), err=True, nl=False)
+            if not total or completed >= total:
+                click.echo("", err=True)
+        elif line != self._last and (not total or completed >= total):
+            _say(line)
+        self._last = line
+
+
+def _build_backend(engine: str, host: str | None, llama_server: str | None) -> tuple[Backend, Probe]:
+    from tuner.probe import choose_probe  # noqa: PLC0415
+
+    if engine == "ollama":
+        from tuner.backend.ollama import OllamaBackend  # noqa: PLC0415
+
+        backend = OllamaBackend(host)
+        backend.server_info()  # fail fast, one line, if it is not there
+        return backend, choose_probe(backend.host)
+    from tuner.backend import llamaserver  # noqa: PLC0415
+
+    lbackend = llamaserver.LlamaServerBackend(llama_server)
+    return lbackend, llamaserver.make_probe(lbackend)
+
+
+def _resolve_variants(backend: Backend, engine: str, models: tuple[str, ...], quant: str | None, tags: str | None, pull: bool) -> list[str]:
+    if engine == "ollama":
+        from tuner.backend.ollama import OllamaBackend, resolve_tags  # noqa: PLC0415
+
+        assert isinstance(backend, OllamaBackend)
+        if len(models) > 1:
+            raise ConfigError(
+                f"Ollama studies take one model, got {len(models)} ({', '.join(models)}); "
+                "use --tags to list several tags of it."
+            )
+        tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags else []
+        return resolve_tags(
+            backend, models[0], quants=parse_quant_list(quant), tags=tag_list, pull=pull, progress=PullBar()
+        )
+    if quant or tags or pull:
+        raise ConfigError("--quant, --tags and --pull are for Ollama; pass the GGUF files themselves.")
+    return list(models)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="autotune")
+def cli() -> None:
+    """autotune: measure the fastest num_gpu / num_ctx / quant tag that fits your GPUs.
+
+    \b
+    autotune deepseek-r1:32b --budget 40
+    autotune report --study deepseek-r1-32b
+    """
+
+
+@cli.command("tune")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--budget", default="40", show_default=True, help="Total finished trials in the study.")
+@click.option("--engine", type=click.Choice(["ollama", "llama-server"]), default="ollama", show_default=True)
+@click.option("--host", default=None, help="Ollama URL (default: OLLAMA_HOST, else http://127.0.0.1:11434).")
+@click.option("--llama-server", "llama_server", default=None, help="llama-server binary (default: LLAMA_SERVER, PATH, or the build cache).")
+@click.option("--quant", default=None, help="Quantizations to compare, e.g. q4_K_M,q8_0,fp16.")
+@click.option("--tags", default=None, help="Full tags to compare, comma-separated.")
+@click.option("--pull", is_flag=True, help="Pull tags that are not local, with a progress bar.")
+@click.option("--max-ctx", default=None, help="Largest num_ctx to try (default: the trained context).")
+@click.option("--min-ctx", default=None, help="Constraint: num_ctx must be at least this.")
+@click.option("--vram-limit", default=None, help="Constraint: peak VRAM at most this, e.g. 20GiB.")
+@click.option("--gpu-only", is_flag=True, help="Constraint: no part of the model on the CPU.")
+@click.option("--depth", default="0", show_default=True, help="Fill this fraction of num_ctx with prompt before measuring.")
+@click.option("--num-predict", default="64", show_default=True, help="Tokens per measured generation.")
+@click.option("--max-repeats", default="8", show_default=True, help="At most this many measured generations per trial.")
+@click.option("--baseline-ctx", default=None, help="num_ctx of the baseline trial (engine's own placement); default 4096.")
+@click.option("--tune-flash-attn", is_flag=True, help="llama-server: also tune flash attention on/off.")
+@click.option("--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0.")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "gp"]), default="tpe", show_default=True)
+@click.option("--seed", default=0, type=int, show_default=True)
+@click.option("--study", "study_name", default=None, help="Study name (default: from the model and quants).")
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True, help="Any Optuna storage URL.")
+@click.option("--out", default=None, help="Report folder (default: reports/<study>).")
+@click.option("--apply", "apply_name", default=None, help="Create this Ollama model from the best config.")
+def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None, llama_server: str | None,
+             quant: str | None, tags: str | None, pull: bool, max_ctx: str | None, min_ctx: str | None,
+             vram_limit: str | None, gpu_only: bool, depth: str, num_predict: str, max_repeats: str,
+             baseline_ctx: str | None, tune_flash_attn: bool, tune_kv_cache: bool, sampler: str, seed: int,
+             study_name: str | None, storage: str, out: str | None, apply_name: str | None) -> None:
+    """Tune MODEL: an Ollama tag, or GGUF files with --engine llama-server."""
+    budget_n = _positive_int(budget, "--budget", "--budget 40")
+    settings = MeasureSettings(
+        num_predict=_positive_int(num_predict, "--num-predict", "--num-predict 64"),
+        depth=_fraction(depth),
+        max_repeats=max(3, _positive_int(max_repeats, "--max-repeats", "--max-repeats 8")),
+    )
+    limit = parse_bytes(vram_limit, "--vram-limit") if vram_limit else None
+    max_ctx_n = _positive_int(max_ctx, "--max-ctx", "--max-ctx 32768") if max_ctx else None
+    min_ctx_n = _positive_int(min_ctx, "--min-ctx", "--min-ctx 8192") if min_ctx else None
+    base_ctx_n = _positive_int(baseline_ctx, "--baseline-ctx", "--baseline-ctx 4096") if baseline_ctx else None
+    if engine == "ollama" and (tune_flash_attn or tune_kv_cache):
+        raise ConfigError("--tune-flash-attn and --tune-kv-cache are for --engine llama-server (Ollama sets them server-wide).")
+    if apply_name and engine != "ollama":
+        raise ConfigError("--apply creates an Ollama model; with llama-server use the command in best.sh.")
+
+    backend, probe = _build_backend(engine, host, llama_server)
+    try:
+        variants = _resolve_variants(backend, engine, models, quant, tags, pull)
+        infos: dict[str, ModelInfo] = {v: backend.model_info(v) for v in variants}
+        trained = min(i.context_length for i in infos.values())
+        ladder = ctx_ladder(trained, max_ctx_n, min_ctx_n)
+        space = Space(
+            tags=tuple(variants),
+            max_layers=max(i.max_layers for i in infos.values()),
+            ctx_ladder=tuple(ladder),
+            tune_flash_attn=tune_flash_attn,
+            tune_kv_cache=tune_kv_cache,
+        )
+        name = study_name or slug(models[0]) + ("-" + "-".join(q.lower() for q in parse_quant_list(quant)) if quant else "")
+        config = StudyConfig(
+            model=models[0], tags=tuple(variants), engine=engine, budget=budget_n, storage=storage,
+            study_name=name, max_ctx=max_ctx_n, min_ctx=min_ctx_n, vram_limit_bytes=limit, gpu_only=gpu_only,
+            baseline_ctx=base_ctx_n, seed=seed, sampler=sampler, tune_flash_attn=tune_flash_attn,
+            tune_kv_cache=tune_kv_cache, measure=settings,
+        )
+        from tuner.fingerprint import fingerprint  # noqa: PLC0415
+
+        server = backend.server_info()
+        meta = StudyMeta(
+            schema_version=SCHEMA_VERSION, study_name=name, engine=engine, model=models[0], tags=list(variants),
+            block_count={v: i.block_count for v, i in infos.items()},
+            context_length={v: i.context_length for v, i in infos.items()},
+            ctx_ladder=ladder, budget=budget_n, vram_limit_bytes=limit, min_ctx=min_ctx_n, gpu_only=gpu_only,
+            depth=settings.depth, num_predict=settings.num_predict, fingerprint=fingerprint(probe, server),
+            engine_args={"binary": getattr(backend, "binary", None)} if engine != "ollama" else {},
+        )
+        gpus = ", ".join(f"{g.name} {g.memory_bytes / GIB:.0f} GiB" for g in probe.gpus()) or "no GPU visible"
+        _say(
+            f"autotune {name}: {len(variants)} variant(s) x {space.max_layers + 1} num_gpu x {len(ladder)} contexts "
+            f"({space.size()} configs), budget {budget_n}; {server.engine} {server.version}; GPUs: {gpus}"
+        )
+        if probe.source == "none":
+            _say(f"note: peak VRAM falls back to the engine's own figure ({getattr(probe, 'reason', '')}).")
+        from tuner.study import run_study  # noqa: PLC0415
+
+        meta, records = run_study(config, backend, probe, meta, space, on_trial=Progress())
+        paths = _write_report(meta, records, Path(out) if out else Path("reports") / name)
+        if apply_name:
+            _apply(backend, apply_name, records)
+    finally:
+        backend.close()
+        probe.close()
+    click.echo(f"report: {paths.get('report.html', '')}")
+    if "best" in paths:
+        click.echo(f"best config: {paths['best']}")
+
+
+def _write_report(meta: StudyMeta, records: list[Any], out_dir: Path) -> dict[str, Path]:
+    from tuner.report import write_report  # noqa: PLC0415
+
+    written = write_report(meta, records, out_dir)
+    return {k: Path(v) for k, v in written.items()}
+
+
+def _apply(backend: Backend, name: str, records: list[Any]) -> None:
+    from tuner.study import best_feasible  # noqa: PLC0415
+
+    best = best_feasible(records)
+    if best is None:
+        raise TunerError(f"No feasible config to apply as '{name}'; see the report's failed trials.")
+    params: dict[str, Any] = {"num_ctx": best.num_ctx}
+    if best.num_gpu >= 0:
+        params["num_gpu"] = best.num_gpu
+    backend.create(name, best.tag, params)  # type: ignore[attr-defined]
+    click.echo(f"created Ollama model '{name}' from {best.tag} with {params}")
+
+
+@cli.command("report")
+@click.option("--study", "study_name", required=True, help="The study to report on.")
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True)
+@click.option("--out", default=None, help="Report folder (default: reports/<study>).")
+def report_cmd(study_name: str, storage: str, out: str | None) -> None:
+    """Rebuild the whole report from a stored study (no server needed)."""
+    from tuner.study import load_records  # noqa: PLC0415
+
+    meta, records = load_records(storage, study_name)
+    paths = _write_report(meta, records, Path(out) if out else Path("reports") / study_name)
+    click.echo(f"report: {paths.get('report.html', '')}")
+
+
+def _positive_int(text: str, flag: str, example: str) -> int:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} '{text}' is not a whole number; use e.g. {example}.") from None
+    if value < 1:
+        raise ConfigError(f"{flag} {value} must be at least 1; use e.g. {example}.")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--depth '{text}' is not a number; use a fraction like --depth 0.5.") from None
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"--depth {text} must be at least 0 and below 1; use e.g. --depth 0.5.")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = os.environ.get("TUNER_DEBUG") == "1"
+    try:
+        cli.main(args=argv, prog_name="autotune", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        if debug:
+            raise
+        hint = " (see 'autotune --help')"
+        _say(f"autotune: {exc.format_message()}{hint}")
+        sys.exit(2)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _say("autotune: interrupted; finished trials are stored, run the same command again to resume.")
+        sys.exit(130)
+    except TunerError as exc:
+        if debug:
+            raise
+        _say(f"autotune: {exc}")
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

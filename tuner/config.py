@@ -1,0 +1,109 @@
+"""What a run needs, as frozen dataclasses, and the parsers for user-given values. Pure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tuner.errors import ConfigError
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_bytes(text: str, flag: str = "value") -> int:
+    """'20GiB', '24GB', '512MiB', '1.5TiB', '1000000' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text or "")
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise ConfigError(f"{flag} '{text}' is not a size; use e.g. 20GiB, 24GB or 512MiB.")
+    value = float(match.group(1)) * _UNITS[unit]
+    if value <= 0:
+        raise ConfigError(f"{flag} '{text}' must be larger than zero; use e.g. 20GiB.")
+    return int(value)
+
+
+def parse_quant_list(text: str | None) -> list[str]:
+    if not text:
+        return []
+    items = [q.strip() for q in text.split(",") if q.strip()]
+    for item in items:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", item):
+            raise ConfigError(f"--quant entry '{item}' is not a quantization name; use e.g. q4_K_M,q8_0,fp16.")
+    return items
+
+
+def ctx_ladder(trained_ctx: int, max_ctx: int | None = None, min_ctx: int | None = None) -> list[int]:
+    """Powers of two from 2048 (or the first one >= min_ctx) up to min(trained context, max_ctx)."""
+    top = min(trained_ctx, max_ctx) if max_ctx else trained_ctx
+    low = 2048
+    while min_ctx and low < min_ctx:
+        low *= 2
+    ladder = []
+    ctx = low
+    while ctx <= top:
+        ladder.append(ctx)
+        ctx *= 2
+    if not ladder:
+        raise ConfigError(
+            f"No context length between {low} and {top} to try (trained context {trained_ctx}, "
+            f"--max-ctx {max_ctx}, --min-ctx {min_ctx}); lower --min-ctx or raise --max-ctx."
+        )
+    return ladder
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    num_predict: int = 64  # tokens per measured generation
+    depth: float = 0.0  # fraction of num_ctx filled with prompt before measuring (0 = a short prompt)
+    min_repeats: int = 3
+    max_repeats: int = 8
+    target_rse: float = 0.02  # stop repeating when the relative standard error of decode tok/s is below this
+    warmup: int = 1
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    model: str  # what the user typed (tag or first GGUF path)
+    tags: tuple[str, ...]  # the resolved variants
+    engine: str
+    budget: int
+    storage: str
+    study_name: str
+    max_ctx: int | None = None
+    min_ctx: int | None = None
+    vram_limit_bytes: int | None = None
+    gpu_only: bool = False
+    baseline_ctx: int | None = None
+    seed: int = 0
+    sampler: str = "tpe"  # "tpe" | "random" | "gp"
+    tune_flash_attn: bool = False  # llama-server only
+    tune_kv_cache: bool = False  # llama-server only
+    measure: MeasureSettings = MeasureSettings()
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ConfigError(f"--budget {self.budget} must be at least 1; use e.g. --budget 40.")
+        if not 0.0 <= self.measure.depth < 1.0:
+            raise ConfigError(f"--depth {self.measure.depth} must be in [0, 1); use e.g. --depth 0.5.")
+
+
+def slug(text: str) -> str:
+    """A study name from a model name: 'deepseek-r1:32b' -> 'deepseek-r1-32b'."""
+    base = text.rsplit("/", 1)[-1]
+    base = re.sub(r"\.gguf$", "", base, flags=re.IGNORECASE)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-").lower() or "study"

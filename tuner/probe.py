@@ -1,0 +1,230 @@
+"""GPU memory probing: NVML (the real thing), the simulator's GPUs, or nothing.
+
+The only module that imports pynvml (from NVIDIA's nvidia-ml-py). Every probe answers the same two
+questions: which GPUs are there, and how many bytes each one uses right now. PeakSampler turns that into
+a peak over a time window: a background thread samples at `interval_s` (20 Hz by default) and the
+caller may add samples at moments it knows matter (`mark()`, e.g. right after a load), so a window
+shorter than one interval (a simulated trial takes milliseconds) still gets measured.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tuner.errors import ProbeError
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    memory_bytes: int
+    driver: str = ""
+
+
+class Probe(Protocol):
+    source: str  # "nvml" | "simulator" | "none"
+
+    def gpus(self) -> list[GpuInfo]: ...
+
+    def used_bytes(self) -> list[int]:
+        """Bytes in use on each GPU now (same order as gpus())."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class NullProbe:
+    """No way to read GPU memory: the study falls back to the engine's own size_vram."""
+
+    source = "none"
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+
+    def gpus(self) -> list[GpuInfo]:
+        return []
+
+    def used_bytes(self) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class NvmlProbe:
+    """Device memory through NVML (`import pynvml`, provided by nvidia-ml-py)."""
+
+    source = "nvml"
+
+    def __init__(self, device_indices: list[int] | None = None) -> None:
+        try:
+            import pynvml  # noqa: PLC0415 - optional at import time: no driver on most CI machines
+        except ImportError as exc:  # pragma: no cover - nvidia-ml-py is a dependency
+            raise ProbeError("nvidia-ml-py is not installed; run 'pip install nvidia-ml-py'.") from exc
+        self._nvml = pynvml
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            raise ProbeError(f"NVML is unavailable ({type(exc).__name__}: {exc})") from exc
+        count = pynvml.nvmlDeviceGetCount()
+        indices = device_indices if device_indices is not None else list(range(count))
+        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices]
+        self._indices = indices
+        try:
+            driver = pynvml.nvmlSystemGetDriverVersion()
+        except pynvml.NVMLError:
+            driver = ""
+        self._driver = driver.decode() if isinstance(driver, bytes) else str(driver)
+
+    def _memory(self, handle: Any) -> Any:
+        try:
+            return self._nvml.nvmlDeviceGetMemoryInfo(handle, version=self._nvml.nvmlMemory_v2)
+        except (self._nvml.NVMLError, TypeError, AttributeError):
+            return self._nvml.nvmlDeviceGetMemoryInfo(handle)
+
+    def gpus(self) -> list[GpuInfo]:
+        out = []
+        for index, handle in zip(self._indices, self._handles):
+            name = self._nvml.nvmlDeviceGetName(handle)
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            out.append(GpuInfo(index, name, int(self._memory(handle).total), self._driver))
+        return out
+
+    def used_bytes(self) -> list[int]:
+        return [int(self._memory(h).used) for h in self._handles]
+
+    def close(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml.NVMLError:
+            pass
+
+
+class SimProbe:
+    """The simulator's GPUs, read from its /sim/state endpoint: the same interface as NVML."""
+
+    source = "simulator"
+
+    def __init__(self, host: str, timeout_s: float = 5.0) -> None:
+        self._url = host.rstrip("/") + "/sim/state"
+        self._timeout_s = timeout_s
+        self._gpus = [
+            GpuInfo(g["index"], g["name"], int(g["total_bytes"]), self._state().get("driver", "sim"))
+            for g in self._state()["gpus"]
+        ]
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(self._url, timeout=self._timeout_s) as resp:  # noqa: S310 - loopback
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ProbeError(f"Cannot read simulated GPUs at '{self._url}' ({exc}).") from exc
+
+    def gpus(self) -> list[GpuInfo]:
+        return list(self._gpus)
+
+    def used_bytes(self) -> list[int]:
+        return [int(g["used_bytes"]) for g in self._state()["gpus"]]
+
+    def close(self) -> None:
+        pass
+
+
+def is_simulator(host: str, timeout_s: float = 2.0) -> bool:
+    try:
+        SimProbe(host, timeout_s)
+    except ProbeError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    from urllib.parse import urlparse  # noqa: PLC0415
+
+    hostname = urlparse(host if "://" in host else f"http://{host}").hostname or ""
+    return hostname in {"localhost", "127.0.0.1", "::1", "0.0.0.0"} or hostname.startswith("127.")
+
+
+def choose_probe(host: str | None) -> Probe:
+    """The simulator's GPUs if `host` is the simulator; NVML if the server is on this machine; else none.
+
+    `host=None` means a local engine process (llama-server): NVML if there is a GPU, else none.
+    """
+    if host is not None and is_simulator(host):
+        return SimProbe(host)
+    if host is not None and not _is_loopback(host):
+        return NullProbe(f"the server at '{host}' is on another host, so NVML here cannot see its GPUs")
+    try:
+        return NvmlProbe()
+    except ProbeError as exc:
+        return NullProbe(str(exc))
+
+
+@dataclass(frozen=True)
+class Peak:
+    baseline_bytes: list[int]
+    peak_bytes: list[int]  # max used per GPU over the window, minus the baseline (never below 0)
+    samples: int
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.peak_bytes)
+
+
+class PeakSampler:
+    """Peak memory per GPU over a window, sampled in a background thread plus explicit marks."""
+
+    def __init__(
+        self,
+        probe: Probe,
+        interval_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._probe = probe
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._baseline: list[int] = []
+        self._max: list[int] = []
+        self._samples = 0
+        self._error: Exception | None = None
+
+    def start(self) -> None:
+        self._baseline = self._probe.used_bytes()
+        self._max = list(self._baseline)
+        self._samples = 1
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="vram-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.mark()
+            except Exception as exc:  # noqa: BLE001 - keep the last error, stop sampling
+                self._error = exc
+                return
+
+    def mark(self) -> None:
+        used = self._probe.used_bytes()
+        with self._lock:
+            self._max = [max(a, b) for a, b in zip(self._max, used)] if self._max else list(used)
+            self._samples += 1
+
+    def stop(self) -> Peak:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            peak = [max(0, m - b) for m, b in zip(self._max, self._baseline)]
+            return Peak(list(self._baseline), peak, self._samples)

@@ -1,0 +1,102 @@
+"""What a study stores, in one place: the trial record (one row of trials.csv) and the study metadata.
+
+study.py writes these into Optuna user attributes; report.py reads them back (through
+study.load_records) and never needs the server again. Bump SCHEMA_VERSION when a field changes meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    state: str  # Optuna state name: COMPLETE, RUNNING, FAIL, WAITING
+    tag: str  # the model variant (Ollama tag or GGUF path)
+    num_gpu: int  # -1 = the engine's own placement (the baseline trial)
+    num_ctx: int
+    decode_tok_s: float | None = None  # median over the measured repeats; None when it did not load
+    decode_cv: float | None = None  # coefficient of variation of decode tok/s over the repeats
+    prefill_tok_s: float | None = None  # median
+    ttft_s: float | None = None  # median streamed time to first token
+    load_s: float | None = None
+    peak_vram_bytes: int | None = None  # total over GPUs, minus the pre-load baseline
+    peak_vram_per_gpu: list[int] = field(default_factory=list)
+    vram_source: str = ""  # "nvml" | "simulator" | "size_vram" (fallback: the engine's own figure)
+    size_bytes: int | None = None
+    size_vram_bytes: int | None = None
+    gpu_fraction: float | None = None  # size_vram / size
+    cpu_spill: bool | None = None  # size_vram < size
+    context_length_loaded: int | None = None  # what the engine says it actually uses
+    repeats: int = 0  # measured generations
+    feasible: bool = False  # loaded, measured, and every user constraint met
+    oom: bool = False  # the load failed for lack of memory
+    error: str = ""  # the server's message for a failed load, or why a constraint is violated
+    baseline: bool = False  # num_gpu left to the engine
+    flash_attn: str | None = None  # llama-server only
+    kv_cache_type: str | None = None  # llama-server only
+    constraints: dict[str, float] = field(default_factory=dict)  # <= 0 is satisfied
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["peak_vram_per_gpu"] = ";".join(str(v) for v in self.peak_vram_per_gpu)
+        row.pop("constraints")
+        for key, value in sorted(self.constraints.items()):
+            row[f"constraint_{key}"] = value
+        return row
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> TrialRecord:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in names})
+
+
+# The first columns of trials.csv, in order (the issue's minimum set first).
+CSV_COLUMNS = [
+    "number",
+    "state",
+    "tag",
+    "num_gpu",
+    "num_ctx",
+    "decode_tok_s",
+    "prefill_tok_s",
+    "ttft_s",
+    "load_s",
+    "peak_vram_bytes",
+    "size_bytes",
+    "size_vram_bytes",
+    "gpu_fraction",
+    "feasible",
+    "error",
+]
+
+
+@dataclass(frozen=True)
+class StudyMeta:
+    """Stored once per study (study user attributes)."""
+
+    schema_version: int
+    study_name: str
+    engine: str  # "ollama" | "llama-server"
+    model: str  # what the user asked for
+    tags: list[str]  # the variants in the space
+    block_count: dict[str, int]  # per tag
+    context_length: dict[str, int]  # trained context per tag
+    ctx_ladder: list[int]
+    budget: int
+    vram_limit_bytes: int | None
+    min_ctx: int | None
+    gpu_only: bool
+    depth: float
+    num_predict: int
+    fingerprint: dict[str, Any]  # gpus [{name, memory_bytes, driver}], server {engine, version, host}, host {cpu, ram_bytes, os}, tool
+    engine_args: dict[str, Any] = field(default_factory=dict)  # e.g. llama-server binary path
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> StudyMeta:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in names})

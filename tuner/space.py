@@ -1,0 +1,80 @@
+"""The search space: which (tag, num_gpu, num_ctx[, flash_attn, kv_cache_type]) a trial may take. Pure.
+
+num_ctx is searched as its base-2 exponent (`log2_ctx`) so the sampler sees an ordered ladder.
+num_gpu runs from 0 (CPU only) to block_count + 1 (every layer, the output layer included);
+the baseline trial uses -1 (the engine decides), enqueued outside that range on purpose.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tuner.backend.base import EngineOptions
+
+FLASH_ATTN_CHOICES = ("on", "off")
+KV_CACHE_CHOICES = ("f16", "q8_0", "q4_0")
+
+
+class Suggester(Protocol):
+    def suggest_int(self, name: str, low: int, high: int) -> int: ...
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Config:
+    tag: str
+    num_gpu: int
+    num_ctx: int
+    flash_attn: str | None = None
+    kv_cache_type: str | None = None
+
+    @property
+    def options(self) -> EngineOptions:
+        return EngineOptions(self.num_gpu, self.num_ctx, self.flash_attn, self.kv_cache_type)
+
+
+@dataclass(frozen=True)
+class Space:
+    tags: tuple[str, ...]
+    max_layers: int  # block_count + 1 (the largest over the tags)
+    ctx_ladder: tuple[int, ...]
+    tune_flash_attn: bool = False
+    tune_kv_cache: bool = False
+
+    @property
+    def log2_range(self) -> tuple[int, int]:
+        return int(math.log2(self.ctx_ladder[0])), int(math.log2(self.ctx_ladder[-1]))
+
+    def suggest(self, trial: Suggester) -> Config:
+        tag = trial.suggest_categorical("tag", list(self.tags))
+        num_gpu = trial.suggest_int("num_gpu", 0, self.max_layers)
+        low, high = self.log2_range
+        num_ctx = 2 ** trial.suggest_int("log2_ctx", low, high)
+        fa = trial.suggest_categorical("flash_attn", list(FLASH_ATTN_CHOICES)) if self.tune_flash_attn else None
+        kv = trial.suggest_categorical("kv_cache_type", list(KV_CACHE_CHOICES)) if self.tune_kv_cache else None
+        return Config(tag, num_gpu, num_ctx, fa, kv)
+
+    def params(self, config: Config) -> dict[str, Any]:
+        """The Optuna params that make `config` (for enqueue_trial)."""
+        params: dict[str, Any] = {
+            "tag": config.tag,
+            "num_gpu": config.num_gpu,
+            "log2_ctx": int(math.log2(config.num_ctx)),
+        }
+        if self.tune_flash_attn:
+            params["flash_attn"] = config.flash_attn or FLASH_ATTN_CHOICES[0]
+        if self.tune_kv_cache:
+            params["kv_cache_type"] = config.kv_cache_type or KV_CACHE_CHOICES[0]
+        return params
+
+    def nearest_ctx(self, num_ctx: int) -> int:
+        return min(self.ctx_ladder, key=lambda c: (abs(math.log2(c) - math.log2(num_ctx)), c))
+
+    def size(self) -> int:
+        n = len(self.tags) * (self.max_layers + 1) * len(self.ctx_ladder)
+        n *= len(FLASH_ATTN_CHOICES) if self.tune_flash_attn else 1
+        n *= len(KV_CACHE_CHOICES) if self.tune_kv_cache else 1
+        return n

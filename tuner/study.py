@@ -1,0 +1,374 @@
+"""The Optuna study: storage, resume, seeding, objective, constraints, sampler choice.
+
+The only module that builds Optuna objects. Objectives: maximize decode tok/s, minimize peak VRAM (GiB).
+Every trial sets the same constraint keys (<= 0 is satisfied), so samplers learn where configs do not fit:
+
+    load_failed  1 if the load (or a generation) failed for lack of memory, else -1
+    vram_over    (peak - limit) / limit with --vram-limit, else -1          (+1 when it did not load)
+    cpu_spill    share of the model outside VRAM with --gpu-only, else -1   (+1 when it did not load)
+    ctx_under    (min_ctx - num_ctx) / min_ctx with --min-ctx, else -1
+
+A trial that did not load is COMPLETE with placeholder values (0 tok/s, the GPUs' total memory) that only
+the sampler sees: its record says decode_tok_s None, oom True, and keeps the server's message.
+Everything a report needs is in user attributes ("autotune_meta" on the study, "record" on each trial).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner.backend.base import AUTO, Backend
+from tuner.config import StudyConfig
+from tuner.errors import ConfigError
+from tuner.measure import Measurement, measure
+from tuner.probe import Probe
+from tuner.schema import StudyMeta, TrialRecord
+from tuner.space import Config, Space
+
+GIB = 1024**3
+CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under")
+FULL_GPU = 0.999  # gpu_fraction at or above this counts as "100% GPU"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# -- storage -------------------------------------------------------------------------------------
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30.0}})
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as exc:  # noqa: BLE001 - any driver error is a usage problem here
+        raise ConfigError(f"--storage '{url}' cannot be opened ({exc}); use e.g. sqlite:///studies/autotune.db.") from exc
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(multivariate=True, n_startup_trials=5, seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        try:
+            return optuna.samplers.GPSampler(n_startup_trials=5, seed=seed)
+        except ImportError as exc:
+            raise ConfigError("--sampler gp needs torch and scipy; install them or use --sampler tpe.") from exc
+    raise ConfigError(f"--sampler '{name}' is unknown; use tpe, random or gp.")
+
+
+def open_study(config: StudyConfig) -> optuna.Study:
+    return optuna.create_study(
+        study_name=config.study_name,
+        storage=make_storage(config.storage),
+        directions=["maximize", "minimize"],
+        sampler=make_sampler(config.sampler, config.seed),
+        load_if_exists=True,
+    )
+
+
+def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRecord]]:
+    try:
+        study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
+    except KeyError as exc:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(make_storage(storage)))
+        raise ConfigError(
+            f"No study '{study_name}' in '{storage}'; existing studies: {names or 'none'}."
+        ) from exc
+    if "autotune_meta" not in study.user_attrs:
+        raise ConfigError(f"Study '{study_name}' in '{storage}' was not made by autotune.")
+    meta = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
+    return meta, [record_of(t) for t in study.get_trials(deepcopy=False)]
+
+
+def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    attrs = trial.user_attrs.get("record")
+    if attrs is not None:
+        return TrialRecord.from_attrs({**attrs, "number": trial.number, "state": trial.state.name})
+    params = trial.params
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        tag=str(params.get("tag", "")),
+        num_gpu=int(params.get("num_gpu", AUTO)),
+        num_ctx=2 ** int(params["log2_ctx"]) if "log2_ctx" in params else 0,
+        error=str(trial.user_attrs.get("error", "")),
+    )
+
+
+# -- resume ----------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Re-queue the params of every trial that ended without a measurement, once.
+
+    Trials left RUNNING by a process that died on this host are failed first. Trials that failed for
+    an infrastructure reason (server gone, Ctrl-C) hold no measurement either. Their params go back in
+    the queue so the resumed study runs them again: nothing finished is lost, nothing is duplicated.
+    Returns how many were re-queued.
+    """
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        if worker and (worker.get("host") != host or _pid_alive(int(worker.get("pid", 0)))):
+            continue  # another live worker owns it
+        study.tell(trial.number, state=TrialState.FAIL)
+    requeued = 0
+    done = set(study.user_attrs.get("requeued_trials", []))
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if "record" in trial.user_attrs or trial.number in done:
+            continue
+        done.add(trial.number)
+        if trial.params:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a baseline's num_gpu -1 is outside the range on purpose
+                study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
+        requeued += 1
+    study.set_user_attr("requeued_trials", sorted(done))
+    return requeued
+
+
+# -- planning the first probes -----------------------------------------------------------------
+def _loaded(r: TrialRecord) -> bool:
+    return r.state == "COMPLETE" and not r.oom and r.decode_tok_s is not None
+
+
+def next_probe(records: Sequence[TrialRecord], space: Space, baseline_ctx: int, cap: int) -> Config | None:
+    """The next structured probe, derived only from finished trials (so it resumes exactly), or None.
+
+    1. the baseline: the engine's own placement (num_gpu -1);
+    2. per tag, every layer on the GPU at the smallest context; if that does not load, bisect num_gpu
+       for the largest count that loads there;
+    3. for the first tag whose every layer fits: bisect the context ladder for the largest context that
+       still loads with every layer and stays 100% on the GPU.
+    At most `cap` structured probes; the sampler does the rest.
+    """
+    done = [r for r in records if r.state == "COMPLETE"]
+    if len(done) >= cap:
+        return None
+    tried = {(r.tag, r.num_gpu, r.num_ctx) for r in done}
+    first_tag, top, low_ctx = space.tags[0], space.max_layers, space.ctx_ladder[0]
+    if not any(r.baseline for r in done):
+        return Config(first_tag, AUTO, baseline_ctx)
+    fits_fully: list[str] = []
+    for tag in space.tags:
+        at_low = [r for r in done if r.tag == tag and r.num_ctx == low_ctx and r.num_gpu != AUTO]
+        if (tag, top, low_ctx) not in tried:
+            return Config(tag, top, low_ctx)
+        ok = [r.num_gpu for r in at_low if _loaded(r)]
+        bad = [r.num_gpu for r in at_low if not _loaded(r)]
+        if top in ok:
+            fits_fully.append(tag)
+            continue
+        lo = max(ok, default=-1)
+        hi = min((n for n in bad if n > lo), default=top)
+        if hi - lo > 1:
+            return Config(tag, max(0, (lo + hi) // 2) if lo >= 0 else hi // 2, low_ctx)
+    if fits_fully:
+        tag = fits_fully[0]
+        ladder = list(space.ctx_ladder)
+        rows = [r for r in done if r.tag == tag and r.num_gpu == top]
+        good = [ladder.index(r.num_ctx) for r in rows if _loaded(r) and (r.gpu_fraction or 0) >= FULL_GPU and r.num_ctx in ladder]
+        bad = [ladder.index(r.num_ctx) for r in rows if r.num_ctx in ladder and not (_loaded(r) and (r.gpu_fraction or 0) >= FULL_GPU)]
+        lo = max(good, default=-1)
+        hi = min((i for i in bad if i > lo), default=len(ladder))
+        if hi - lo > 1:
+            mid = (lo + hi) // 2 if lo >= 0 else 0
+            if hi == len(ladder) and lo >= 0:
+                mid = len(ladder) - 1 if (tag, top, ladder[-1]) not in tried else (lo + hi) // 2
+            if (tag, top, ladder[mid]) not in tried:
+                return Config(tag, top, ladder[mid])
+    return None
+
+
+# -- one trial ------------------------------------------------------------------------------------
+def build_record(
+    number: int, config: Config, m: Measurement, study_config: StudyConfig, baseline: bool
+) -> TrialRecord:
+    res = m.residency
+    gpu_fraction = res.gpu_fraction if res else None
+    measured = m.loaded and not m.oom and m.decode_tok_s is not None
+    constraints: dict[str, float] = {"load_failed": -1.0 if measured else 1.0}
+    peak = m.peak_vram_bytes
+    limit = study_config.vram_limit_bytes
+    if limit:
+        constraints["vram_over"] = (peak - limit) / limit if measured and peak is not None else 1.0
+    else:
+        constraints["vram_over"] = -1.0 if measured else 1.0
+    if study_config.gpu_only:
+        constraints["cpu_spill"] = (FULL_GPU - (gpu_fraction or 0.0)) if measured else 1.0
+    else:
+        constraints["cpu_spill"] = -1.0 if measured else 1.0
+    if study_config.min_ctx:
+        constraints["ctx_under"] = (study_config.min_ctx - config.num_ctx) / study_config.min_ctx
+    else:
+        constraints["ctx_under"] = -1.0
+    feasible = measured and all(v <= 0 for v in constraints.values())
+    error = m.error
+    if measured and not feasible:
+        why = {
+            "vram_over": f"peak VRAM {peak / GIB if peak else 0:.1f} GiB is over --vram-limit {limit / GIB if limit else 0:.1f} GiB",
+            "cpu_spill": f"{(1 - (gpu_fraction or 0)) * 100:.0f}% of the model is on the CPU (--gpu-only)",
+            "ctx_under": f"num_ctx {config.num_ctx} is below --min-ctx {study_config.min_ctx}",
+        }
+        error = "; ".join(why[k] for k, v in constraints.items() if v > 0 and k in why)
+    return TrialRecord(
+        number=number,
+        state="COMPLETE",
+        tag=config.tag,
+        num_gpu=config.num_gpu,
+        num_ctx=config.num_ctx,
+        decode_tok_s=m.decode_tok_s if measured else None,
+        decode_cv=m.decode_cv if measured else None,
+        prefill_tok_s=m.prefill_tok_s if measured else None,
+        ttft_s=m.ttft_s if measured else None,
+        load_s=m.load_s,
+        peak_vram_bytes=peak if measured else None,
+        peak_vram_per_gpu=list(m.peak_vram_per_gpu) if measured else [],
+        vram_source=m.vram_source,
+        size_bytes=res.size_bytes if res else None,
+        size_vram_bytes=res.size_vram_bytes if res else None,
+        gpu_fraction=gpu_fraction,
+        cpu_spill=(gpu_fraction < FULL_GPU) if gpu_fraction is not None else None,
+        context_length_loaded=res.context_length if res else None,
+        repeats=len(m.generations),
+        feasible=feasible,
+        oom=m.oom or not m.loaded,
+        error=error,
+        baseline=baseline,
+        flash_attn=config.flash_attn,
+        kv_cache_type=config.kv_cache_type,
+        constraints=constraints,
+    )
+
+
+class Objective:
+    def __init__(
+        self,
+        backend: Backend,
+        probe: Probe,
+        space: Space,
+        config: StudyConfig,
+        gpu_total_bytes: int,
+    ) -> None:
+        self.backend = backend
+        self.probe = probe
+        self.space = space
+        self.config = config
+        self.gpu_total_bytes = gpu_total_bytes
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        fixed = trial.user_attrs.get("fixed_ctx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the baseline's num_gpu -1 sits outside the range on purpose
+            config = self.space.suggest(trial)
+        baseline = config.num_gpu == AUTO
+        if fixed:
+            config = dataclasses.replace(config, num_ctx=int(fixed))
+        m = measure(self.backend, self.probe, config, self.config.measure, run_offset=trial.number * 100)
+        record = build_record(trial.number, config, m, self.config, baseline)
+        attrs = dataclasses.asdict(record)
+        attrs.pop("number")
+        attrs.pop("state")
+        trial.set_user_attr("record", attrs)
+        for key in CONSTRAINT_KEYS:
+            trial.set_constraint(key, record.constraints[key])
+        if record.decode_tok_s is None:
+            limit = self.config.vram_limit_bytes or self.gpu_total_bytes or record.size_bytes or GIB
+            return 0.0, limit / GIB
+        return record.decode_tok_s, (record.peak_vram_bytes or 0) / GIB
+
+
+# -- the run -------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrialEvent:
+    """What the progress display gets after each finished trial."""
+
+    done: int
+    budget: int
+    record: TrialRecord
+    best: TrialRecord | None
+    elapsed_s: float
+    eta_s: float | None
+
+
+def best_feasible(records: Sequence[TrialRecord]) -> TrialRecord | None:
+    feasible = [r for r in records if r.feasible and r.decode_tok_s is not None]
+    return max(feasible, key=lambda r: r.decode_tok_s or 0.0, default=None)
+
+
+def run_study(
+    config: StudyConfig,
+    backend: Backend,
+    probe: Probe,
+    meta: StudyMeta,
+    space: Space,
+    *,
+    on_trial: Callable[[TrialEvent], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[StudyMeta, list[TrialRecord]]:
+    """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored."""
+    study = open_study(config)
+    if "autotune_meta" not in study.user_attrs:
+        study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
+    else:
+        stored = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
+        if list(stored.tags) != list(meta.tags) or stored.engine != meta.engine:
+            raise ConfigError(
+                f"Study '{config.study_name}' was made for {stored.engine} variants {stored.tags}, not "
+                f"{list(meta.tags)}; pass another --study name or the same variants."
+            )
+        meta = dataclasses.replace(meta, budget=config.budget)
+        study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
+    recover_interrupted(study)
+    objective = Objective(backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()))
+    baseline_ctx = config.baseline_ctx or space.nearest_ctx(4096)
+    cap = max(1, config.budget // 2)
+    start = clock()
+    session_trials = 0
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        records = [record_of(t) for t in trials]
+        done = sum(1 for r in records if r.state == "COMPLETE")
+        if done >= config.budget:
+            break
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting:
+            probe_config = next_probe(records, space, baseline_ctx, cap)
+            if probe_config is not None:
+                params = space.params(
+                    dataclasses.replace(probe_config, num_ctx=space.nearest_ctx(probe_config.num_ctx))
+                )
+                attrs = {"fixed_ctx": probe_config.num_ctx} if probe_config.num_ctx not in space.ctx_ladder else None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    study.enqueue_trial(params, user_attrs=attrs)
+        ran: list[optuna.trial.FrozenTrial] = []
+        study.optimize(objective, n_trials=1, callbacks=[lambda _s, t, ran=ran: ran.append(t)])
+        session_trials += 1
+        all_records = [record_of(t) for t in study.get_trials(deepcopy=False)]
+        n_done = sum(1 for r in all_records if r.state == "COMPLETE")
+        elapsed = clock() - start
+        eta = elapsed / session_trials * max(0, config.budget - n_done)
+        if on_trial is not None and ran:
+            on_trial(TrialEvent(n_done, config.budget, record_of(ran[0]), best_feasible(all_records), elapsed, eta))
+    _, records = load_records(config.storage, config.study_name)
+    return meta, records
