@@ -239,7 +239,7 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
         meta, records = run_study(config, backend, probe, meta, space, on_trial=Progress())
         paths = _write_report(meta, records, Path(out) if out else Path("reports") / name)
         if apply_name:
-            _apply(backend, apply_name, records)
+            _apply(backend, apply_name, meta, records)
     finally:
         backend.close()
         probe.close()
@@ -255,12 +255,14 @@ def _write_report(meta: StudyMeta, records: list[Any], out_dir: Path) -> dict[st
     return {k: Path(v) for k, v in written.items()}
 
 
-def _apply(backend: Backend, name: str, records: list[Any]) -> None:
-    from tuner.study import best_feasible  # noqa: PLC0415
+def _apply(backend: Backend, name: str, meta: StudyMeta, records: list[Any]) -> None:
+    """Create `name` from the same pick as best.Modelfile (the fastest feasible config)."""
+    from tuner.report import picks  # noqa: PLC0415
 
-    best = best_feasible(records)
-    if best is None:
+    fastest = picks(meta, records).get("fastest")
+    if fastest is None:
         raise TunerError(f"No feasible config to apply as '{name}'; see the report's failed trials.")
+    best = fastest.trial
     params: dict[str, Any] = {"num_ctx": best.num_ctx}
     if best.num_gpu >= 0:
         params["num_gpu"] = best.num_gpu
