@@ -61,7 +61,7 @@ class Progress:
         filled = int(self.width * min(1.0, event.done / event.budget))
         bar = "#" * filled + "." * (self.width - filled)
         gpu = "auto" if r.num_gpu < 0 else str(r.num_gpu)
-        what = f"{r.tag} num_gpu={gpu} ctx={r.num_ctx}"
+        what = f"{r.tag} num_gpu={gpu} ctx={r.num_ctx if r.num_ctx > 0 else 'default'}"
         if r.decode_tok_s is not None:
             got = f"{r.decode_tok_s:.1f} tok/s, {(r.peak_vram_bytes or 0) / GIB:.1f} GiB"
             if r.cpu_spill:
@@ -166,7 +166,7 @@ def cli() -> None:
 @click.option("--depth", default="0", show_default=True, help="Fill this fraction of num_ctx with prompt before measuring.")
 @click.option("--num-predict", default="64", show_default=True, help="Tokens per measured generation.")
 @click.option("--max-repeats", default="8", show_default=True, help="At most this many measured generations per trial.")
-@click.option("--baseline-ctx", default=None, help="num_ctx of the baseline trial (engine's own placement); default 4096.")
+@click.option("--baseline-ctx", default=None, help="num_ctx of the baseline trial (the engine's own placement); default: the engine's own default context.")
 @click.option("--tune-flash-attn", is_flag=True, help="llama-server: also tune flash attention on/off.")
 @click.option("--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0.")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "gp"]), default="tpe", show_default=True)

@@ -118,7 +118,8 @@ def measure(
             load_s = backend.load(config.tag, options)
             sampler.mark()
             residency = backend.residency(config.tag)
-            depth_tokens = max(0, int(settings.depth * config.num_ctx) - settings.num_predict - 64)
+            num_ctx = config.num_ctx or (residency.context_length if residency else 0) or 0
+            depth_tokens = max(0, int(settings.depth * num_ctx) - settings.num_predict - 64)
             run = run_offset
             for _ in range(settings.warmup):
                 run += 1

@@ -154,10 +154,11 @@ def next_probe(records: Sequence[TrialRecord], space: Space, baseline_ctx: int, 
     """The next structured probe, derived only from finished trials (so it resumes exactly), or None.
 
     1. the baseline: the engine's own placement (num_gpu -1);
-    2. per tag, every layer on the GPU at the smallest context; if that does not load, bisect num_gpu
-       for the largest count that loads there;
+    2. per tag, every layer on the GPU at the smallest context;
     3. for the first tag whose every layer fits: bisect the context ladder for the largest context that
-       still loads with every layer and stays 100% on the GPU.
+       still loads with every layer and stays 100% on the GPU;
+    4. per tag whose every layer does not fit: bisect num_gpu for the largest count that loads at the
+       smallest context.
     At most `cap` structured probes; the sampler does the rest.
     """
     done = [r for r in records if r.state == "COMPLETE"]
@@ -168,10 +169,11 @@ def next_probe(records: Sequence[TrialRecord], space: Space, baseline_ctx: int, 
     if not any(r.baseline for r in done):
         return Config(first_tag, AUTO, baseline_ctx)
     fits_fully: list[str] = []
+    bisect_layers: list[Config] = []
     for tag in space.tags:
-        at_low = [r for r in done if r.tag == tag and r.num_ctx == low_ctx and r.num_gpu != AUTO]
         if (tag, top, low_ctx) not in tried:
             return Config(tag, top, low_ctx)
+        at_low = [r for r in done if r.tag == tag and r.num_ctx == low_ctx and r.num_gpu != AUTO]
         ok = [r.num_gpu for r in at_low if _loaded(r)]
         bad = [r.num_gpu for r in at_low if not _loaded(r)]
         if top in ok:
@@ -180,22 +182,20 @@ def next_probe(records: Sequence[TrialRecord], space: Space, baseline_ctx: int, 
         lo = max(ok, default=-1)
         hi = min((n for n in bad if n > lo), default=top)
         if hi - lo > 1:
-            return Config(tag, max(0, (lo + hi) // 2) if lo >= 0 else hi // 2, low_ctx)
-    if fits_fully:
+            bisect_layers.append(Config(tag, (lo + hi) // 2 if lo >= 0 else hi // 2, low_ctx))
+    if fits_fully:  # the largest context that stays 100% on the GPU, for the first tag that fits
         tag = fits_fully[0]
         ladder = list(space.ctx_ladder)
-        rows = [r for r in done if r.tag == tag and r.num_gpu == top]
-        good = [ladder.index(r.num_ctx) for r in rows if _loaded(r) and (r.gpu_fraction or 0) >= FULL_GPU and r.num_ctx in ladder]
-        bad = [ladder.index(r.num_ctx) for r in rows if r.num_ctx in ladder and not (_loaded(r) and (r.gpu_fraction or 0) >= FULL_GPU)]
-        lo = max(good, default=-1)
-        hi = min((i for i in bad if i > lo), default=len(ladder))
+        rows = [r for r in done if r.tag == tag and r.num_gpu == top and r.num_ctx in ladder]
+        on_gpu = [ladder.index(r.num_ctx) for r in rows if _loaded(r) and (r.gpu_fraction or 0) >= FULL_GPU]
+        off = [ladder.index(r.num_ctx) for r in rows if not (_loaded(r) and (r.gpu_fraction or 0) >= FULL_GPU)]
+        lo = max(on_gpu, default=-1)
+        hi = min((i for i in off if i > lo), default=len(ladder))
         if hi - lo > 1:
-            mid = (lo + hi) // 2 if lo >= 0 else 0
-            if hi == len(ladder) and lo >= 0:
-                mid = len(ladder) - 1 if (tag, top, ladder[-1]) not in tried else (lo + hi) // 2
-            if (tag, top, ladder[mid]) not in tried:
-                return Config(tag, top, ladder[mid])
-    return None
+            # try the top of the ladder first (often it fits), then bisect
+            mid = len(ladder) - 1 if hi == len(ladder) else (lo + hi) // 2
+            return Config(tag, top, ladder[mid])
+    return bisect_layers[0] if bisect_layers else None
 
 
 # -- one trial ------------------------------------------------------------------------------------
@@ -217,7 +217,8 @@ def build_record(
     else:
         constraints["cpu_spill"] = -1.0 if measured else 1.0
     if study_config.min_ctx:
-        constraints["ctx_under"] = (study_config.min_ctx - config.num_ctx) / study_config.min_ctx
+        effective_ctx = config.num_ctx or (res.context_length if res and res.context_length else 0)
+        constraints["ctx_under"] = (study_config.min_ctx - effective_ctx) / study_config.min_ctx
     else:
         constraints["ctx_under"] = -1.0
     feasible = measured and all(v <= 0 for v in constraints.values())
@@ -234,7 +235,7 @@ def build_record(
         state="COMPLETE",
         tag=config.tag,
         num_gpu=config.num_gpu,
-        num_ctx=config.num_ctx,
+        num_ctx=config.num_ctx or (res.context_length if res and res.context_length else 0),
         decode_tok_s=m.decode_tok_s if measured else None,
         decode_cv=m.decode_cv if measured else None,
         prefill_tok_s=m.prefill_tok_s if measured else None,
@@ -276,12 +277,12 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-        fixed = trial.user_attrs.get("fixed_ctx")
+        fixed = trial.user_attrs.get("fixed_ctx")  # the baseline's context: 0 = the engine's default
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the baseline's num_gpu -1 sits outside the range on purpose
             config = self.space.suggest(trial)
         baseline = config.num_gpu == AUTO
-        if fixed:
+        if fixed is not None:
             config = dataclasses.replace(config, num_ctx=int(fixed))
         m = measure(self.backend, self.probe, config, self.config.measure, run_offset=trial.number * 100)
         record = build_record(trial.number, config, m, self.config, baseline)
@@ -340,7 +341,7 @@ def run_study(
         study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
     recover_interrupted(study)
     objective = Objective(backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()))
-    baseline_ctx = config.baseline_ctx or space.nearest_ctx(4096)
+    baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
     cap = max(1, config.budget // 2)
     start = clock()
     session_trials = 0
@@ -355,7 +356,7 @@ def run_study(
             probe_config = next_probe(records, space, baseline_ctx, cap)
             if probe_config is not None:
                 params = space.params(
-                    dataclasses.replace(probe_config, num_ctx=space.nearest_ctx(probe_config.num_ctx))
+                    dataclasses.replace(probe_config, num_ctx=space.nearest_ctx(probe_config.num_ctx or 4096))
                 )
                 attrs = {"fixed_ctx": probe_config.num_ctx} if probe_config.num_ctx not in space.ctx_ladder else None
                 with warnings.catch_warnings():

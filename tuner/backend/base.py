@@ -46,7 +46,7 @@ class EngineOptions:
     """Load-time settings of one trial."""
 
     num_gpu: int  # layers on GPU; AUTO (-1) = the engine decides
-    num_ctx: int  # context tokens (per slot)
+    num_ctx: int  # context tokens (per slot); 0 = the engine's default (the baseline trial)
     flash_attn: str | None = None  # llama-server only: "on" | "off" | "auto"; None = engine default
     kv_cache_type: str | None = None  # llama-server only: "f16" | "q8_0" | "q4_0"; None = default
 

@@ -61,7 +61,7 @@ def same_model(a: str, b: str) -> bool:
 
 
 def _request_options(options: EngineOptions, **extra: Any) -> dict[str, Any]:
-    opts: dict[str, Any] = {"num_ctx": options.num_ctx}
+    opts: dict[str, Any] = {"num_ctx": options.num_ctx} if options.num_ctx > 0 else {}
     if options.num_gpu != AUTO:
         opts["num_gpu"] = options.num_gpu
     opts.update(extra)

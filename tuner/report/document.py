@@ -46,6 +46,11 @@ class Artifact:
 # ---------------------------------------------------------------------------------------------------------
 
 
+
+def _ctx(num_ctx: int) -> str:
+    """num_ctx as shown: 0 means the engine's default (a baseline that did not load)."""
+    return str(num_ctx) if num_ctx > 0 else "default"
+
 def build_report(
     meta: StudyMeta,
     records: Sequence[TrialRecord],
@@ -134,7 +139,7 @@ def _summary(meta, records, chosen, missing, artifacts) -> list[Block]:
         blocks.append(
             Block(
                 "p",
-                f"**Best setting: {best.tag}, {_num_gpu(best.num_gpu)}, num_ctx {best.num_ctx}: "
+                f"**Best setting: {best.tag}, {_num_gpu(best.num_gpu)}, num_ctx {_ctx(best.num_ctx)}: "
                 f"{fmt_tok_s(best.decode_tok_s)} tok/s at {fmt_gib(best.peak_vram_bytes)} "
                 f"peak VRAM**{file_note}",
             )
@@ -241,7 +246,7 @@ def _recommendations(meta, chosen: dict[str, Pick], missing: dict[str, str], art
         blocks.append(
             Block(
                 "p",
-                f"Trial #{r.number}: `{r.tag}`, {_num_gpu(r.num_gpu)}, num_ctx {r.num_ctx} · "
+                f"Trial #{r.number}: `{r.tag}`, {_num_gpu(r.num_gpu)}, num_ctx {_ctx(r.num_ctx)} · "
                 f"decode {fmt_tok_s(r.decode_tok_s)} tok/s · prefill {fmt_tok_s(r.prefill_tok_s)} "
                 f"tok/s · TTFT {_fmt(r.ttft_s, 's')} · peak VRAM {fmt_gib(r.peak_vram_bytes)} · "
                 f"on GPU {_gpu_pct(r)}",
@@ -261,7 +266,7 @@ def _front_table(records) -> list[Block]:
             f"#{r.number}",
             r.tag,
             _num_gpu(r.num_gpu, short=True),
-            str(r.num_ctx),
+            _ctx(r.num_ctx),
             fmt_tok_s(r.decode_tok_s),
             fmt_gib(r.peak_vram_bytes),
             _gpu_pct(r),
@@ -295,7 +300,7 @@ def _baseline(comparison: BaselineComparison) -> list[Block]:
                     f"#{r.number}",
                     r.tag,
                     _num_gpu(r.num_gpu, short=True),
-                    str(r.num_ctx),
+                    _ctx(r.num_ctx),
                     _speed(r),
                     fmt_gib(r.peak_vram_bytes),
                     _gpu_pct(r),
@@ -325,7 +330,7 @@ def _infeasible(records) -> list[Block]:
                 f"#{r.number}",
                 r.tag,
                 _num_gpu(r.num_gpu, short=True),
-                str(r.num_ctx),
+                _ctx(r.num_ctx),
                 result,
                 _one_line(r.error) or "(no message)",
             ]
@@ -345,7 +350,7 @@ def _unfinished(records) -> list[Block]:
             r.state,
             r.tag,
             _num_gpu(r.num_gpu, short=True),
-            str(r.num_ctx),
+            _ctx(r.num_ctx),
             _one_line(r.error) or "",
         ]
         for r in sorted(records, key=lambda r: r.number)
@@ -370,7 +375,7 @@ def _all_trials(records) -> list[Block]:
                 r.state,
                 r.tag,
                 _num_gpu(r.num_gpu, short=True),
-                str(r.num_ctx),
+                _ctx(r.num_ctx),
                 _speed(r),
                 fmt_tok_s(r.prefill_tok_s) if shown else "",
                 _fmt(r.ttft_s, "s") if shown else "",

@@ -199,7 +199,7 @@ def plot_speed_vs_num_gpu(meta: StudyMeta, records: Sequence[TrialRecord]) -> Fi
     """Decode tok/s against num_gpu, a panel per tag and a line per num_ctx: where the CPU spill ends."""
     tags = _tags_by_trials(meta, records)
     shown = tags[:MAX_PANELS]
-    ctxs = sorted({r.num_ctx for r in records if r.tag in shown and is_complete(r)})
+    ctxs = sorted({r.num_ctx for r in records if r.tag in shown and is_complete(r) and r.num_ctx > 0})
     ctx_colors = _ctx_colors(ctxs)
     ncols = min(3, max(1, len(shown)))
     nrows = max(1, math.ceil(len(shown) / ncols))
@@ -299,6 +299,7 @@ def plot_vram_vs_num_ctx(meta: StudyMeta, records: Sequence[TrialRecord]) -> Fig
     """Peak VRAM (GiB) against num_ctx (log scale), one colour per tag; failed loads in a band on top.
 
     A line per tag joins the trials that ran fully on the GPU: the KV cache's growth with context."""
+    records = [r for r in records if r.num_ctx > 0]  # 0: a failed baseline at the engine's default context
     colors = tag_colors(meta, records)
     fig = Figure(figsize=(10.5, 5.6), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()

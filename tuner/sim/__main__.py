@@ -1,0 +1,89 @@
+"""python -m tuner.sim --port 11500 --gpus 2x24GiB [--host-ram 64GiB] [--host-bandwidth 80]
+    [--ollama-version 0.12.10] [--num-parallel 1] [--seed 0] [--noise 0.02] [--local all|default] [--realtime]
+
+Prints one line with the URL and serves until interrupted. A bad value prints one line naming it and the
+fix, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from tuner.sim.server import SimServer
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        sys.stderr.write(f"tuner.sim: {message}; see 'python -m tuner.sim --help'.\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m tuner.sim", description="An Ollama-compatible server with simulated GPUs.")
+    p.add_argument("--port", type=int, default=11500, help="TCP port on 127.0.0.1 (0 = any free port)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--gpus", default="1x24GiB", help="e.g. 2x24GiB, 24GiB,12GiB, 2xRTX4090, 8xA800-80GB")
+    p.add_argument("--host-ram", default=None, help="host memory, e.g. 64GiB (default 64GiB)")
+    p.add_argument(
+        "--host-bandwidth", type=float, default=None, help="host memory bandwidth in GB/s (default 80)"
+    )
+    p.add_argument("--ollama-version", default="0.12.10", help="Ollama release to emulate (default 0.12.10)")
+    p.add_argument("--num-parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--noise", type=float, default=0.02, help="run-to-run noise, lognormal sigma (0 = none)")
+    p.add_argument("--local", default="all", help="models present at start: all | default | tag,tag,...")
+    p.add_argument("--realtime", action="store_true", help="sleep the simulated durations")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    local: str | list[str] = args.local
+    if args.local not in ("all", "default", "none"):
+        local = [t for t in args.local.split(",") if t]
+    try:
+        server = SimServer(
+            gpus=args.gpus,
+            host_ram=args.host_ram,
+            host_bandwidth=args.host_bandwidth,
+            version=args.ollama_version,
+            num_parallel=args.num_parallel,
+            seed=args.seed,
+            noise=args.noise,
+            local=local,
+            realtime=args.realtime,
+            port=args.port,
+            bind=args.bind,
+        )
+        server.start()
+    except ValueError as exc:
+        sys.stderr.write(f"tuner.sim: {exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(
+            f"tuner.sim: cannot listen on {args.bind}:{args.port} ({exc.strerror or exc}); "
+            "pass another --port (0 picks a free one).\n"
+        )
+        return 2
+    sim = server.simulation
+    print(
+        f"Ollama simulator {sim.version.text} listening on {server.url} "
+        f"({len(sim.gpus)} GPU(s): {', '.join(g.name for g in sim.gpus) or 'none'})",
+        flush=True,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

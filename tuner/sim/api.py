@@ -1,0 +1,356 @@
+"""Ollama's /api endpoints as functions from a parsed request to a reply (no sockets; server.py does HTTP).
+
+Each handler returns a Reply: a status and either a JSON object, plain text, an empty body, or a list of
+NDJSON lines (streaming). Durations are computed, not slept; `Reply.sleeps` tells a realtime server how long
+to wait before each line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from tuner.sim import generation as gen
+from tuner.sim.catalog import lookup
+from tuner.sim.options import DurationError, OptionError, parse_keep_alive, parse_options, runner_options
+from tuner.sim.registry import Registry, local_time, show_payload, tags_entry, utc_time, valid_name
+from tuner.sim.reply import Reply
+from tuner.sim.scheduler import LoadFailed, Scheduler
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def error(status: int, message: str) -> Reply:
+    return Reply(status, {"error": message})
+
+
+_GO_TYPES = {str: "string", bool: "bool", dict: "object", list: "array"}
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def parse_body(raw: bytes, struct: str, types: dict[str, type]) -> dict[str, Any]:
+    """gin ShouldBindJSON: empty -> 'missing request body'; bad JSON or a wrongly typed field -> 400."""
+    if not raw.strip():
+        raise BadRequest("missing request body")
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"invalid character looking for beginning of value ({exc.msg})") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"json: cannot unmarshal {_json_kind(body)} into Go value of type api.{struct}")
+    for key, want in types.items():
+        val = body.get(key)
+        if val is None:
+            continue
+        ok = isinstance(val, want) and not (want is not bool and isinstance(val, bool))
+        if not ok:
+            raise BadRequest(
+                f"json: cannot unmarshal {_json_kind(val)} into Go struct field {struct}.{key} of type {_GO_TYPES[want]}"
+            )
+    return body
+
+
+GEN_TYPES = {
+    "model": str,
+    "prompt": str,
+    "system": str,
+    "template": str,
+    "suffix": str,
+    "stream": bool,
+    "raw": bool,
+    "options": dict,
+    "context": list,
+    "images": list,
+}
+CHAT_TYPES = {"model": str, "messages": list, "stream": bool, "options": dict, "tools": list}
+
+
+class Api:
+    def __init__(self, scheduler: Scheduler, registry: Registry, clock: Callable[[], float]) -> None:
+        self.sched = scheduler
+        self.sim = scheduler.sim
+        self.registry = registry
+        self.clock = clock
+
+    # --- generate / chat -----------------------------------------------------------------------
+    def generate(self, raw: bytes) -> Reply:
+        return self._completion(raw, chat=False)
+
+    def chat(self, raw: bytes) -> Reply:
+        return self._completion(raw, chat=True)
+
+    def _completion(self, raw: bytes, chat: bool) -> Reply:
+        try:
+            req = parse_body(
+                raw, "ChatRequest" if chat else "GenerateRequest", CHAT_TYPES if chat else GEN_TYPES
+            )
+            keep_alive = parse_keep_alive(req.get("keep_alive"))
+        except (BadRequest, DurationError) as exc:
+            return error(400, getattr(exc, "message", str(exc)))
+        name = req.get("model") or ""
+        if not name:
+            return error(400, "model is required")
+        lm = self.registry.get(name)
+        if lm is None:
+            return error(404, f"model '{name}' not found")
+        if not chat and req.get("raw") and (req.get("template") or req.get("system") or req.get("context")):
+            return error(400, "raw mode does not support template, system, or context")
+        think = req.get("think")
+        if (
+            think is not None
+            and not isinstance(think, bool)
+            and think not in ("high", "medium", "low", "max")
+        ):
+            return error(
+                400,
+                f'invalid think value: "{think}" (must be "high", "medium", "low", "max", true, or false)',
+            )
+        supports_think = "thinking" in lm.file.family.capabilities and self.sim.version.has_thinking
+        if think and not supports_think and self.sim.version.has_thinking:
+            return error(400, f'"{name}" does not support thinking')
+        thinking = supports_think and think is not False
+        if req.get("suffix") and "insert" not in lm.file.family.capabilities:
+            return error(400, f"registry.ollama.ai/library/{lm.name} does not support insert")
+        top = req.get("top_logprobs")
+        if isinstance(top, (int, float)) and not isinstance(top, bool) and not 0 <= top <= 20:
+            return error(400, "top_logprobs must be between 0 and 20")
+        if chat:
+            messages = req.get("messages") or []
+            empty = len(messages) == 0
+        else:
+            empty = (req.get("prompt") or "") == ""
+        tag = lm.file.tag
+        now = self.clock()
+        with self.sched.lock:
+            if empty and keep_alive == 0:
+                self.sched.expire(tag, now)
+                return Reply(200, gen.empty_reply(name, now, chat, "unload"))
+            options = dict(lm.merged_parameters())
+            if req.get("options"):
+                options.update(req["options"])
+            try:
+                opts = parse_options(options)
+            except OptionError as exc:
+                return error(500, str(exc))
+            ropts = runner_options(opts, self.sim.default_num_ctx)
+            try:
+                runner, load_s = self.sched.acquire(lm.name, tag, ropts, keep_alive, now)
+            except LoadFailed as exc:
+                return error(exc.status, exc.message)
+            if empty:
+                self.sched.release(runner, keep_alive, now)
+                return Reply(200, gen.empty_reply(name, now, chat, "load"), sleeps=[load_s])
+            prompt_text = gen.render_prompt(req, chat, lm)
+            result = gen.run(self.sim, runner, prompt_text, opts, req, load_s, thinking)
+            self.sched.counters["generations"] += 1
+            self.sched.charge(result.prompt_s + result.eval_s + gen.REQUEST_OVERHEAD_S)
+            self.sched.release(runner, keep_alive, now)
+        stream = req.get("stream") is not False
+        return gen.reply(name, now, chat, result, stream, raw_mode=bool(req.get("raw")))
+
+    # --- model management ----------------------------------------------------------------------
+    def tags(self) -> Reply:
+        with self.sched.lock:
+            return Reply(200, {"models": [tags_entry(m) for m in self.registry.listed()]})
+
+    def ps(self) -> Reply:
+        now = self.clock()
+        with self.sched.lock:
+            self.sched.sweep(now)
+            runners = sorted(self.sched.runners.values(), key=lambda r: -r.expires_at)
+            models = []
+            for r in runners:
+                lm = self.registry.get(r.name)
+                mf = lookup(r.tag)
+                assert mf is not None
+                p = r.placement
+                entry: dict[str, Any] = {
+                    "name": r.name,
+                    "model": r.name,
+                    "size": p.size_bytes,
+                    "size_vram": p.size_vram_bytes,
+                    "digest": lm.digest if lm else mf.digest,
+                    "details": {**(tags_entry(lm)["details"] if lm else {}), "parent_model": ""},
+                    "expires_at": local_time(r.expires_at),
+                }
+                if self.sim.version.number >= (0, 11, 0):
+                    era_c = self.sim.version.era == "C"
+                    entry["context_length"] = p.num_ctx if era_c else r.options["num_ctx"]
+                models.append(entry)
+        return Reply(200, {"models": models})
+
+    def show(self, raw: bytes) -> Reply:
+        try:
+            req = parse_body(raw, "ShowRequest", {"model": str, "name": str, "system": str, "options": dict})
+        except BadRequest as exc:
+            return error(exc.status, exc.message)
+        name = req.get("model") or req.get("name") or ""
+        if not name:
+            return error(400, "model is required")
+        if not valid_name(name):
+            return error(400, "invalid model name")
+        lm = self.registry.get(name)
+        if lm is None:
+            return error(404, f"model '{name}' not found")
+        payload = show_payload(
+            lm,
+            self.sim.version,
+            verbose=bool(req.get("verbose")),
+            options=req.get("options"),
+            system=req.get("system"),
+        )
+        return Reply(200, payload)
+
+    def pull(self, raw: bytes) -> Reply:
+        try:
+            req = parse_body(raw, "PullRequest", {"model": str, "name": str, "stream": bool})
+        except BadRequest as exc:
+            return error(exc.status, exc.message)
+        name = req.get("model") or req.get("name") or ""
+        if not valid_name(name):
+            return error(400, "invalid model name")
+        lines = [{"status": "pulling manifest"}]
+        mf = lookup(name)
+        if mf is None:
+            lines.append({"error": "pull model manifest: file does not exist"})
+        else:
+            with self.sched.lock:
+                existing = self.registry.get(name)
+                lines += gen.pull_lines(mf, already=existing is not None) + [{"status": "success"}]
+                self.registry.add_from_catalog(name, self.clock())
+        return gen.progress_reply(lines, req.get("stream") is not False)
+
+    def create(self, raw: bytes) -> Reply:
+        types = {
+            "model": str,
+            "name": str,
+            "from": str,
+            "files": dict,
+            "parameters": dict,
+            "system": str,
+            "template": str,
+            "quantize": str,
+            "stream": bool,
+            "messages": list,
+            "adapters": dict,
+        }
+        try:
+            req = parse_body(raw, "CreateRequest", types)
+        except BadRequest as exc:
+            return error(exc.status, exc.message)
+        name = req.get("model") or req.get("name") or ""
+        if not valid_name(name):
+            return error(400, "invalid model name")
+        source = req.get("from") or ""
+        if not source and not req.get("files"):
+            return error(400, "neither 'from' or 'files' was specified")
+        if not source:
+            return error(400, "file does not exist")
+        license_text = req.get("license")
+        if isinstance(license_text, list):
+            license_text = "\n".join(str(x) for x in license_text)
+        lines: list[dict[str, Any]] = []
+        with self.sched.lock:
+            base = self.registry.get(source)
+            if base is None:
+                mf = lookup(source)
+                if mf is None:
+                    lines += [
+                        {"status": "pulling manifest"},
+                        {"error": "pull model manifest: file does not exist"},
+                    ]
+                    return gen.progress_reply(lines, req.get("stream") is not False)
+                lines += [{"status": "pulling manifest"}, *gen.pull_lines(mf, already=False)]
+                base = self.registry.add_from_catalog(source, self.clock())
+            target_file = base.file
+            quantize = req.get("quantize")
+            if quantize:
+                target = gen.quantized_variant(base.file, quantize)
+                if target is None:
+                    return error(
+                        400,
+                        f"unsupported quantization type {quantize}"
+                        if base.file.ftype == "F16"
+                        else "quantization is only supported for F16 and F32 models",
+                    )
+                lines.append(
+                    {
+                        "status": f"quantizing F16 model to {target.ftype}",
+                        "total": target.file_bytes,
+                        "completed": target.file_bytes,
+                    }
+                )
+                target_file = target
+            lines += gen.create_lines(target_file, req)
+            self.registry.create(
+                name,
+                base,
+                self.clock(),
+                parameters=req.get("parameters"),
+                system=req.get("system"),
+                template=req.get("template"),
+                license=license_text,
+                file=target_file,
+            )
+        return gen.progress_reply(lines + [{"status": "success"}], req.get("stream") is not False)
+
+    def delete(self, raw: bytes) -> Reply:
+        try:
+            req = parse_body(raw, "DeleteRequest", {"model": str, "name": str})
+        except BadRequest as exc:
+            return error(exc.status, exc.message)
+        name = req.get("model") or req.get("name") or ""
+        if not valid_name(name):
+            return error(400, f'name "{name}" is invalid')
+        with self.sched.lock:
+            if not self.registry.delete(name):
+                return error(404, f"model '{name}' not found")
+        return Reply(200, None)
+
+    def copy(self, raw: bytes) -> Reply:
+        try:
+            req = parse_body(raw, "CopyRequest", {"source": str, "destination": str})
+        except BadRequest as exc:
+            return error(exc.status, exc.message)
+        src, dst = req.get("source") or "", req.get("destination") or ""
+        if not valid_name(dst):
+            return error(400, f'name "{dst}" is invalid')
+        with self.sched.lock:
+            lm = self.registry.get(src)
+            if lm is None:
+                return error(404, f'model "{src}" not found')
+            self.registry.copy(lm, dst, self.clock())
+        return Reply(200, None)
+
+    def version(self) -> Reply:
+        return Reply(200, {"version": self.sim.version.text})
+
+    # --- the simulator's own -------------------------------------------------------------------
+    def sim_state(self) -> Reply:
+        with self.sched.lock:
+            self.sched.sweep(self.clock())
+            state = self.sched.state()
+        for entry in state["loaded"]:
+            entry["expires_at"] = local_time(entry["expires_at"])
+        return Reply(200, state)
+
+    def sim_reset(self) -> Reply:
+        with self.sched.lock:
+            self.sched.reset()
+        return Reply(200, {"status": "success", "at": utc_time(self.clock())})

@@ -1,0 +1,158 @@
+"""The speed model: decode is memory-bound, prompt processing compute-bound. Pure functions of a placement.
+
+Decode, per token: for every device, the bytes it must read (the weights of its layers that a token touches,
+MoE: dense parts plus expert_used/expert_count of the experts, plus the KV cache filled so far) over its
+bandwidth times an efficiency, summed over devices (layer split = one device after another), plus a fixed
+per-token cost and a small cost per device hop. A CPU-resident layer reads at host-memory speed, which is why
+spilling to the CPU is 5-10x slower.
+
+Prompt processing, per micro-batch: 2 x active parameters x tokens of matrix work at the device's TFLOPS
+times an efficiency, plus the attention term that grows with the depth already in the cache. Layers left on
+the CPU are computed on the first GPU with their weights copied over PCIe (llama.cpp's op offload) when the
+batch is at least 32 tokens; without a GPU they run at the CPU's FLOPS.
+
+The efficiencies are calibrated against ../shared/data/throughput-public.csv (python -m tuner.sim.calibrate,
+reports/sim-calibration.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tuner.sim.catalog import ModelFile
+from tuner.sim.hardware import GpuSpec, HostSpec
+
+GPU_BW_EFFICIENCY = 0.82  # fraction of peak memory bandwidth a decode kernel sustains
+# Datacenter HBM parts and older generations sustain less of their peak in llama.cpp's decode kernels
+# (fitted on the A100/A30, V100 and M40 rows of the throughput table; Hopper assumed like GA100).
+BW_EFFICIENCY_BY_CC = {(8, 0): 0.56, (9, 0): 0.56, (7, 0): 0.62, (5, 2): 0.52}
+GPU_FLOPS_EFFICIENCY = 0.46  # fraction of dense FP16 tensor peak in prompt processing
+CPU_BW_EFFICIENCY = 0.65
+CPU_FLOPS_EFFICIENCY = 0.55
+TOKEN_OVERHEAD_S = 0.0007  # fixed cost per generated token (sampling, launch latency)
+HOP_OVERHEAD_S = 0.00012  # per device boundary per token (copy of the hidden state)
+UBATCH_OVERHEAD_S = 0.002  # fixed cost per prompt micro-batch
+
+
+@dataclass(frozen=True)
+class Speed:
+    decode_tok_s: float
+    prefill_tok_s: float
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each offloadable layer lives: a simulator GPU index, or -1 for the CPU."""
+
+    layer_gpu: tuple[int, ...]  # block_count + 1 entries, the last is the output layer
+    flash_attn: bool
+    runner_gpus: tuple[
+        int, ...
+    ] = ()  # GPUs the runner opened, CUDA0 first (prompt batches of CPU layers go there)
+
+
+def _kv_bytes_per_token(mf: ModelFile, layer: int) -> int:
+    a = mf.arch
+    return (a.head_dim_k + a.head_dim_v) * a.head_count_kv * 2
+
+
+def bw_efficiency(gpu: GpuSpec) -> float:
+    return BW_EFFICIENCY_BY_CC.get(gpu.compute_capability, GPU_BW_EFFICIENCY)
+
+
+def decode_seconds_per_token(
+    mf: ModelFile, layout: Layout, gpus: list[GpuSpec], host: HostSpec, depth: int
+) -> float:
+    a = mf.arch
+    blocks = a.block_count
+    per_device: dict[int, float] = {}
+    for il in range(blocks):
+        dev = layout.layer_gpu[il]
+        kv_tokens = min(depth, a.sliding_window) if a.is_sliding(il) else depth
+        read = mf.layer_active_bytes[il] + _kv_bytes_per_token(mf, il) * kv_tokens
+        per_device[dev] = per_device.get(dev, 0.0) + read
+    out_dev = layout.layer_gpu[blocks]
+    per_device[out_dev] = per_device.get(out_dev, 0.0) + mf.output_bytes
+    seconds = TOKEN_OVERHEAD_S
+    for dev, nbytes in per_device.items():
+        if dev < 0:
+            seconds += nbytes / (host.bandwidth_gbps * 1e9 * CPU_BW_EFFICIENCY)
+        else:
+            seconds += nbytes / (gpus[dev].bandwidth_gbps * 1e9 * bw_efficiency(gpus[dev]))
+    hops = sum(1 for i in range(1, blocks + 1) if layout.layer_gpu[i] != layout.layer_gpu[i - 1])
+    return seconds + hops * HOP_OVERHEAD_S
+
+
+def prefill_seconds(
+    mf: ModelFile,
+    layout: Layout,
+    gpus: list[GpuSpec],
+    host: HostSpec,
+    tokens: int,
+    depth: int,
+    ubatch: int = 512,
+) -> float:
+    """Seconds to process `tokens` new prompt tokens on top of `depth` tokens already in the cache."""
+    if tokens <= 0:
+        return 0.0
+    a = mf.arch
+    blocks = a.block_count
+    first_gpu = layout.runner_gpus[0] if layout.runner_gpus else -1
+    attn_dim = a.head_count * (a.head_dim_k + a.head_dim_v)
+    seconds = 0.0
+    done = 0
+    while done < tokens:
+        u = min(ubatch, tokens - done)
+        ctx_mid = depth + done + u / 2
+        seconds += UBATCH_OVERHEAD_S
+        gpu_flops: dict[int, float] = {}
+        cpu_flops = 0.0
+        copy_bytes = 0
+        for il in range(blocks):
+            dev = layout.layer_gpu[il]
+            span = min(ctx_mid, a.sliding_window) if a.is_sliding(il) else ctx_mid
+            flops = 2 * mf.layer_active_params[il] * u + 2 * u * span * attn_dim
+            nbytes = mf.layer_bytes[il]
+            if dev >= 0:
+                gpu_flops[dev] = gpu_flops.get(dev, 0.0) + flops
+            elif first_gpu >= 0 and u >= 32:
+                gpu_flops[first_gpu] = gpu_flops.get(first_gpu, 0.0) + flops
+                copy_bytes += nbytes
+            else:
+                cpu_flops += flops
+        if done + u >= tokens:  # logits only for the last token of the prompt
+            out_dev = layout.layer_gpu[blocks]
+            logits = 2.0 * a.embedding_length * a.vocab_size
+            if out_dev >= 0:
+                gpu_flops[out_dev] = gpu_flops.get(out_dev, 0.0) + logits
+            else:
+                cpu_flops += logits
+        for dev, flops in gpu_flops.items():
+            seconds += flops / (gpus[dev].tflops * 1e12 * GPU_FLOPS_EFFICIENCY)
+        seconds += copy_bytes / (host.pcie_gbps * 1e9)
+        seconds += cpu_flops / (host.cpu_tflops * 1e12 * CPU_FLOPS_EFFICIENCY)
+        done += u
+    return seconds
+
+
+def speed(
+    mf: ModelFile,
+    layout: Layout,
+    gpus: list[GpuSpec],
+    host: HostSpec,
+    prompt_tokens: int = 512,
+    depth_tokens: int = 0,
+    ubatch: int = 512,
+) -> Speed:
+    """Noise-free decode tok/s at `depth_tokens` of context, and prefill tok/s for a prompt of that size."""
+    decode = 1.0 / decode_seconds_per_token(mf, layout, gpus, host, depth_tokens)
+    prompt = max(1, prompt_tokens)
+    prefill = prompt / prefill_seconds(mf, layout, gpus, host, prompt, depth_tokens, ubatch)
+    return Speed(decode, prefill)
+
+
+def load_seconds(mf: ModelFile, gpu_bytes: list[int], gpus_used: int, host: HostSpec, cached: bool) -> float:
+    """Reading the file (disk or page cache), copying weights to the GPUs, and opening each GPU."""
+    read = mf.file_bytes / ((host.page_cache_gbps if cached else host.disk_gbps) * 1e9)
+    copy = sum(gpu_bytes) / (host.pcie_gbps * 1e9)
+    return 0.35 + read + copy + 0.25 * gpus_used
