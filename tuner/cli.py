@@ -114,10 +114,14 @@ def _build_backend(engine: str, host: str | None, llama_server: str | None) -> t
         backend = OllamaBackend(host)
         backend.server_info()  # fail fast, one line, if it is not there
         return backend, choose_probe(backend.host)
-    from tuner.backend import llamaserver  # noqa: PLC0415
+    from tuner.backend.llamaserver import LlamaServerBackend  # noqa: PLC0415
+    from tuner.probe import NullProbe, ProcessRssProbe  # noqa: PLC0415
 
-    lbackend = llamaserver.LlamaServerBackend(llama_server)
-    return lbackend, llamaserver.make_probe(lbackend)
+    lbackend = LlamaServerBackend(llama_server)
+    probe = choose_probe(None)  # NVML when this machine has a GPU
+    if isinstance(probe, NullProbe):  # CPU only: the server process's peak resident memory
+        probe = ProcessRssProbe(lambda: lbackend.pid)
+    return lbackend, probe
 
 
 def _resolve_variants(backend: Backend, engine: str, models: tuple[str, ...], quant: str | None, tags: str | None, pull: bool) -> list[str]:
@@ -225,7 +229,7 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
             context_length={v: i.context_length for v, i in infos.items()},
             ctx_ladder=ladder, budget=budget_n, vram_limit_bytes=limit, min_ctx=min_ctx_n, gpu_only=gpu_only,
             depth=settings.depth, num_predict=settings.num_predict, fingerprint=fingerprint(probe, server),
-            engine_args={"binary": getattr(backend, "binary", None)} if engine != "ollama" else {},
+            engine_args={"binary": str(getattr(backend, "binary", ""))} if engine != "ollama" else {},
         )
         gpus = ", ".join(f"{g.name} {g.memory_bytes / GIB:.0f} GiB" for g in probe.gpus()) or "no GPU visible"
         _say(

@@ -78,6 +78,7 @@ OOM_MARKERS = (
     "unable to load full model on gpu",
     "memory layout cannot be allocated",
     "out-of-memory",
+    "bad_alloc",
 )
 
 

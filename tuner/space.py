@@ -53,8 +53,13 @@ class Space:
         num_gpu = trial.suggest_int("num_gpu", 0, self.max_layers)
         low, high = self.log2_range
         num_ctx = 2 ** trial.suggest_int("log2_ctx", low, high)
-        fa = trial.suggest_categorical("flash_attn", list(FLASH_ATTN_CHOICES)) if self.tune_flash_attn else None
         kv = trial.suggest_categorical("kv_cache_type", list(KV_CACHE_CHOICES)) if self.tune_kv_cache else None
+        fa = None
+        if self.tune_flash_attn:
+            # llama.cpp refuses a quantized V cache without flash attention: only f16 may turn it off
+            fa = trial.suggest_categorical("flash_attn", list(FLASH_ATTN_CHOICES)) if kv in (None, "f16") else "on"
+        elif kv not in (None, "f16"):
+            fa = "on"
         return Config(tag, num_gpu, num_ctx, fa, kv)
 
     def params(self, config: Config) -> dict[str, Any]:
@@ -64,10 +69,10 @@ class Space:
             "num_gpu": config.num_gpu,
             "log2_ctx": int(math.log2(config.num_ctx)),
         }
-        if self.tune_flash_attn:
-            params["flash_attn"] = config.flash_attn or FLASH_ATTN_CHOICES[0]
         if self.tune_kv_cache:
             params["kv_cache_type"] = config.kv_cache_type or KV_CACHE_CHOICES[0]
+        if self.tune_flash_attn and params.get("kv_cache_type", "f16") == "f16":
+            params["flash_attn"] = config.flash_attn or FLASH_ATTN_CHOICES[0]
         return params
 
     def nearest_ctx(self, num_ctx: int) -> int:
@@ -75,6 +80,6 @@ class Space:
 
     def size(self) -> int:
         n = len(self.tags) * (self.max_layers + 1) * len(self.ctx_ladder)
-        n *= len(FLASH_ATTN_CHOICES) if self.tune_flash_attn else 1
-        n *= len(KV_CACHE_CHOICES) if self.tune_kv_cache else 1
-        return n
+        kv = len(KV_CACHE_CHOICES) if self.tune_kv_cache else 1
+        fa = len(FLASH_ATTN_CHOICES) if self.tune_flash_attn else 1
+        return n * (kv - 1 + fa if self.tune_kv_cache else fa)  # a quantized KV cache needs flash attention

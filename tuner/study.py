@@ -150,6 +150,11 @@ def _loaded(r: TrialRecord) -> bool:
     return r.state == "COMPLETE" and not r.oom and r.decode_tok_s is not None
 
 
+def _fits_on_gpu(r: TrialRecord) -> bool:
+    """Loaded, and entirely in GPU memory (on a machine without a GPU, size_vram is 0: loaded is enough)."""
+    return _loaded(r) and ((r.gpu_fraction or 0.0) >= FULL_GPU or not r.size_vram_bytes)
+
+
 def next_probe(records: Sequence[TrialRecord], space: Space, baseline_ctx: int, cap: int) -> Config | None:
     """The next structured probe, derived only from finished trials (so it resumes exactly), or None.
 
@@ -187,8 +192,8 @@ def next_probe(records: Sequence[TrialRecord], space: Space, baseline_ctx: int, 
         tag = fits_fully[0]
         ladder = list(space.ctx_ladder)
         rows = [r for r in done if r.tag == tag and r.num_gpu == top and r.num_ctx in ladder]
-        on_gpu = [ladder.index(r.num_ctx) for r in rows if _loaded(r) and (r.gpu_fraction or 0) >= FULL_GPU]
-        off = [ladder.index(r.num_ctx) for r in rows if not (_loaded(r) and (r.gpu_fraction or 0) >= FULL_GPU)]
+        on_gpu = [ladder.index(r.num_ctx) for r in rows if _fits_on_gpu(r)]
+        off = [ladder.index(r.num_ctx) for r in rows if not _fits_on_gpu(r)]
         lo = max(on_gpu, default=-1)
         hi = min((i for i in off if i > lo), default=len(ladder))
         if hi - lo > 1:
