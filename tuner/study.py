@@ -289,6 +289,8 @@ class Objective:
         baseline = config.num_gpu == AUTO
         if fixed is not None:
             config = dataclasses.replace(config, num_ctx=int(fixed))
+        if baseline:  # the engine's own defaults throughout, not the encoded flash-attention / KV choice
+            config = dataclasses.replace(config, flash_attn=None, kv_cache_type=None)
         m = measure(self.backend, self.probe, config, self.config.measure, run_offset=trial.number * 100)
         record = build_record(trial.number, config, m, self.config, baseline)
         attrs = dataclasses.asdict(record)
