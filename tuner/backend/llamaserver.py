@@ -256,21 +256,25 @@ class LlamaServerBackend:
     def base_url(self) -> str | None:
         return f"http://{self.host}:{self._running.port}" if self._running else None
 
+    def _run_binary(self, flag: str) -> subprocess.CompletedProcess[str]:
+        """`llama-server FLAG` (--help, --version), with a one-line error when the binary cannot run."""
+        try:
+            return subprocess.run(
+                [str(self.binary), flag],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=self._env,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise Unreachable(
+                f"Cannot run '{self.binary} {flag}' ({exc}); check the llama-server binary."
+            ) from exc
+
     def _help_text(self) -> str:
         if self._help is None:
-            try:
-                proc = subprocess.run(
-                    [str(self.binary), "--help"],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    env=self._env,
-                    check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise Unreachable(
-                    f"Cannot run '{self.binary} --help' ({exc}); check the llama-server binary."
-                ) from exc
+            proc = self._run_binary("--help")
             self._help = proc.stdout + proc.stderr
         return self._help
 
@@ -444,19 +448,7 @@ class LlamaServerBackend:
 
     def server_info(self) -> ServerInfo:
         if self._info is None:
-            try:
-                proc = subprocess.run(
-                    [str(self.binary), "--version"],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    env=self._env,
-                    check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise Unreachable(
-                    f"Cannot run '{self.binary} --version' ({exc}); check the llama-server binary."
-                ) from exc
+            proc = self._run_binary("--version")
             out = proc.stdout + proc.stderr
             m = _VERSION_RE.search(out)
             if proc.returncode != 0 or m is None:

@@ -9,30 +9,13 @@ import math
 import re
 from typing import Any
 
-INT_OPTIONS = {
-    "num_ctx",
-    "num_batch",
-    "num_gpu",
-    "main_gpu",
-    "num_thread",
-    "num_keep",
-    "seed",
-    "num_predict",
-    "top_k",
-    "repeat_last_n",
-    "draft_num_predict",
-}
-FLOAT_OPTIONS = {
-    "temperature",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "repeat_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-}
-BOOL_OPTIONS = {"use_mmap"}
-LIST_OPTIONS = {"stop"}
+from tuner.modelfile import BOOL_PARAMETERS, FLOAT_PARAMETERS, INT_PARAMETERS, LIST_PARAMETERS
+
+# Ollama's api.Options types, one table for the whole project (the same names and types a Modelfile takes)
+INT_OPTIONS = INT_PARAMETERS
+FLOAT_OPTIONS = FLOAT_PARAMETERS
+BOOL_OPTIONS = BOOL_PARAMETERS
+LIST_OPTIONS = LIST_PARAMETERS
 RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
 FOREVER_S = math.inf
 
