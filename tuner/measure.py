@@ -113,49 +113,46 @@ def measure(
     residency: Residency | None = None
     generations: list[Generation] = []
     load_s: float | None = None
+    failure: OutOfMemory | None = None
     try:
-        try:
-            load_s = backend.load(config.tag, options)
+        load_s = backend.load(config.tag, options)
+        sampler.mark()
+        residency = backend.residency(config.tag)
+        num_ctx = config.num_ctx or (residency.context_length if residency else 0) or 0
+        depth_tokens = max(0, int(settings.depth * num_ctx) - settings.num_predict - 64)
+        run = run_offset
+        for _ in range(settings.warmup):
+            run += 1
+            backend.generate(config.tag, make_prompt(run, depth_tokens), options, num_predict=settings.num_predict)
             sampler.mark()
-            residency = backend.residency(config.tag)
-            num_ctx = config.num_ctx or (residency.context_length if residency else 0) or 0
-            depth_tokens = max(0, int(settings.depth * num_ctx) - settings.num_predict - 64)
-            run = run_offset
-            for _ in range(settings.warmup):
-                run += 1
+        while len(generations) < settings.max_repeats:
+            run += 1
+            generations.append(
                 backend.generate(
                     config.tag, make_prompt(run, depth_tokens), options, num_predict=settings.num_predict
                 )
-                sampler.mark()
-            while len(generations) < settings.max_repeats:
-                run += 1
-                generations.append(
-                    backend.generate(
-                        config.tag, make_prompt(run, depth_tokens), options, num_predict=settings.num_predict
-                    )
-                )
-                sampler.mark()
-                rates = [g.decode_tok_s for g in generations]
-                if len(generations) >= settings.min_repeats and relative_standard_error(rates) < settings.target_rse:
-                    break
-        except OutOfMemory as exc:
-            peak = sampler.stop()
-            backend.unload_all()
-            return Measurement(
-                config,
-                loaded=load_s is not None,
-                oom=True,
-                error=exc.server_message + (f"\n{exc.log_tail}" if exc.log_tail else ""),
-                load_s=load_s,
-                residency=residency,
-                generations=generations,
-                peak_vram_per_gpu=peak.peak_bytes,
-                vram_source=probe.source,
             )
-        peak = sampler.stop()
+            sampler.mark()
+            rates = [g.decode_tok_s for g in generations]
+            if len(generations) >= settings.min_repeats and relative_standard_error(rates) < settings.target_rse:
+                break
+    except OutOfMemory as exc:
+        failure = exc
     finally:
-        sampler.stop()
+        peak = sampler.stop()
     backend.unload_all()
+    if failure is not None:
+        return Measurement(
+            config,
+            loaded=load_s is not None,
+            oom=True,
+            error=failure.server_message + (f"\n{failure.log_tail}" if failure.log_tail else ""),
+            load_s=load_s,
+            residency=residency,
+            generations=generations,
+            peak_vram_per_gpu=peak.peak_bytes,
+            vram_source=probe.source,
+        )
     per_gpu = peak.peak_bytes
     source = probe.source
     if source == "none":  # NVML cannot see this server's GPUs: use what the engine reports
