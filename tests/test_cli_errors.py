@@ -1,5 +1,6 @@
 """Bad input gets one line naming the value and the fix; exit 2 for usage, 1 for runtime failures."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -36,6 +37,16 @@ def test_bad_values_exit_2_with_one_line(args, needle):
     result = autotune("llama3.1:8b", "--host", "http://127.0.0.1:9", *args)
     assert result.returncode == 2
     assert needle in one_line(result)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is not None and importlib.util.find_spec("scipy") is not None,
+    reason="torch and scipy are installed, so --sampler gp can run",
+)
+def test_gp_sampler_without_torch_is_a_usage_error():
+    result = autotune("llama3.1:8b", "--host", "http://127.0.0.1:9", "--sampler", "gp")
+    assert result.returncode == 2
+    assert "--sampler gp needs" in one_line(result) and "--sampler tpe" in one_line(result)
 
 
 def test_unreachable_host_exits_1_with_one_line():

@@ -200,6 +200,9 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
     if apply_name and engine != "ollama":
         raise ConfigError("--apply creates an Ollama model; with llama-server use the command in best.sh.")
 
+    from tuner.study import make_sampler  # noqa: PLC0415
+
+    make_sampler(sampler, seed)  # a sampler that cannot run is a usage error, before any server is touched
     backend, probe = _build_backend(engine, host, llama_server)
     try:
         variants = _resolve_variants(backend, engine, models, quant, tags, pull)

@@ -16,6 +16,7 @@ Everything a report needs is in user attributes ("autotune_meta" on the study, "
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import socket
 import time
@@ -59,10 +60,12 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
-        try:
-            return optuna.samplers.GPSampler(n_startup_trials=5, seed=seed)
-        except ImportError as exc:
-            raise ConfigError("--sampler gp needs torch and scipy; install them or use --sampler tpe.") from exc
+        missing = [m for m in ("torch", "scipy") if importlib.util.find_spec(m) is None]
+        if missing:  # GPSampler imports them only when it first samples: check before the study starts
+            raise ConfigError(
+                f"--sampler gp needs {' and '.join(missing)}; run 'pip install torch scipy' or use --sampler tpe."
+            )
+        return optuna.samplers.GPSampler(n_startup_trials=5, seed=seed)
     raise ConfigError(f"--sampler '{name}' is unknown; use tpe, random or gp.")
 
 
