@@ -7,34 +7,33 @@ from dataclasses import dataclass
 
 from tuner.errors import ConfigError
 
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "tib": 1024**4,
-}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_BINARY = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def bytes_of(text: str) -> int | None:
+    """'20GiB' -> bytes, or None if `text` is not a size. KB/MB/GB/TB are decimal; KiB..TiB and the bare
+    letters K/M/G/T are binary; no unit (or B) is bytes. The one size parser of the project."""
+    match = _SIZE_RE.match(text or "")
+    if not match:
+        return None
+    number = float(match.group(1))
+    unit = (match.group(2) or "b").lower()
+    if unit == "b":
+        return int(number)
+    decimal = unit.endswith("b") and not unit.endswith("ib")
+    return int(number * (_DECIMAL if decimal else _BINARY)[unit[0]])
 
 
 def parse_bytes(text: str, flag: str = "value") -> int:
-    """'20GiB', '24GB', '512MiB', '1.5TiB', '1000000' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text or "")
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _UNITS:
+    """A size given on the command line; ConfigError quoting it when it is not one or not positive."""
+    value = bytes_of(text)
+    if value is None:
         raise ConfigError(f"{flag} '{text}' is not a size; use e.g. 20GiB, 24GB or 512MiB.")
-    value = float(match.group(1)) * _UNITS[unit]
     if value <= 0:
         raise ConfigError(f"{flag} '{text}' must be larger than zero; use e.g. 20GiB.")
-    return int(value)
+    return value
 
 
 def parse_quant_list(text: str | None) -> list[str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from tuner.config import bytes_of
+
 MiB = 1 << 20
 GiB = 1 << 30
 TiB = 1 << 40
@@ -132,29 +134,21 @@ _VALID_FORMS = (
     "(known cards: RTX4090, RTX3090, RTX5090, RTX3060-12GB, GTX1070Ti, A100-80GB, A800-80GB, H100, H200, "
     "RTX-PRO-6000, GB10/DGX-Spark, and more)"
 )
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "k": 1 << 10, "m": MiB, "g": GiB, "t": TiB}
 
 
 def parse_bytes(value: str | int | float, what: str = "size") -> int:
-    """'64GiB' -> bytes. 'GB'/'TB' are decimal, 'GiB'/'G' binary. A bad value raises ValueError quoting it."""
+    """'64GiB' -> bytes (tuner.config.bytes_of: 'GB'/'TB' decimal, 'GiB'/'G' binary); a number is bytes.
+    A bad value raises ValueError quoting it."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"Invalid {what} {value!r}: must not be negative.")
         return int(value)
-    match = _SIZE_RE.match(str(value))
-    if not match:
+    size = bytes_of(str(value))
+    if size is None:
         raise ValueError(
             f"Invalid {what} {value!r}: use a number with a unit, e.g. '64GiB', '16GB', '1TiB', '512MiB'."
         )
-    number = float(match.group(1))
-    unit = (match.group(2) or "b").lower()
-    if unit in ("b",):
-        return int(number)
-    base = unit[0]
-    if unit.endswith("ib") or len(unit) == 1:
-        return int(number * _UNITS[base])
-    return int(number * {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[base])
+    return size
 
 
 def _key(text: str) -> str:
