@@ -112,7 +112,6 @@ def _build_backend(engine: str, host: str | None, llama_server: str | None) -> t
         from tuner.backend.ollama import OllamaBackend  # noqa: PLC0415
 
         backend = OllamaBackend(host)
-        backend.server_info()  # fail fast, one line, if it is not there
         return backend, choose_probe(backend.host)
     from tuner.backend.llamaserver import LlamaServerBackend  # noqa: PLC0415
     from tuner.probe import NullProbe, ProcessRssProbe  # noqa: PLC0415
@@ -205,6 +204,7 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
     make_sampler(sampler, seed)  # a sampler that cannot run is a usage error, before any server is touched
     backend, probe = _build_backend(engine, host, llama_server)
     try:
+        server = backend.server_info()  # fails fast, one line, if the engine is not there
         variants = _resolve_variants(backend, engine, models, quant, tags, pull)
         infos: dict[str, ModelInfo] = {v: backend.model_info(v) for v in variants}
         trained = min(i.context_length for i in infos.values())
@@ -225,7 +225,6 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
         )
         from tuner.fingerprint import fingerprint  # noqa: PLC0415
 
-        server = backend.server_info()
         meta = StudyMeta(
             schema_version=SCHEMA_VERSION, study_name=name, engine=engine, model=models[0], tags=list(variants),
             block_count={v: i.block_count for v, i in infos.items()},

@@ -116,10 +116,9 @@ class SimProbe:
     def __init__(self, host: str, timeout_s: float = 5.0) -> None:
         self._url = host.rstrip("/") + "/sim/state"
         self._timeout_s = timeout_s
-        self._gpus = [
-            GpuInfo(g["index"], g["name"], int(g["total_bytes"]), self._state().get("driver", "sim"))
-            for g in self._state()["gpus"]
-        ]
+        state = self._state()
+        driver = str(state.get("driver", "sim"))
+        self._gpus = [GpuInfo(g["index"], g["name"], int(g["total_bytes"]), driver) for g in state["gpus"]]
 
     def _state(self) -> dict[str, Any]:
         try:
@@ -138,14 +137,6 @@ class SimProbe:
         pass
 
 
-def is_simulator(host: str, timeout_s: float = 2.0) -> bool:
-    try:
-        SimProbe(host, timeout_s)
-    except ProbeError:
-        return False
-    return True
-
-
 def _is_loopback(host: str) -> bool:
     from urllib.parse import urlparse  # noqa: PLC0415
 
@@ -158,8 +149,11 @@ def choose_probe(host: str | None) -> Probe:
 
     `host=None` means a local engine process (llama-server): NVML if there is a GPU, else none.
     """
-    if host is not None and is_simulator(host):
-        return SimProbe(host)
+    if host is not None:
+        try:
+            return SimProbe(host, timeout_s=2.0)
+        except ProbeError:
+            pass  # not the simulator
     if host is not None and not _is_loopback(host):
         return NullProbe(f"the server at '{host}' is on another host, so NVML here cannot see its GPUs")
     try:

@@ -355,14 +355,9 @@ def run_study(
     cap = max(1, config.budget // 2)
     start = clock()
     session_trials = 0
-    while True:
-        trials = study.get_trials(deepcopy=False)
-        records = [record_of(t) for t in trials]
-        done = sum(1 for r in records if r.state == "COMPLETE")
-        if done >= config.budget:
-            break
-        waiting = any(t.state == TrialState.WAITING for t in trials)
-        if not waiting:
+    records = [record_of(t) for t in study.get_trials(deepcopy=False)]
+    while sum(1 for r in records if r.state == "COMPLETE") < config.budget:
+        if not any(r.state == "WAITING" for r in records):
             probe_config = next_probe(records, space, baseline_ctx, cap)
             if probe_config is not None:
                 params = space.params(
@@ -375,11 +370,10 @@ def run_study(
         ran: list[optuna.trial.FrozenTrial] = []
         study.optimize(objective, n_trials=1, callbacks=[lambda _s, t, ran=ran: ran.append(t)])
         session_trials += 1
-        all_records = [record_of(t) for t in study.get_trials(deepcopy=False)]
-        n_done = sum(1 for r in all_records if r.state == "COMPLETE")
-        elapsed = clock() - start
-        eta = elapsed / session_trials * max(0, config.budget - n_done)
+        records = [record_of(t) for t in study.get_trials(deepcopy=False)]
         if on_trial is not None and ran:
-            on_trial(TrialEvent(n_done, config.budget, record_of(ran[0]), best_feasible(all_records), elapsed, eta))
-    _, records = load_records(config.storage, config.study_name)
+            n_done = sum(1 for r in records if r.state == "COMPLETE")
+            elapsed = clock() - start
+            eta = elapsed / session_trials * max(0, config.budget - n_done)
+            on_trial(TrialEvent(n_done, config.budget, record_of(ran[0]), best_feasible(records), elapsed, eta))
     return meta, records

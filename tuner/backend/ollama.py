@@ -118,8 +118,6 @@ class OllamaBackend:
     def server_info(self) -> ServerInfo:
         try:
             resp = httpx.get(self.host + "/api/version", timeout=10.0)
-        except httpx.ConnectError as exc:
-            raise self._unreachable(exc) from exc
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         try:
@@ -256,7 +254,7 @@ class OllamaBackend:
         )
 
     def close(self) -> None:
-        self._client.close() if hasattr(self._client, "close") else None
+        self._client.close()
 
 
 # Infixes Ollama's library uses between the size and the quantization in full tag names
