@@ -172,7 +172,8 @@ def cli() -> None:
 @click.option("--baseline-ctx", default=None, help="num_ctx of the baseline trial (the engine's own placement); default: the engine's own default context.")
 @click.option("--tune-flash-attn", is_flag=True, help="llama-server: also tune flash attention on/off.")
 @click.option("--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0.")
-@click.option("--sampler", type=click.Choice(["tpe", "random", "gp"]), default="tpe", show_default=True)
+@click.option("--sampler", type=click.Choice(["auto", "tpe", "tpe-mv", "random", "gp"]), default="auto", show_default=True,
+              help="auto: structure-aware search (ours); the others are plain Optuna samplers over the whole space.")
 @click.option("--seed", default=0, type=int, show_default=True)
 @click.option("--study", "study_name", default=None, help="Study name (default: from the model and quants).")
 @click.option("--storage", default=DEFAULT_STORAGE, show_default=True, help="Any Optuna storage URL.")

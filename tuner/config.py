@@ -89,7 +89,7 @@ class StudyConfig:
     gpu_only: bool = False
     baseline_ctx: int | None = None
     seed: int = 0
-    sampler: str = "tpe"  # "tpe" | "random" | "gp"
+    sampler: str = "auto"  # "auto" (ours) | "tpe" | "tpe-mv" | "random" | "gp" (study.SAMPLERS)
     tune_flash_attn: bool = False  # llama-server only
     tune_kv_cache: bool = False  # llama-server only
     measure: MeasureSettings = MeasureSettings()

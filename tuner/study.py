@@ -54,9 +54,18 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         raise ConfigError(f"--storage '{url}' cannot be opened ({exc}); use e.g. sqlite:///studies/autotune.db.") from exc
 
 
+PLAIN_SAMPLERS = ("tpe", "tpe-mv", "random", "gp")
+SAMPLERS = ("auto", *PLAIN_SAMPLERS)
+
+
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "tpe":
+    """'auto' is ours (structured probes, then multivariate TPE); the others are plain Optuna samplers."""
+    if name == "auto":
         return optuna.samplers.TPESampler(multivariate=True, n_startup_trials=5, seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)  # Optuna 5.0 defaults
+    if name == "tpe-mv":
+        return optuna.samplers.TPESampler(multivariate=True, seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
@@ -66,15 +75,15 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
                 f"--sampler gp needs {' and '.join(missing)}; run 'pip install torch scipy' or use --sampler tpe."
             )
         return optuna.samplers.GPSampler(n_startup_trials=5, seed=seed)
-    raise ConfigError(f"--sampler '{name}' is unknown; use tpe, random or gp.")
+    raise ConfigError(f"--sampler '{name}' is unknown; use one of {', '.join(SAMPLERS)}.")
 
 
-def open_study(config: StudyConfig) -> optuna.Study:
+def open_study(config: StudyConfig, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     return optuna.create_study(
         study_name=config.study_name,
         storage=make_storage(config.storage),
         directions=["maximize", "minimize"],
-        sampler=make_sampler(config.sampler, config.seed),
+        sampler=sampler if sampler is not None else make_sampler(config.sampler, config.seed),
         load_if_exists=True,
     )
 
@@ -335,9 +344,15 @@ def run_study(
     *,
     on_trial: Callable[[TrialEvent], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    sampler: optuna.samplers.BaseSampler | None = None,
 ) -> tuple[StudyMeta, list[TrialRecord]]:
-    """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored."""
-    study = open_study(config)
+    """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored.
+
+    With config.sampler 'auto' the structured probes come first; a plain sampler (or one passed in as
+    `sampler`, e.g. by the search benchmark) gets every trial to itself.
+    """
+    study = open_study(config, sampler)
+    structured = sampler is None and config.sampler == "auto"
     if "autotune_meta" not in study.user_attrs:
         study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
     else:
@@ -357,7 +372,7 @@ def run_study(
     session_trials = 0
     records = [record_of(t) for t in study.get_trials(deepcopy=False)]
     while sum(1 for r in records if r.state == "COMPLETE") < config.budget:
-        if not any(r.state == "WAITING" for r in records):
+        if structured and not any(r.state == "WAITING" for r in records):
             probe_config = next_probe(records, space, baseline_ctx, cap)
             if probe_config is not None:
                 params = space.params(

@@ -14,11 +14,15 @@ from tuner.sim import SimServer
 
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., SimServer]]:
-    """Start a SimServer with the given options (noise 0 unless said otherwise); stopped after the test."""
+    """Start a SimServer with the given options; stopped after the test.
+
+    Noise 0 and no hidden estimator error unless said otherwise: these tests check Ollama's own behaviour.
+    """
     servers: list[SimServer] = []
 
     def make(**kwargs: Any) -> SimServer:
         kwargs.setdefault("noise", 0)
+        kwargs.setdefault("estimator_error", 0)
         kwargs.setdefault("seed", 0)
         server = SimServer(**kwargs).start()
         servers.append(server)

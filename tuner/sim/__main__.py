@@ -1,5 +1,5 @@
 """python -m tuner.sim --port 11500 --gpus 2x24GiB [--host-ram 64GiB] [--host-bandwidth 80]
-    [--ollama-version 0.12.10] [--num-parallel 1] [--seed 0] [--noise 0.02] [--local all|default] [--realtime]
+    [--ollama-version 0.12.10] [--num-parallel 1] [--seed 0] [--noise 0.02] [--estimator-error 1] [--local all|default] [--realtime]
 
 Prints one line with the URL and serves until interrupted. A bad value prints one line naming it and the
 fix, and exits with status 2.
@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL (default 1)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--noise", type=float, default=0.02, help="run-to-run noise, lognormal sigma (0 = none)")
+    p.add_argument(
+        "--estimator-error",
+        type=float,
+        default=1.0,
+        help="scale of each model's hidden error between autotune's memory estimate and the real buffers "
+        "(default 1; 0 = the estimate is exact)",
+    )
     p.add_argument("--local", default="all", help="models present at start: all | default | tag,tag,...")
     p.add_argument("--realtime", action="store_true", help="sleep the simulated durations")
     return p
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             num_parallel=args.num_parallel,
             seed=args.seed,
             noise=args.noise,
+            estimator_error=args.estimator_error,
             local=local,
             realtime=args.realtime,
             port=args.port,

@@ -9,17 +9,20 @@ Simulation.speed (how fast it then runs). No HTTP, no clock; the only state is t
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+from collections.abc import Callable
+from dataclasses import replace
 
-from tuner.sim import perf, runner
+from tuner.estimate import Request, predict
+from tuner.estimate.llamacpp import Allocation
+from tuner.estimate.versions import Version, parse_version
+from tuner.sim import perf
 from tuner.sim.catalog import ModelFile, lookup
-from tuner.sim.hardware import GiB, GpuSpec, HostSpec, make_host, parse_gpus
-from tuner.sim.memory import estimate_gpu_layers, pick_gpus
+from tuner.sim.hardware import MiB, GpuSpec, HostSpec, make_host, parse_gpus
+from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
-from tuner.sim.versions import Version, parse_version
-
-FIT_MARGIN_BYTES = 1 * GiB  # llama.cpp --fit target per device (LLAMA_ARG_FIT_TARGET default 1024 MiB)
 
 
 class Simulation:
@@ -34,6 +37,7 @@ class Simulation:
         *,
         host_ram: str | int | None = None,
         host_bandwidth: float | None = None,
+        estimator_error: float = 1.0,
     ) -> None:
         self.gpus = parse_gpus(gpus)
         self.host = host if host is not None else make_host(host_ram, host_bandwidth, self.gpus)
@@ -45,6 +49,9 @@ class Simulation:
         if not noise >= 0:
             raise ValueError(f"Invalid noise {noise!r}: a fraction >= 0, e.g. 0.02 (0 = noise-free).")
         self.noise = float(noise)
+        if not estimator_error >= 0:
+            raise ValueError(f"Invalid estimator_error {estimator_error!r}: a scale >= 0 (0 = the estimator is exact).")
+        self.estimator_error = float(estimator_error)
         self.seed = seed
         self._rng = random.Random(seed)
 
@@ -109,110 +116,68 @@ class Simulation:
         used_gpu: list[int] | None,
         used_host: int,
     ) -> Placement:
-        a = mf.arch
-        ctx = max(4, min(requested_ctx, a.context_length))
-        if a.vision_blocks:
-            ctx = min(max(ctx, 2048), a.context_length)  # vision models need at least 2048
+        """Ollama's rule for this version places the layers (tuner.estimate); the runner's real buffers are
+        the estimator's plus this model's hidden error; the first device that cannot hold them fails."""
+        spec = spec_of(mf)
+        free = self.free_gpu_bytes(used_gpu, used_host)
+        host_free = self.free_host_bytes(used_gpu, used_host)
         fa_ok = bool(self.gpus) and all(g.supports_flash_attention for g in self.gpus)
-        at = Attempt(
-            mf=mf,
+        req = Request(
+            num_ctx=requested_ctx,
             num_gpu=num_gpu,
-            ctx=ctx,
-            requested_ctx=requested_ctx,
+            num_parallel=self.num_parallel,
             num_batch=num_batch,
-            parallel=self.num_parallel,
-            flash_attn=self.version.flash_attention(a.name, fa_ok),
-            free=self.free_gpu_bytes(used_gpu, used_host),
-            host_free=self.free_host_bytes(used_gpu, used_host),
+            flash_attn=self.version.flash_attention(mf.arch.name, fa_ok),
         )
-        if self.version.era == "C":
-            return self._plan_llama_server(at)
-        return self._plan_estimated(at)
-
-    def _allocate(
-        self, at: Attempt, runner_gpus: list[int], layers: int, split: list[float]
-    ) -> runner.Allocation:
-        return runner.allocate(
-            at.mf,
-            n_devices=len(runner_gpus),
-            num_gpu=layers,
-            split=split,
-            ctx_total=at.ctx_total,
-            ubatch=at.ubatch,
-            parallel=at.parallel,
-            flash_attn=at.flash_attn,
-        )
-
-    def _plan_estimated(self, at: Attempt) -> Placement:
-        """Era A/B: Ollama's estimate picks GPUs and the split; the runner offloads the last N layers."""
-        v, mf, free = self.version, at.mf, at.free
-        kw = dict(
-            num_ctx=at.ctx,
-            num_batch=at.num_batch,
-            num_gpu=at.num_gpu,
-            num_parallel=at.parallel,
-            ascending=v.layers_ascending,
-        )
-        runner_gpus: list[int] = []
-        split: list[float] = []
-        layers = 0
-        if self.gpus and at.num_gpu != 0:
-            runner_gpus, est, _ = pick_gpus(mf, free, single_then_all=v.number < (0, 7, 0), **kw)  # type: ignore[arg-type]
-            if est.layers == 0 and at.num_gpu < 0:
-                runner_gpus = []  # nothing fits: the CPU runner
-            else:
-                layers = est.layers if at.num_gpu < 0 else at.num_gpu
-                counts = [float(s) for s in est.tensor_split]
-                split = counts if sum(counts) else [float(free[g]) for g in runner_gpus]
-        else:
-            est = estimate_gpu_layers(mf, [], **kw)  # type: ignore[arg-type]
-        alloc = self._allocate(at, runner_gpus, layers, split)
-        # gemma3 runs on the Ollama engine, which from 0.11.11 (and every model in Era B) measures real buffers
-        measured = v.era == "B" or (mf.arch.name == "gemma3" and v.number >= (0, 11, 11))
+        pred = predict(spec, free, req, engine="ollama", version=self.version, truth=self.truth(mf.tag))
+        at = Attempt(mf, num_gpu, pred.num_ctx, requested_ctx, num_batch, self.num_parallel, pred.flash_attn, free, host_free)
+        alloc, runner_gpus, est = pred.allocation, list(pred.runner_gpus), pred.ollama
         gpu_buffers = sum(d.weights + d.kv + d.compute for d in alloc.gpu)
-        if measured:
-            size = gpu_buffers + alloc.cpu.total
-            vram = size if alloc.offloaded == mf.arch.block_count + 1 else gpu_buffers
-            required = alloc.cpu.total
+        fully = alloc.offloaded == spec.max_layers
+        v = self.version
+        if est is not None:
+            # gemma3 runs on the Ollama engine, which from 0.11.11 (and every model in Era B) measures real buffers
+            measured = v.era == "B" or (mf.arch.name == "gemma3" and v.number >= (0, 11, 11))
+            if measured:
+                size = gpu_buffers + alloc.cpu.total
+                vram = size if fully else gpu_buffers
+                required = alloc.cpu.total
+            else:
+                size, vram = est.total_bytes, est.vram_bytes
+                required = est.total_bytes - est.vram_bytes
+            if required > host_free:
+                error, kind = v.system_memory(required, host_free), "system_memory"
+            else:
+                error, kind = device_errors(v, alloc, runner_gpus, free)
         else:
-            size, vram = est.total_bytes, est.vram_bytes
-            required = est.total_bytes - est.vram_bytes
-        if required > at.host_free:
-            error, kind = v.system_memory(required, at.host_free), "system_memory"
-        else:
+            vram = gpu_buffers
+            size = vram if fully else vram + alloc.cpu.total
             error, kind = device_errors(v, alloc, runner_gpus, free)
-        return build_placement(at, len(self.gpus), alloc, runner_gpus, layers, size, vram, error, kind, est)
+            if not error and alloc.cpu.total > host_free:
+                error = (
+                    "llama-server reported out-of-memory during startup: ggml_backend_cpu_buffer_type_alloc_buffer: "
+                    f"failed to allocate buffer of size {alloc.cpu.total}"
+                )
+                kind = "host"
+        return build_placement(at, len(self.gpus), alloc, runner_gpus, pred.num_gpu, size, vram, error, kind, est)
 
-    def _plan_llama_server(self, at: Attempt) -> Placement:
-        """Era C: Ollama only picks GPUs; llama-server fits the layers itself (--fit) unless -ngl is given."""
-        a, free = at.mf.arch, at.free
-        runner_gpus: list[int] = []
-        if self.gpus and at.num_gpu != 0:
-            kv = 2 * a.block_count * a.head_count_kv * (a.embedding_length // a.head_count) * at.ctx_total * 2
-            predicted = at.mf.file_bytes + kv  # PredictServerVRAM: the KV term always assumes f16
-            order = sorted(range(len(free)), key=lambda i: (-free[i], i))
-            single = [g for g in order if free[g] * 0.8 >= predicted]
-            runner_gpus = [single[0]] if single else order
-        split = [float(free[g]) for g in runner_gpus]  # llama.cpp's default split: by free memory
-        layers = max(at.num_gpu, 0) if runner_gpus else 0
-        if runner_gpus and at.num_gpu < 0:
-            layers = 0
-            for n in range(a.block_count + 1, -1, -1):
-                trial = self._allocate(at, runner_gpus, n, split)
-                if all(d.total + FIT_MARGIN_BYTES <= free[g] for d, g in zip(trial.gpu, runner_gpus)):
-                    layers = n
-                    break
-        alloc = self._allocate(at, runner_gpus, layers, split)
-        vram = sum(d.weights + d.kv + d.compute for d in alloc.gpu)
-        size = vram if alloc.offloaded == a.block_count + 1 else vram + alloc.cpu.total
-        error, kind = device_errors(self.version, alloc, runner_gpus, free)
-        if not error and alloc.cpu.total > at.host_free:
-            error = (
-                "llama-server reported out-of-memory during startup: ggml_backend_cpu_buffer_type_alloc_buffer: "
-                f"failed to allocate buffer of size {alloc.cpu.total}"
+    def truth(self, tag: str) -> Callable[[Allocation], Allocation]:
+        """The runner's real buffers: the estimator's, with this model's hidden error on the compute buffers
+        (a factor in [0.92, 1.22]) and the CUDA context (up to 192 MiB more), scaled by estimator_error."""
+        digest = hashlib.sha256(("estimator-error:" + tag).encode()).digest()
+        u1, u2 = digest[0] / 255, digest[1] / 255
+        factor = 1 + self.estimator_error * (-0.08 + 0.30 * u1)
+        extra = int(self.estimator_error * u2 * 192 * MiB)
+
+        def adjust(alloc: Allocation) -> Allocation:
+            if not self.estimator_error:
+                return alloc
+            gpu = tuple(
+                replace(d, compute=int(d.compute * factor), context=d.context + extra) for d in alloc.gpu
             )
-            kind = "host"
-        return build_placement(at, len(self.gpus), alloc, runner_gpus, layers, size, vram, error, kind, None)
+            return replace(alloc, gpu=gpu, cpu=replace(alloc.cpu, compute=int(alloc.cpu.compute * factor)))
+
+        return adjust
 
     # --- speed ---------------------------------------------------------------------------------
     def layout(self, placement: Placement) -> perf.Layout:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuner.sim.catalog import ModelFile
+from tuner.estimate.spec import ModelSpec
 from tuner.sim.quant import FILE_TYPES
 
 
@@ -121,3 +122,18 @@ def _array(key: str, vocab: int) -> list[Any]:
     if key.endswith("scores"):
         return [0.0] * vocab
     return [f"a{i} b{i}" for i in range(vocab // 2)]
+
+
+_SPECS: dict[str, ModelSpec] = {}
+
+
+def spec_of(mf: ModelFile) -> ModelSpec:
+    """The estimator's view of a catalog file, read the way a client reads it: from /api/show's fields."""
+    if mf.tag not in _SPECS:
+        show = {
+            "model_info": model_info(mf),
+            "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in mf.tensors],
+            "details": details(mf),
+        }
+        _SPECS[mf.tag] = ModelSpec.from_show(show, name=mf.tag)
+    return _SPECS[mf.tag]

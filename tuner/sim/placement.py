@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tuner.estimate.llamacpp import Allocation
+from tuner.estimate.ollama import Estimate
+from tuner.estimate.versions import Version
 from tuner.sim.catalog import ModelFile
-from tuner.sim.memory import Estimate
-from tuner.sim.runner import Allocation
-from tuner.sim.versions import Version
 
 
 @dataclass(frozen=True)

@@ -1,36 +1,16 @@
-"""ggml tensor types and llama.cpp's per-tensor quantization choice (llama-quant.cpp llama_tensor_get_type).
+"""llama.cpp's per-tensor quantization choice (llama-quant.cpp llama_tensor_get_type), for the catalog's files.
 
-Exact ggml block sizes: Q4_K 144 B per 256 weights, Q5_K 176/256, Q6_K 210/256, Q8_0 34/32, Q4_0 18/32,
-F16 2 B, F32 4 B. Ollama's own quantizer (server/quantization.go) follows the same rules.
+Ollama's own quantizer (server/quantization.go) follows the same rules; block sizes are in tuner.estimate.ggml.
 """
 
 from __future__ import annotations
 
-# type name -> (bytes per block, weights per block)
-GGML_TYPES: dict[str, tuple[int, int]] = {
-    "F32": (4, 1),
-    "F16": (2, 1),
-    "BF16": (2, 1),
-    "Q8_0": (34, 32),
-    "Q4_0": (18, 32),
-    "Q5_0": (22, 32),
-    "Q4_K": (144, 256),
-    "Q5_K": (176, 256),
-    "Q6_K": (210, 256),
-}
+from tuner.estimate.ggml import tensor_bytes
+
+__all__ = ["FILE_TYPES", "choose_type", "tensor_bytes", "use_more_bits"]
 
 # Ollama's file types (general.file_type) and the name it shows as quantization_level.
 FILE_TYPES: dict[str, int] = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15}
-
-
-def tensor_bytes(ggml_type: str, shape: tuple[int, ...]) -> int:
-    block_bytes, block_len = GGML_TYPES[ggml_type]
-    count = 1
-    for dim in shape:
-        count *= dim
-    if count % block_len:
-        raise ValueError(f"{count} elements are not a whole number of {ggml_type} blocks")
-    return count // block_len * block_bytes
 
 
 def use_more_bits(i_layer: int, n_layers: int) -> bool:

@@ -202,6 +202,7 @@ class SimServer:
         num_parallel: int = 1,
         seed: int = 0,
         noise: float = 0.02,
+        estimator_error: float = 1.0,
         local: str | list[str] = "all",
         realtime: bool = False,
         port: int = 0,
@@ -210,7 +211,15 @@ class SimServer:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.simulation = Simulation(
-            gpus, None, version, num_parallel, seed, noise, host_ram=host_ram, host_bandwidth=host_bandwidth
+            gpus,
+            None,
+            version,
+            num_parallel,
+            seed,
+            noise,
+            host_ram=host_ram,
+            host_bandwidth=host_bandwidth,
+            estimator_error=estimator_error,
         )
         self.scheduler = Scheduler(self.simulation)
         self.registry = Registry(local, clock())

@@ -1,15 +1,18 @@
-"""What Ollama *estimates* (Era A, llm/memory.go estimateGPULayers and fs/ggml GraphSize).
+"""What Ollama *estimates* (Era A, llm/memory.go estimateGPULayers and fs/ggml GraphSize; Era B reuses it).
 
-This is the conservative prediction Ollama plans with; runner.py holds what the runner really allocates.
-Both are pure functions of the model file, the free memory per GPU and the options.
+This is the prediction Ollama plans its automatic placement and its tensor split with; llamacpp.py holds
+what the runner really allocates. Both are pure functions of the model, the free memory per GPU and the
+options. The numbers reproduce the `msg=offload` log lines of real servers (see reports/memory-validation.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuner.sim.catalog import ModelFile
-from tuner.sim.hardware import MiB
+from tuner.estimate.ggml import OLLAMA_KV_BYTES
+from tuner.estimate.spec import ModelSpec
+
+MiB = 1 << 20
 
 MINIMUM_MEMORY = 457 * MiB  # ml/device.go MinimumMemory() for CUDA and ROCm
 
@@ -25,18 +28,31 @@ class GraphSize:
         return sum(self.kv)
 
 
-def graph_size(mf: ModelFile, num_ctx: int, num_batch: int, num_parallel: int) -> GraphSize:
-    """fs/ggml GraphSize: KV per layer (f16) and the compute-graph estimates for full and partial offload."""
-    a = mf.arch
+def graph_size(
+    s: ModelSpec, num_ctx: int, num_batch: int, num_parallel: int, kv_type: str = "f16"
+) -> GraphSize:
+    """fs/ggml GraphSize: KV per layer and the compute-graph estimates for full and partial offload.
+
+    `kv_type` only counts with flash attention on (Ollama falls back to f16 otherwise): pass "f16" then.
+    """
     batch = min(num_ctx, num_batch)
     context = num_ctx * num_parallel
-    emb, heads, heads_kv, vocab = a.embedding_length, a.head_count, a.head_count_kv, a.vocab_size
-    hk, hv = a.head_dim_k, a.head_dim_v
-    kv = [context * (hk + hv) * heads_kv * 2 for _ in range(a.block_count)]
-    if a.name == "gemma3":
-        window = num_parallel * a.sliding_window + batch
-        kv = [window * (hk + hv) * heads_kv * 2 if a.is_sliding(i) else kv[i] for i in range(a.block_count)]
-    if a.name == "llama":
+    emb, heads, heads_kv, vocab = s.embedding_length, s.head_count, s.head_count_kv_min, s.vocab_size
+    hk, hv = s.key_length, s.value_length
+    per = OLLAMA_KV_BYTES[kv_type]
+    kv = []
+    for i, h in enumerate(s.head_count_kv):
+        if h == 0:  # recurrent layer: a fixed state per sequence
+            kv.append(s.ssm_state_bytes * num_parallel)
+            continue
+        cells = context
+        if s.is_sliding(i) and s.arch == "gemma3":
+            cells = num_parallel * s.sliding_window + batch
+        elif s.is_sliding(i) and s.arch == "gptoss":
+            cells = num_parallel * 4096 + batch
+        kv.append(int(cells * (hk + hv) * h * per))
+    arch = "llama" if s.arch in ("llama", "llama4", "mistral3") else "gemma3" if s.arch.startswith("gemma") else s.arch
+    if arch == "llama":
         full = max(4 * batch * (1 + 4 * emb + context * (1 + heads)), 4 * batch * (emb + vocab))
         partial = 4 * batch * emb + max(
             4 * batch * (1 + emb + max(context, emb))
@@ -44,7 +60,7 @@ def graph_size(mf: ModelFile, num_ctx: int, num_batch: int, num_parallel: int) -
             + 4 * context * (batch * heads + hk * heads_kv),
             4 * batch * (emb + vocab) + emb * vocab * 105 // 128,
         )
-    elif a.name == "gemma3":
+    elif arch == "gemma3":
         full = max(
             4 * batch * (emb + vocab), 4 * batch * (2 + context + context * heads + 2 * emb + 2 * hk * heads)
         )
@@ -54,13 +70,13 @@ def graph_size(mf: ModelFile, num_ctx: int, num_batch: int, num_parallel: int) -
             + 4 * hk * context * 8
             + emb * hk * heads * 9 // 16,
         )
-    elif a.name == "qwen2":
+    elif arch == "qwen2":
         full = max(4 * batch * (emb + vocab), 4 * batch * (1 + 2 * emb + context + context * heads))
         partial = max(
             4 * batch * (emb + vocab) + emb * vocab * 105 // 128,
             4 * (batch * (1 + 2 * emb + context * (1 + heads)) + emb * (1 + context)),
         )
-    elif a.name == "deepseek2":
+    elif arch == "deepseek2":
         full = max(
             4 * batch * (3 * emb + vocab),
             4 * batch * (3 * emb + 2 + context * (1 + heads_kv) + 2 * hk * heads_kv),
@@ -76,16 +92,13 @@ def graph_size(mf: ModelFile, num_ctx: int, num_batch: int, num_parallel: int) -
     return GraphSize(tuple(kv), partial, full)
 
 
-def vision_graph(mf: ModelFile) -> tuple[int, int]:
-    """fs/ggml VisionGraphSize for gemma3: (projector weights, projector graph)."""
-    a = mf.arch
-    if not a.vision_blocks:
-        return 0, 0
-    patches = (a.vision_image // a.vision_patch) ** 2
-    graph = 4 * (
-        a.vision_image * a.vision_image * 3 + a.vision_embedding * a.vision_patch + patches * patches * 16
-    )
-    return mf.vision_bytes, graph
+def vision_graph(s: ModelSpec) -> tuple[int, int]:
+    """fs/ggml VisionGraphSize for a projector in the same file: (projector weights, projector graph)."""
+    if not s.projector_bytes or not s.vision_patch:
+        return s.projector_bytes, 0
+    patches = (s.vision_image // s.vision_patch) ** 2
+    graph = 4 * (s.vision_image * s.vision_image * 3 + s.vision_embedding * s.vision_patch + patches * patches * 16)
+    return s.projector_bytes, graph
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,7 @@ class Estimate:
 
 
 def estimate_gpu_layers(
-    mf: ModelFile,
+    s: ModelSpec,
     free: list[int],
     *,
     num_ctx: int,
@@ -114,27 +127,28 @@ def estimate_gpu_layers(
     num_parallel: int,
     ascending: bool = False,
     overhead: int = 0,
+    kv_type: str = "f16",
+    minimum: int = MINIMUM_MEMORY,
 ) -> Estimate:
     """estimateGPULayers over GPUs with `free` bytes each (one library). num_gpu < 0 means automatic."""
-    a = mf.arch
-    blocks = a.block_count
-    gs = graph_size(mf, num_ctx, num_batch, num_parallel)
+    blocks = s.block_count
+    gs = graph_size(s, num_ctx, num_batch, num_parallel, kv_type)
     graph_partial, graph_full = gs.partial, gs.full
     if len(free) > 1:
         graph_full = graph_partial  # multi-GPU always uses the partial graph size
     graph = max(graph_partial, graph_full)
-    proj_weights, proj_graph = vision_graph(mf)
-    layer_size0 = mf.layer_bytes[0] + gs.kv[0]
-    output = mf.output_bytes
+    proj_weights, proj_graph = vision_graph(s)
+    layer_size0 = s.layer_bytes[0] + gs.kv[0]
+    output = s.output_bytes
 
     gpus_with_space: list[int] = []
     alloc = [0] * len(free)
     split = [0] * len(free)
     for i, f in enumerate(free):
-        if f < overhead + graph + MINIMUM_MEMORY + 2 * layer_size0:
+        if f < overhead + graph + minimum + 2 * layer_size0:
             continue
         gpus_with_space.append(i)
-        alloc[i] += MINIMUM_MEMORY + layer_size0
+        alloc[i] += minimum + layer_size0
 
     overflow = 0
     layer_count = 0
@@ -142,8 +156,8 @@ def estimate_gpu_layers(
     order = range(blocks) if ascending else range(blocks - 1, -1, -1)
     layer_size = layer_size0
     for i in order:
-        layer_size = mf.layer_bytes[i] + gs.kv[i]
-        weights += mf.layer_bytes[i]
+        layer_size = s.layer_bytes[i] + gs.kv[i]
+        weights += s.layer_bytes[i]
         if 0 <= num_gpu <= layer_count:
             if not ascending:
                 overflow += layer_size
@@ -212,15 +226,15 @@ def estimate_gpu_layers(
     )
 
 
-def fits(est: Estimate, mf: ModelFile, num_gpu: int) -> bool:
+def fits(est: Estimate, s: ModelSpec, num_gpu: int) -> bool:
     """predictServerFit: everything on GPU (automatic) or at least num_gpu layers (explicit)."""
     if num_gpu < 0:
-        return est.layers > 0 and est.layers >= mf.arch.block_count + 1
+        return est.layers > 0 and est.layers >= s.block_count + 1
     return est.layers > 0 and est.layers >= num_gpu
 
 
 def pick_gpus(
-    mf: ModelFile,
+    s: ModelSpec,
     free: list[int],
     *,
     num_ctx: int,
@@ -229,6 +243,7 @@ def pick_gpus(
     num_parallel: int,
     ascending: bool = False,
     single_then_all: bool = False,
+    kv_type: str = "f16",
 ) -> tuple[list[int], Estimate, bool]:
     """pickBestFullFitByLibrary: the fewest GPUs (most free first) that hold the model fully, else all of them.
 
@@ -236,7 +251,12 @@ def pick_gpus(
     """
     order = sorted(range(len(free)), key=lambda i: (-free[i], i))
     kw = dict(
-        num_ctx=num_ctx, num_batch=num_batch, num_gpu=num_gpu, num_parallel=num_parallel, ascending=ascending
+        num_ctx=num_ctx,
+        num_batch=num_batch,
+        num_gpu=num_gpu,
+        num_parallel=num_parallel,
+        ascending=ascending,
+        kv_type=kv_type,
     )
     sizes = [1, len(order)] if single_then_all else list(range(1, len(order) + 1))
     tried: set[tuple[int, ...]] = set()
@@ -249,8 +269,8 @@ def pick_gpus(
             if tuple(subset) in tried:
                 continue
             tried.add(tuple(subset))
-            est = estimate_gpu_layers(mf, [free[i] for i in subset], **kw)  # type: ignore[arg-type]
-            if fits(est, mf, num_gpu):
+            est = estimate_gpu_layers(s, [free[i] for i in subset], **kw)  # type: ignore[arg-type]
+            if fits(est, s, num_gpu):
                 return subset, est, True
-    est = estimate_gpu_layers(mf, [free[i] for i in order], **kw)  # type: ignore[arg-type]
+    est = estimate_gpu_layers(s, [free[i] for i in order], **kw)  # type: ignore[arg-type]
     return order, est, False

@@ -1,8 +1,8 @@
-"""What changes with the Ollama version the simulator emulates (../shared/ollama-api.md sections 0, 8, 9).
+"""What changes with the Ollama version a server reports (../shared/ollama-api.md sections 0, 8, 9).
 
 Era A (<= 0.12.10): llm/memory.go estimateGPULayers decides placement; /api/ps shows the estimate.
   Before 0.7.0 (PR #9243, May 2025) the estimator walked the layers first to last; from 0.7.0 last to first.
-Era B (0.12.11 - 0.24.x): the layout/fit loop. The simulator approximates it with Era A's estimator.
+Era B (0.12.11 - 0.24.x): the layout/fit loop; the estimator (and so the simulator) approximates it with Era A's rule.
 Era C (>= 0.30): llama-server decides placement itself (--fit); /api/ps shows the real buffers.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tuner.sim.hardware import GiB
+GiB = 1 << 30
 
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tuner.sim.catalog import lookup
+from tests.estimate.specs import spec
 from tuner.sim.hardware import GiB
-from tuner.sim.memory import MINIMUM_MEMORY, estimate_gpu_layers, graph_size, pick_gpus
-from tuner.sim.versions import human_bytes2 as hb
+from tuner.estimate.ollama import MINIMUM_MEMORY, estimate_gpu_layers, graph_size, pick_gpus
+from tuner.estimate.versions import human_bytes2 as hb
 
 
 def _est(
@@ -13,7 +13,7 @@ def _est(
 ):
     free = [int(f * GiB) for f in free_gib]
     return estimate_gpu_layers(
-        lookup(tag),
+        spec(tag),
         free,
         num_ctx=ctx,
         num_batch=512,
@@ -24,7 +24,7 @@ def _est(
 
 
 def test_worked_example_llama31_8b_graph_sizes() -> None:
-    g = graph_size(lookup("llama3.1:8b"), 4096, 512, 1)
+    g = graph_size(spec("llama3.1:8b"), 4096, 512, 1)
     assert hb(g.kv_total) == "512.0 MiB" and hb(g.full) == "296.0 MiB" and hb(g.partial) == "677.5 MiB"
 
 
@@ -73,7 +73,7 @@ def test_story_5_plan_is_reproduced_exactly() -> None:
 
 def test_minimum_memory_and_layer_reserve_per_gpu() -> None:
     e = _est("llama3.1:8b", [23.3], 4096)
-    mf = lookup("llama3.1:8b")
+    mf = spec("llama3.1:8b")
     kv = graph_size(mf, 4096, 512, 1).kv
     expected = MINIMUM_MEMORY + mf.layer_bytes[0] + kv[0] + sum(mf.layer_bytes) + sum(kv) + mf.output_bytes
     assert e.allocations[0] == expected + e.graph_full
@@ -85,10 +85,10 @@ def test_explicit_num_gpu_stops_the_estimate() -> None:
 
 
 def test_pick_gpus_uses_the_fewest_that_fit() -> None:
-    mf = lookup("llama3.1:8b")
+    mf = spec("llama3.1:8b")
     free = [int(20 * GiB), int(23 * GiB)]
     gpus, est, full = pick_gpus(mf, free, num_ctx=4096, num_batch=512, num_gpu=-1, num_parallel=1)
     assert gpus == [1] and full and est.layers == 33
-    big = lookup("llama3.3:70b")
+    big = spec("llama3.3:70b")
     gpus, est, full = pick_gpus(big, free, num_ctx=4096, num_batch=512, num_gpu=-1, num_parallel=1)
     assert sorted(gpus) == [0, 1] and not full and 0 < est.layers < 81

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tuner.sim.catalog import lookup
+from tests.estimate.specs import spec
 from tuner.sim.hardware import MiB
-from tuner.sim.runner import CPU, allocate, kv_cells, kv_layer_bytes, layer_devices
+from tuner.estimate.llamacpp import CPU, allocate, kv_cells, kv_layer_bytes, layer_devices
 
 
 def test_last_n_layers_contiguous_in_proportion_to_the_split() -> None:
@@ -18,18 +18,18 @@ def test_last_n_layers_contiguous_in_proportion_to_the_split() -> None:
 
 
 def test_kv_cache_per_layer() -> None:
-    gemma = lookup("gemma3:12b")
+    gemma = spec("gemma3:12b")
     assert kv_cells(gemma, 0, 131072, 512, 1, False) == 1536  # sliding: window + ubatch
     assert kv_cells(gemma, 5, 131072, 512, 1, False) == 131072  # every sixth layer is global
     assert kv_layer_bytes(gemma, 5, 131072) == 1 << 30
-    r1 = lookup("deepseek-r1:671b-q8_0")
+    r1 = spec("deepseek-r1:671b-q8_0")
     assert kv_layer_bytes(r1, 10, 2048) == 160 * MiB  # 61 layers -> 9760 MiB, as llama.cpp printed
-    llama = lookup("llama3.1:8b")
+    llama = spec("llama3.1:8b")
     assert kv_layer_bytes(llama, 0, 4096) == 16 * MiB
 
 
 def test_compute_buffer_grows_with_context_and_op_offload_lands_on_cuda0() -> None:
-    mf = lookup("deepseek-r1:32b")
+    mf = spec("deepseek-r1:32b")
     small = allocate(
         mf, n_devices=1, num_gpu=65, split=[1.0], ctx_total=4096, ubatch=512, parallel=1, flash_attn=False
     )
@@ -47,7 +47,7 @@ def test_compute_buffer_grows_with_context_and_op_offload_lands_on_cuda0() -> No
 
 
 def test_flash_attention_shrinks_the_compute_buffer() -> None:
-    mf = lookup("gemma3:12b")
+    mf = spec("gemma3:12b")
     kw = dict(n_devices=1, num_gpu=49, split=[1.0], ctx_total=131072, ubatch=512, parallel=1)
     assert (
         allocate(mf, flash_attn=True, **kw).gpu[0].compute
