@@ -172,6 +172,8 @@ def cli() -> None:
 @click.option("--baseline-ctx", default=None, help="num_ctx of the baseline trial (the engine's own placement); default: the engine's own default context.")
 @click.option("--tune-flash-attn", is_flag=True, help="llama-server: also tune flash attention on/off.")
 @click.option("--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0.")
+@click.option("--predict/--no-predict", "predict_memory", default=True, show_default=True,
+              help="Skip configs the memory estimator predicts cannot fit (with a margin learned from the trials).")
 @click.option("--sampler", type=click.Choice(["auto", "tpe", "tpe-mv", "random", "gp"]), default="auto", show_default=True,
               help="auto: structure-aware search (ours); the others are plain Optuna samplers over the whole space.")
 @click.option("--seed", default=0, type=int, show_default=True)
@@ -182,7 +184,7 @@ def cli() -> None:
 def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None, llama_server: str | None,
              quant: str | None, tags: str | None, pull: bool, max_ctx: str | None, min_ctx: str | None,
              vram_limit: str | None, gpu_only: bool, depth: str, num_predict: str, max_repeats: str,
-             baseline_ctx: str | None, tune_flash_attn: bool, tune_kv_cache: bool, sampler: str, seed: int,
+             baseline_ctx: str | None, tune_flash_attn: bool, tune_kv_cache: bool, predict_memory: bool, sampler: str, seed: int,
              study_name: str | None, storage: str, out: str | None, apply_name: str | None) -> None:
     """Tune MODEL: an Ollama tag, or GGUF files with --engine llama-server."""
     budget_n = _positive_int(budget, "--budget", "--budget 40")
@@ -243,7 +245,8 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
             _say(f"note: peak VRAM falls back to the engine's own figure ({getattr(probe, 'reason', '')}).")
         from tuner.study import run_study  # noqa: PLC0415
 
-        meta, records = run_study(config, backend, probe, meta, space, on_trial=Progress())
+        check = _fitcheck(backend, probe, server, infos, predict_memory)
+        meta, records = run_study(config, backend, probe, meta, space, on_trial=Progress(), fitcheck=check)
         paths = _write_report(meta, records, Path(out) if out else Path("reports") / name)
         if apply_name:
             _apply(backend, apply_name, meta, records)
@@ -253,6 +256,31 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
     click.echo(f"report: {paths.get('report.html', '')}")
     if "best" in paths:
         click.echo(f"best config: {paths['best']}")
+
+
+def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelInfo], enabled: bool) -> Any:
+    """The estimator's check for this study, or None (--no-predict, no GPU visible, or no tensor lists)."""
+    if not enabled or probe.source == "none":
+        return None
+    from tuner.estimate.versions import Version, parse_version  # noqa: PLC0415
+    from tuner.fitcheck import FitCheck, spec_of  # noqa: PLC0415
+
+    backend.unload_all()  # free memory as the trials will find it
+    gpus = probe.gpus()
+    free = [max(0, g.memory_bytes - u) for g, u in zip(gpus, probe.used_bytes())]
+    default_ctx = 4096
+    if server.engine == "ollama":
+        try:
+            parse_version(server.version)
+            default_ctx = Version(server.version).default_num_ctx(sum(g.memory_bytes for g in gpus))
+        except ValueError:
+            pass
+    specs = {tag: spec_of(info) for tag, info in infos.items()}
+    check = FitCheck(specs, free, engine=server.engine, version=server.version, default_ctx=default_ctx)
+    if not check.active:
+        _say("note: the engine sent no tensor list, so configs are not screened by predicted memory.")
+        return None
+    return check
 
 
 def _write_report(meta: StudyMeta, records: list[Any], out_dir: Path) -> dict[str, Path]:
@@ -275,6 +303,63 @@ def _apply(backend: Backend, name: str, meta: StudyMeta, records: list[Any]) -> 
         params["num_gpu"] = best.num_gpu
     backend.create(name, best.tag, params)  # type: ignore[attr-defined]
     click.echo(f"created Ollama model '{name}' from {best.tag} with {params}")
+
+
+@cli.command("plan")
+@click.argument("model", required=False)
+@click.option("--gpus", required=True, help="The GPUs to plan for, e.g. 2x24GiB, 4x8GB, 8xA800-80GB, 24GiB,12GiB.")
+@click.option("--ctx", "ctx_list", default=None, help="Contexts to check, e.g. 8192,32768,131072 (default 4k..128k).")
+@click.option("--kv", "kv_type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True,
+              help="KV cache type; a quantized one turns flash attention on unless --flash-attn off.")
+@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--parallel", "num_parallel", default=1, type=click.IntRange(1, 64), show_default=True)
+@click.option("--engine", type=click.Choice(["ollama", "llama-server"]), default="ollama", show_default=True)
+@click.option("--ollama-version", default=None, help="The Ollama release whose rule to follow (default: the server's, or 0.12.10 with --show).")
+@click.option("--margin", default=1.0, type=click.FloatRange(0.5, 3.0), show_default=True,
+              help="Factor on the predicted compute buffers and CUDA context.")
+@click.option("--host", default=None, help="Ollama (or the simulator) to read /api/show from.")
+@click.option("--show", "show_file", default=None, help="A saved /api/show response (JSON) instead of a server.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON for scripts.")
+def plan_cmd(model: str | None, gpus: str, ctx_list: str | None, kv_type: str, flash_attn: str, num_parallel: int,
+             engine: str, ollama_version: str | None, margin: float, host: str | None, show_file: str | None,
+             as_json: bool) -> None:
+    """Predict, without loading anything, how MODEL fits GPUS at each context."""
+    import json  # noqa: PLC0415
+
+    from tuner.plan import load_show, make_plan, parse_ctx_list, parse_gpu_list, render, spec_from_show  # noqa: PLC0415
+
+    cards = parse_gpu_list(gpus)
+    if show_file:
+        spec = spec_from_show(load_show(show_file), model or Path(show_file).stem, f"--show '{show_file}'")
+        version = ollama_version or "0.12.10"
+    else:
+        if not model:
+            raise ConfigError("autotune plan needs a MODEL (read from --host) or --show FILE.json.")
+        from tuner.backend.ollama import OllamaBackend  # noqa: PLC0415
+        from tuner.fitcheck import spec_of  # noqa: PLC0415
+
+        backend = OllamaBackend(host)
+        try:
+            version = ollama_version or backend.server_info().version
+            info = backend.model_info(model)
+        finally:
+            backend.close()
+        spec = spec_of(info)
+        if spec is None:
+            raise TunerError(f"Ollama at '{backend.host}' sent no tensor list for '{model}'; save /api/show and use --show.")
+    try:
+        from tuner.estimate.versions import parse_version  # noqa: PLC0415
+
+        parse_version(version)
+    except ValueError as exc:
+        raise ConfigError(f"--ollama-version '{version}': {exc}") from exc
+    contexts = parse_ctx_list(ctx_list, spec.context_length or 131072)
+    fa = None if flash_attn == "auto" else flash_attn == "on"
+    if kv_type != "f16" and fa is None:
+        fa = True  # a quantized KV cache is what OLLAMA_FLASH_ATTENTION=1 is set for; without it Ollama uses f16
+    result = make_plan(spec, cards, contexts, engine=engine, version=version, kv_type=kv_type,
+                       num_parallel=num_parallel, flash_attn=fa, margin=margin)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else render(result))
 
 
 @cli.command("report")

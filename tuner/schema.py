@@ -40,10 +40,18 @@ class TrialRecord:
     flash_attn: str | None = None  # llama-server only
     kv_cache_type: str | None = None  # llama-server only
     constraints: dict[str, float] = field(default_factory=dict)  # <= 0 is satisfied
+    predicted_vram_bytes: int | None = None  # the estimator's VRAM for this config (all GPUs)
+    predicted_vram_per_gpu: list[int] = field(default_factory=list)
+    predicted_fixed_per_gpu: list[int] = field(default_factory=list)  # weights + KV: known exactly
+    predicted_offloaded: int | None = None  # layers the estimator expects on the GPUs
+    margin: float | None = None  # learned factor on predicted compute + context when this config was judged
+    predicted_skip: bool = False  # not loaded: predicted x margin exceeds a GPU's free memory
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["peak_vram_per_gpu"] = ";".join(str(v) for v in self.peak_vram_per_gpu)
+        row["predicted_vram_per_gpu"] = ";".join(str(v) for v in self.predicted_vram_per_gpu)
+        row["predicted_fixed_per_gpu"] = ";".join(str(v) for v in self.predicted_fixed_per_gpu)
         row.pop("constraints")
         for key, value in sorted(self.constraints.items()):
             row[f"constraint_{key}"] = value
@@ -67,6 +75,7 @@ CSV_COLUMNS = [
     "ttft_s",
     "load_s",
     "peak_vram_bytes",
+    "predicted_vram_bytes",
     "size_bytes",
     "size_vram_bytes",
     "gpu_fraction",

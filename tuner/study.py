@@ -10,6 +10,9 @@ Every trial sets the same constraint keys (<= 0 is satisfied), so samplers learn
 
 A trial that did not load is COMPLETE with placeholder values (0 tok/s, the GPUs' total memory) that only
 the sampler sees: its record says decode_tok_s None, oom True, and keeps the server's message.
+A config the estimator predicts not to fit (fitcheck.py, with the margin the study has learned) is not
+loaded at all: COMPLETE, infeasible, load_failed = its predicted shortfall, error "predicted to exceed
+memory: ...". The num_gpu range ends where no variant could fit even at the smallest context.
 Everything a report needs is in user attributes ("autotune_meta" on the study, "record" on each trial).
 """
 
@@ -29,6 +32,7 @@ from optuna.trial import TrialState
 from tuner.backend.base import AUTO, Backend
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError
+from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
 from tuner.schema import StudyMeta, TrialRecord
@@ -277,6 +281,28 @@ def build_record(
     )
 
 
+def skipped_record(number: int, config: Config, verdict: Verdict, study_config: StudyConfig, free: list[int]) -> TrialRecord:
+    """A config predicted not to fit: never loaded, infeasible, its predicted shortfall as load_failed."""
+    constraints = {"load_failed": verdict.over, "vram_over": 1.0, "cpu_spill": 1.0, "ctx_under": -1.0}
+    if study_config.min_ctx:
+        constraints["ctx_under"] = (study_config.min_ctx - config.num_ctx) / study_config.min_ctx
+    return with_prediction(
+        TrialRecord(
+            number=number,
+            state="COMPLETE",
+            tag=config.tag,
+            num_gpu=config.num_gpu,
+            num_ctx=config.num_ctx,
+            error=describe_skip(verdict, free),
+            flash_attn=config.flash_attn,
+            kv_cache_type=config.kv_cache_type,
+            constraints=constraints,
+            predicted_skip=True,
+        ),
+        verdict,
+    )
+
+
 class Objective:
     def __init__(
         self,
@@ -285,12 +311,14 @@ class Objective:
         space: Space,
         config: StudyConfig,
         gpu_total_bytes: int,
+        fitcheck: FitCheck | None = None,
     ) -> None:
         self.backend = backend
         self.probe = probe
         self.space = space
         self.config = config
         self.gpu_total_bytes = gpu_total_bytes
+        self.fitcheck = fitcheck if fitcheck is not None and fitcheck.active else None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
@@ -303,8 +331,15 @@ class Objective:
             config = dataclasses.replace(config, num_ctx=int(fixed))
         if baseline:  # the engine's own defaults throughout, not the encoded flash-attention / KV choice
             config = dataclasses.replace(config, flash_attn=None, kv_cache_type=None)
-        m = measure(self.backend, self.probe, config, self.config.measure, run_offset=trial.number * 100)
-        record = build_record(trial.number, config, m, self.config, baseline)
+        verdict = None
+        if self.fitcheck is not None:
+            done = [record_of(t) for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            verdict = self.fitcheck.verdict(config, done)
+        if verdict is not None and verdict.skip and not baseline:  # the baseline shows what the engine does
+            record = skipped_record(trial.number, config, verdict, self.config, self.fitcheck.free)  # type: ignore[union-attr]
+        else:
+            m = measure(self.backend, self.probe, config, self.config.measure, run_offset=trial.number * 100)
+            record = with_prediction(build_record(trial.number, config, m, self.config, baseline), verdict)
         attrs = dataclasses.asdict(record)
         attrs.pop("number")
         attrs.pop("state")
@@ -345,6 +380,7 @@ def run_study(
     on_trial: Callable[[TrialEvent], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sampler: optuna.samplers.BaseSampler | None = None,
+    fitcheck: FitCheck | None = None,
 ) -> tuple[StudyMeta, list[TrialRecord]]:
     """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored.
 
@@ -365,7 +401,11 @@ def run_study(
         meta = dataclasses.replace(meta, budget=config.budget)
         study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
     recover_interrupted(study)
-    objective = Objective(backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()))
+    if fitcheck is not None and fitcheck.active:
+        if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
+            study.set_user_attr("num_gpu_bound", fitcheck.num_gpu_bound(space.ctx_ladder[0], space.max_layers))
+        space = dataclasses.replace(space, max_layers=int(study.user_attrs["num_gpu_bound"]))
+    objective = Objective(backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()), fitcheck)
     baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
     cap = max(1, config.budget // 2)
     start = clock()

@@ -35,6 +35,7 @@ class ModelInfo:
     parameter_size: str = ""  # "32.8B"
     family: str = ""
     model_info: dict[str, Any] = field(default_factory=dict)  # raw GGUF key/values
+    tensors: list[dict[str, Any]] = field(default_factory=list)  # [{name, type, shape}] for the estimator
 
     @property
     def max_layers(self) -> int:

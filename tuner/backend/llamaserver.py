@@ -635,6 +635,9 @@ def read_model_info(path: str) -> ModelInfo:
         if value is not None:
             raw[key] = value
     n_params = sum(int(t.n_elements) for t in reader.tensors)
+    tensors = [
+        {"name": t.name, "type": t.tensor_type.name, "shape": [int(d) for d in t.shape]} for t in reader.tensors
+    ]
     return ModelInfo(
         name=str(path),
         architecture=str(arch),
@@ -645,4 +648,5 @@ def read_model_info(path: str) -> ModelInfo:
         parameter_size=_format_params(n_params),
         family=str(arch),
         model_info=raw,
+        tensors=tensors,
     )

@@ -142,6 +142,7 @@ class OllamaBackend:
                 f"Ollama's /api/show for '{model}' lacks '{arch}.block_count' or '{arch}.context_length'."
             ) from exc
         details = show.details
+        tensors = self._tensors(model)
         size = 0
         for entry in self._call("list", self._client.list).models:
             if same_model(entry.model or "", model):
@@ -156,7 +157,18 @@ class OllamaBackend:
             parameter_size=(details.parameter_size if details else "") or "",
             family=(details.family if details else "") or "",
             model_info=info,
+            tensors=tensors,
         )
+
+    def _tensors(self, model: str) -> list[dict[str, Any]]:
+        """/api/show's tensor list (the official client drops it); [] when the server does not send one."""
+        try:
+            resp = httpx.post(self.host + "/api/show", json={"model": model}, timeout=30.0)
+            resp.raise_for_status()
+            tensors = resp.json().get("tensors") or []
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return []
+        return [t for t in tensors if isinstance(t, dict) and "name" in t and "type" in t]
 
     def list_models(self) -> list[str]:
         return [m.model or "" for m in self._call("list", self._client.list).models]

@@ -80,6 +80,14 @@ class Prediction:
         return out
 
     @property
+    def fixed_bytes(self) -> tuple[int, ...]:
+        """Per GPU given: weights + KV cache, the part that follows from the file exactly."""
+        out = [0] * len(self.gpu_bytes)
+        for d, g in zip(self.allocation.gpu, self.runner_gpus):
+            out[g] = d.weights + d.kv
+        return tuple(out)
+
+    @property
     def vram_bytes(self) -> int:
         return sum(self.gpu_bytes)
 
@@ -101,9 +109,13 @@ class Prediction:
     def fully_on_gpu(self) -> bool:
         return self.offloaded >= self.max_layers
 
+    def need_bytes(self, margin: float = 1.0) -> tuple[int, ...]:
+        """Per GPU given: weights + KV + margin x (compute + CUDA context), the part that is a guess."""
+        return tuple(int(f + margin * (b - f)) if b else 0 for b, f in zip(self.gpu_bytes, self.fixed_bytes))
+
     def over_bytes(self, free: Sequence[int], margin: float = 1.0) -> int:
-        """The largest shortfall over GPUs of (predicted x margin - free), <= 0 when it fits."""
-        return max((int(b * margin) - f for b, f in zip(self.gpu_bytes, free) if b), default=-1)
+        """The largest shortfall over the GPUs used of need_bytes(margin) - free; < 0 when it fits."""
+        return max((n - f for n, f in zip(self.need_bytes(margin), free) if n), default=-1)
 
     def fits(self, free: Sequence[int], margin: float = 1.0) -> bool:
         return self.over_bytes(free, margin) <= 0

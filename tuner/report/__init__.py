@@ -1,8 +1,9 @@
-"""The report: the only writer of reports/ (and, in plots.py, the only user of matplotlib).
+"""The report: the only writer of reports/ (and, in plots.py and prediction.py, the only user of matplotlib).
 
     trials_frame(records)            the trials as a DataFrame (the rows of trials.csv)      frame.py
     pareto_front / picks / missing_picks / baseline_comparison    what the study decided      picks.py
     plot_pareto / plot_speed_vs_num_gpu / plot_vram_vs_num_ctx    the figures (Agg)           plots.py
+    plot_predicted_vs_measured / summarize                        estimate against measurement prediction.py
     build_report                                                  the text, as blocks         document.py
     render_markdown / render_html                                 blocks to report.md/.html   render.py
     write_report(meta, records, out_dir)                          everything above, on disk   here
@@ -42,6 +43,7 @@ from tuner.report.picks import (
     picks,
 )
 from tuner.report.plots import figure_png, plot_pareto, plot_speed_vs_num_gpu, plot_vram_vs_num_ctx
+from tuner.report.prediction import plot_predicted_vs_measured
 from tuner.report.render import render_html, render_markdown
 from tuner.schema import StudyMeta, TrialRecord
 
@@ -144,7 +146,15 @@ def write_report(meta: StudyMeta, records: Sequence[TrialRecord], out_dir: Path)
         "speed": plot_speed_vs_num_gpu(meta, records),
         "vram": plot_vram_vs_num_ctx(meta, records),
     }
-    names = {"pareto": "pareto.png", "speed": "speed_vs_num_gpu.png", "vram": "vram_vs_num_ctx.png"}
+    predicted = plot_predicted_vs_measured(meta, records)
+    if predicted is not None:
+        figures["predicted"] = predicted
+    names = {
+        "pareto": "pareto.png",
+        "speed": "speed_vs_num_gpu.png",
+        "vram": "vram_vs_num_ctx.png",
+        "predicted": "predicted_vs_measured.png",
+    }
     for key, fig in figures.items():
         png = figure_png(fig)
         path = out_dir / names[key]

@@ -24,6 +24,7 @@ from tuner.report.picks import (
     pareto_front,
 )
 from tuner.report.render import Block
+from tuner.report.prediction import summarize
 from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
 
 DID_NOT_LOAD = "did not load"
@@ -62,7 +63,7 @@ def build_report(
     extra_files: Sequence[str] = (),
 ) -> list[Block]:
     """Every block of the report. `artifacts` maps pick names (and "best") to their files;
-    `images` maps "pareto", "speed", "vram" to (file name, PNG bytes)."""
+    `images` maps "pareto", "speed", "vram" (and "predicted") to (file name, PNG bytes)."""
     blocks = [Block("h1", f"autotune report: {meta.model}")]
     blocks += _summary(meta, records, chosen, missing, artifacts)
     blocks += _machine(meta)
@@ -104,6 +105,7 @@ def build_report(
         blocks.append(
             Block("img", "peak VRAM against num_ctx", caption=images["vram"][0], data=images["vram"][1])
         )
+    blocks += _prediction(records, images)
     blocks += _infeasible(records)
     blocks += _unfinished(records)
     blocks += _all_trials(records)
@@ -309,6 +311,37 @@ def _baseline(comparison: BaselineComparison) -> list[Block]:
     if rows:
         headers = ["", "trial", "tag", "num_gpu", "num_ctx", "decode tok/s", "peak VRAM", "on GPU"]
         blocks.append(Block("table", items=headers, rows=rows))
+    return blocks
+
+
+def _prediction(records, images: dict[str, tuple[str, bytes]]) -> list[Block]:
+    s = summarize(records)
+    if s is None:
+        return []
+    blocks = [Block("h2", "Predicted against measured memory")]
+    text = (
+        f"Before each load, autotune's memory estimator predicted the VRAM of the config. Over {s.loaded} "
+        f"loaded trials, measured/predicted was {s.median_ratio:.3f} at the median "
+        f"(from {s.best_ratio:.3f} to {s.worst_ratio:.3f}). "
+        if s.loaded
+        else "Before each load, autotune's memory estimator predicted the VRAM of the config. "
+    )
+    if s.final_margin is not None:
+        text += f"The safety margin learned from these ratios ended at {s.final_margin:.3f}. "
+    text += (
+        f"{s.skipped} config(s) were not loaded because the prediction times the margin exceeded a GPU's "
+        f"free memory; {s.failed_loads} load(s) failed for lack of memory."
+    )
+    blocks.append(Block("p", text))
+    if "predicted" in images:
+        blocks.append(
+            Block(
+                "img",
+                "measured peak VRAM against predicted VRAM",
+                caption=images["predicted"][0],
+                data=images["predicted"][1],
+            )
+        )
     return blocks
 
 

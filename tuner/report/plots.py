@@ -1,4 +1,4 @@
-"""The report's figures. The only module that imports matplotlib; it draws on the Agg canvas directly
+"""The report's figures. With prediction.py, the only modules that import matplotlib; it draws on the Agg canvas directly
 (matplotlib.figure.Figure, no pyplot), so importing it changes no global backend state.
 
 Conventions in every plot: one colour per tag (or per context), filled markers = feasible and fully on

@@ -1,0 +1,58 @@
+"""Configs predicted not to fit are never loaded; the margin is learned from the study's own trials."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.cli import main
+from tuner.fitcheck import PRIOR_MARGIN, SLACK, FitCheck
+from tuner.schema import TrialRecord
+from tuner.sim import SimServer
+from tuner.study import load_records
+
+GiB = 1 << 30
+
+
+def record(n: int, pred: list[int], fixed: list[int], peak: list[int] | None = None, oom: bool = False) -> TrialRecord:
+    return TrialRecord(
+        number=n, state="COMPLETE", tag="t", num_gpu=10, num_ctx=4096,
+        decode_tok_s=None if peak is None else 10.0, peak_vram_per_gpu=peak or [], oom=oom,
+        predicted_vram_per_gpu=pred, predicted_fixed_per_gpu=fixed,
+    )
+
+
+def test_margin_is_learned_from_compute_and_context_ratios_and_from_failed_loads() -> None:
+    check = FitCheck({}, [20 * GiB], engine="ollama", version="0.12.10")
+    assert check.margin([]) == PRIOR_MARGIN
+    # predicted 10 GiB of which 8 exact: measured 10.5 -> the uncertain 2 GiB were really 2.5 (x 1.25)
+    loaded = record(0, [10 * GiB], [8 * GiB], peak=[int(10.5 * GiB)])
+    assert check.margin([loaded]) == pytest.approx(1.25 + SLACK)
+    # a load that failed with 18 exact + 1.5 predicted on 20 free: the real factor was at least 2/1.5
+    failed = record(1, [int(19.5 * GiB)], [18 * GiB], oom=True)
+    assert check.margin([loaded, failed]) == pytest.approx(2 / 1.5 + SLACK / 4 + SLACK)
+
+
+@pytest.mark.slow
+def test_a_study_never_loads_what_its_final_margin_rules_out(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    with SimServer(gpus="2xRTX4090", host_ram="128GiB", seed=3) as sim:
+        with pytest.raises(SystemExit) as info:
+            main(["llama3.3:70b", "--quant", "q4_K_M,q8_0", "--host", sim.url, "--budget", "20",
+                  "--storage", storage, "--study", "fit", "--out", str(tmp_path / "rep"), "--num-predict", "16"])
+        assert info.value.code == 0
+        state = sim.scheduler.state()  # what the simulator saw: loads and failed loads
+        free = sim.simulation.free_gpu_bytes()
+    _, records = load_records(storage, "fit")
+    done = [r for r in records if r.state == "COMPLETE"]
+    assert all(r.predicted_vram_per_gpu for r in done), "every trial records its predicted VRAM"
+    skipped = [r for r in done if r.predicted_skip]
+    loaded = [r for r in done if not r.predicted_skip]
+    assert skipped and all(r.error.startswith("predicted to exceed memory") for r in skipped)
+    assert all(r.constraints["load_failed"] > 0 and not r.feasible for r in skipped)
+    assert state["counters"]["loads"] + state["counters"]["failed_loads"] >= len(loaded)
+    final = FitCheck({}, free, engine="ollama", version="0.12.10").margin(done)
+    for r in loaded:
+        need = [f + final * (p - f) for p, f in zip(r.predicted_vram_per_gpu, r.predicted_fixed_per_gpu)]
+        assert all(n <= g for n, g in zip(need, free) if n), f"trial {r.number} would be ruled out now"
+    assert (tmp_path / "rep" / "predicted_vs_measured.png").exists()
+    assert "Predicted against measured memory" in (tmp_path / "rep" / "report.md").read_text()
