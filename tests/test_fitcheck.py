@@ -33,11 +33,12 @@ def test_margin_is_learned_from_compute_and_context_ratios_and_from_failed_loads
 
 
 @pytest.mark.slow
-def test_a_study_never_loads_what_its_final_margin_rules_out(tmp_path) -> None:
+@pytest.mark.parametrize("sampler", ["random", "auto"])
+def test_a_study_never_loads_what_its_final_margin_rules_out(tmp_path, sampler) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
     with SimServer(gpus="2xRTX4090", host_ram="128GiB", seed=3) as sim:
         with pytest.raises(SystemExit) as info:
-            main(["llama3.3:70b", "--quant", "q4_K_M,q8_0", "--host", sim.url, "--budget", "20",
+            main(["llama3.3:70b", "--quant", "q4_K_M,q8_0", "--host", sim.url, "--budget", "20", "--sampler", sampler,
                   "--storage", storage, "--study", "fit", "--out", str(tmp_path / "rep"), "--num-predict", "16"])
         assert info.value.code == 0
         state = sim.scheduler.state()  # what the simulator saw: loads and failed loads
@@ -47,7 +48,11 @@ def test_a_study_never_loads_what_its_final_margin_rules_out(tmp_path) -> None:
     assert all(r.predicted_vram_per_gpu for r in done), "every trial records its predicted VRAM"
     skipped = [r for r in done if r.predicted_skip]
     loaded = [r for r in done if not r.predicted_skip]
-    assert skipped and all(r.error.startswith("predicted to exceed memory") for r in skipped)
+    if sampler == "random":  # a plain sampler proposes configs that cannot fit: they are not loaded
+        assert skipped
+    else:  # ours does not even propose them
+        assert not skipped
+    assert all(r.error.startswith("predicted to exceed memory") for r in skipped)
     assert all(r.constraints["load_failed"] > 0 and not r.feasible for r in skipped)
     assert state["counters"]["loads"] + state["counters"]["failed_loads"] >= len(loaded)
     final = FitCheck({}, free, engine="ollama", version="0.12.10").margin(done)

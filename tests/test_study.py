@@ -9,7 +9,8 @@ from tuner.config import StudyConfig
 from tuner.errors import ConfigError
 from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
 from tuner.space import Config, Space
-from tuner.study import CONSTRAINT_KEYS, load_records, next_probe, open_study, recover_interrupted, run_study
+from tuner.search import StructuredSampler
+from tuner.study import CONSTRAINT_KEYS, load_records, open_study, recover_interrupted, run_study
 
 GIB = 1024**3
 
@@ -65,21 +66,23 @@ def test_probes_find_the_largest_context_that_stays_on_the_gpu(tmp_path):
     assert max(on_gpu) == truth
 
 
-def test_bisection_finds_the_largest_num_gpu_that_loads():
+def test_without_a_prediction_bisection_finds_the_largest_num_gpu_that_loads():
     machine = FakeMachine(gpu_bytes=10 * GIB)
     truth = max(n for n in range(34) if machine.need(n, 2048) <= machine.gpu_bytes)
     space = Space(tags=("toy:q4",), max_layers=33, ctx_ladder=(2048, 4096))
+    sampler = StructuredSampler(space, None)
     records: list[TrialRecord] = [TrialRecord(0, "COMPLETE", "toy:q4", -1, 4096, decode_tok_s=5.0, baseline=True)]
-    for i in range(1, 12):
-        config = next_probe(records, space, 4096, cap=20)
-        if config is None:
+    for i in range(1, 9):
+        config = sampler.next_config(records, set())
+        if config is None:  # nothing structured left: TPE takes over
             break
+        assert (config.tag, config.num_gpu, config.num_ctx) not in {(r.tag, r.num_gpu, r.num_ctx) for r in records}
         fits = machine.need(config.num_gpu, config.num_ctx) <= machine.gpu_bytes
         records.append(TrialRecord(i, "COMPLETE", config.tag, config.num_gpu, config.num_ctx,
                                    decode_tok_s=10.0 if fits else None, oom=not fits, gpu_fraction=1.0 if fits else None))
     loaded = [r.num_gpu for r in records if r.decode_tok_s and r.num_gpu >= 0]
-    assert max(loaded) == truth
-    assert len(records) <= 1 + 1 + 6 + 3
+    assert max(loaded) == truth and 0 in loaded  # the edge by bisection, then the CPU-only anchor
+    assert len(records) <= 1 + 7 + 1 + 1
 
 
 def test_vram_limit_and_gpu_only_make_measured_trials_infeasible(tmp_path):
@@ -119,9 +122,9 @@ def test_load_records_names_the_unknown_study(tmp_path):
         load_records(f"sqlite:///{tmp_path}/s.db", "nope")
 
 
-def test_next_probe_starts_with_the_baseline_then_all_layers():
+def test_the_structured_search_starts_with_all_layers_at_the_smallest_context():
     space = Space(tags=("a", "b"), max_layers=33, ctx_ladder=(2048, 4096))
-    assert next_probe([], space, 4096, cap=10) == Config("a", -1, 4096)
+    sampler = StructuredSampler(space, None)
     records = [TrialRecord(0, "COMPLETE", "a", -1, 4096, decode_tok_s=1.0, baseline=True)]
-    assert next_probe(records, space, 4096, cap=10) == Config("a", 33, 2048)
-    assert next_probe(records, space, 4096, cap=1) is None
+    assert sampler.next_config(records, set()) == Config("a", 33, 2048)
+    assert sampler.next_config(records, {("a", 33, 2048)}) == Config("b", 33, 2048)  # a worker runs the first

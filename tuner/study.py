@@ -36,6 +36,7 @@ from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
 from tuner.schema import StudyMeta, TrialRecord
+from tuner.search import StructuredSampler
 from tuner.space import Config, Space
 
 GIB = 1024**3
@@ -63,7 +64,8 @@ SAMPLERS = ("auto", *PLAIN_SAMPLERS)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """'auto' is ours (structured probes, then multivariate TPE); the others are plain Optuna samplers."""
+    """The plain Optuna samplers; 'auto' (ours, search.StructuredSampler) needs the study's space and
+    estimator, so run_study replaces the multivariate TPE made here for it."""
     if name == "auto":
         return optuna.samplers.TPESampler(multivariate=True, n_startup_trials=5, seed=seed)
     if name == "tpe":
@@ -159,64 +161,6 @@ def recover_interrupted(study: optuna.Study) -> int:
         requeued += 1
     study.set_user_attr("requeued_trials", sorted(done))
     return requeued
-
-
-# -- planning the first probes -----------------------------------------------------------------
-def _loaded(r: TrialRecord) -> bool:
-    return r.state == "COMPLETE" and not r.oom and r.decode_tok_s is not None
-
-
-def _fits_on_gpu(r: TrialRecord) -> bool:
-    """Loaded, and entirely in GPU memory (on a machine without a GPU, size_vram is 0: loaded is enough)."""
-    return _loaded(r) and ((r.gpu_fraction or 0.0) >= FULL_GPU or not r.size_vram_bytes)
-
-
-def next_probe(records: Sequence[TrialRecord], space: Space, baseline_ctx: int, cap: int) -> Config | None:
-    """The next structured probe, derived only from finished trials (so it resumes exactly), or None.
-
-    1. the baseline: the engine's own placement (num_gpu -1);
-    2. per tag, every layer on the GPU at the smallest context;
-    3. for the first tag whose every layer fits: bisect the context ladder for the largest context that
-       still loads with every layer and stays 100% on the GPU;
-    4. per tag whose every layer does not fit: bisect num_gpu for the largest count that loads at the
-       smallest context.
-    At most `cap` structured probes; the sampler does the rest.
-    """
-    done = [r for r in records if r.state == "COMPLETE"]
-    if len(done) >= cap:
-        return None
-    tried = {(r.tag, r.num_gpu, r.num_ctx) for r in done}
-    first_tag, top, low_ctx = space.tags[0], space.max_layers, space.ctx_ladder[0]
-    if not any(r.baseline for r in done):
-        return Config(first_tag, AUTO, baseline_ctx)
-    fits_fully: list[str] = []
-    bisect_layers: list[Config] = []
-    for tag in space.tags:
-        if (tag, top, low_ctx) not in tried:
-            return Config(tag, top, low_ctx)
-        at_low = [r for r in done if r.tag == tag and r.num_ctx == low_ctx and r.num_gpu != AUTO]
-        ok = [r.num_gpu for r in at_low if _loaded(r)]
-        bad = [r.num_gpu for r in at_low if not _loaded(r)]
-        if top in ok:
-            fits_fully.append(tag)
-            continue
-        lo = max(ok, default=-1)
-        hi = min((n for n in bad if n > lo), default=top)
-        if hi - lo > 1:
-            bisect_layers.append(Config(tag, (lo + hi) // 2 if lo >= 0 else hi // 2, low_ctx))
-    if fits_fully:  # the largest context that stays 100% on the GPU, for the first tag that fits
-        tag = fits_fully[0]
-        ladder = list(space.ctx_ladder)
-        rows = [r for r in done if r.tag == tag and r.num_gpu == top and r.num_ctx in ladder]
-        on_gpu = [ladder.index(r.num_ctx) for r in rows if _fits_on_gpu(r)]
-        off = [ladder.index(r.num_ctx) for r in rows if not _fits_on_gpu(r)]
-        lo = max(on_gpu, default=-1)
-        hi = min((i for i in off if i > lo), default=len(ladder))
-        if hi - lo > 1:
-            # try the top of the ladder first (often it fits), then bisect
-            mid = len(ladder) - 1 if hi == len(ladder) else (lo + hi) // 2
-            return Config(tag, top, ladder[mid])
-    return bisect_layers[0] if bisect_layers else None
 
 
 # -- one trial ------------------------------------------------------------------------------------
@@ -405,23 +349,22 @@ def run_study(
         if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
             study.set_user_attr("num_gpu_bound", fitcheck.num_gpu_bound(space.ctx_ladder[0], space.max_layers))
         space = dataclasses.replace(space, max_layers=int(study.user_attrs["num_gpu_bound"]))
+    if structured:
+        study.sampler = StructuredSampler(
+            space, fitcheck, seed=config.seed, vram_limit_bytes=config.vram_limit_bytes, gpu_only=config.gpu_only
+        )
     objective = Objective(backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()), fitcheck)
     baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
-    cap = max(1, config.budget // 2)
     start = clock()
     session_trials = 0
     records = [record_of(t) for t in study.get_trials(deepcopy=False)]
     while sum(1 for r in records if r.state == "COMPLETE") < config.budget:
-        if structured and not any(r.state == "WAITING" for r in records):
-            probe_config = next_probe(records, space, baseline_ctx, cap)
-            if probe_config is not None:
-                params = space.params(
-                    dataclasses.replace(probe_config, num_ctx=space.nearest_ctx(probe_config.num_ctx or 4096))
-                )
-                attrs = {"fixed_ctx": probe_config.num_ctx} if probe_config.num_ctx not in space.ctx_ladder else None
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    study.enqueue_trial(params, user_attrs=attrs)
+        if structured and not any(r.num_gpu == AUTO for r in records):  # first, the engine's own placement
+            params = space.params(Config(space.tags[0], AUTO, space.nearest_ctx(baseline_ctx or 4096)))
+            attrs = {"fixed_ctx": baseline_ctx} if baseline_ctx not in space.ctx_ladder else None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                study.enqueue_trial(params, user_attrs=attrs)
         ran: list[optuna.trial.FrozenTrial] = []
         study.optimize(objective, n_trials=1, callbacks=[lambda _s, t, ran=ran: ran.append(t)])
         session_trials += 1
