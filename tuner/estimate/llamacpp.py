@@ -14,6 +14,10 @@
   weights are copied there (op offload), so CUDA0 also reserves room for the largest CPU-resident matrix
   (for deepseek2 that is a whole expert tensor, which Ollama's estimate does not count).
 * Each GPU the runner opens also pays a CUDA context (~320 MiB): the "overhead" of the estimate.
+* A vision tower in the model file (Ollama engine: gemma3, mistral3) is run by the same scheduler, which
+  reserves one graph for the worst of a text batch and an image batch: pass `vision_compute` (the image graph,
+  e.g. ollama.vision_graph) and the projector's device reserves the larger of the two (public log, issue row 41:
+  gemma3:27b reserved 1.1 GiB where its text graph needs ~0.6 GiB).
 """
 
 from __future__ import annotations
@@ -117,8 +121,13 @@ def allocate(
     parallel: int,
     flash_attn: bool,
     kv_type: str = "f16",
+    vision_compute: int = 0,
 ) -> Allocation:
-    """Per-device bytes when the runner opens `n_devices` GPUs and offloads `num_gpu` layers."""
+    """Per-device bytes when the runner opens `n_devices` GPUs and offloads `num_gpu` layers.
+
+    `vision_compute`: the image graph of a vision tower in the same file (0 = text only); the device holding
+    the projector reserves max(text graph, image graph).
+    """
     blocks = s.block_count
     devices = layer_devices(blocks, num_gpu if n_devices else 0, split if n_devices else [])
     n = n_devices
@@ -161,9 +170,13 @@ def allocate(
                 compute += (
                     cpu_matrix  # op offload: CPU weights are copied to the first GPU for prompt batches
                 )
+        if d == out_dev and vision_compute and s.projector_bytes:
+            compute = max(compute, vision_compute + 32 * MiB)
         gpu.append(DeviceUse(weights[d], kv[d], compute, CUDA_CONTEXT_BYTES))
     cpu_compute = 0
     if cpu_cells or out_dev == CPU:
         attn = _attention_bytes(s, cpu_cells, ubatch, flash_attn) if cpu_cells else 0
         cpu_compute = max(attn + ffn, logits if out_dev == CPU else 0) + 16 * MiB
+        if out_dev == CPU and vision_compute and s.projector_bytes:
+            cpu_compute = max(cpu_compute, vision_compute + 16 * MiB)
     return Allocation(tuple(devices), tuple(gpu), DeviceUse(cpu_w, cpu_kv, cpu_compute, 0))

@@ -180,8 +180,8 @@ def predict(
             num_batch=req.num_batch,
             num_gpu=req.num_gpu,
             num_parallel=req.num_parallel,
-            ascending=v.layers_ascending,
             kv_type=kv_type,
+            version=v,
         )
         if free and req.num_gpu != 0:
             runner_gpus, est, _ = pick_gpus(spec, free, single_then_all=v.number < (0, 7, 0), **kw)  # type: ignore[arg-type]
