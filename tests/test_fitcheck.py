@@ -13,10 +13,10 @@ from tuner.study import load_records
 GiB = 1 << 30
 
 
-def record(n: int, pred: list[int], fixed: list[int], peak: list[int] | None = None, oom: bool = False) -> TrialRecord:
+def record(n: int, pred: list[int], fixed: list[int], peak: list[int] | None = None, error: str = "") -> TrialRecord:
     return TrialRecord(
         number=n, state="COMPLETE", tag="t", num_gpu=10, num_ctx=4096,
-        decode_tok_s=None if peak is None else 10.0, peak_vram_per_gpu=peak or [], oom=oom,
+        decode_tok_s=None if peak is None else 10.0, peak_vram_per_gpu=peak or [], oom=bool(error), error=error,
         predicted_vram_per_gpu=pred, predicted_fixed_per_gpu=fixed,
     )
 
@@ -28,8 +28,11 @@ def test_margin_is_learned_from_compute_and_context_ratios_and_from_failed_loads
     loaded = record(0, [10 * GiB], [8 * GiB], peak=[int(10.5 * GiB)])
     assert check.margin([loaded]) == pytest.approx(1.25 + SLACK)
     # a load that failed with 18 exact + 1.5 predicted on 20 free: the real factor was at least 2/1.5
-    failed = record(1, [int(19.5 * GiB)], [18 * GiB], oom=True)
+    failed = record(1, [int(19.5 * GiB)], [18 * GiB], error="llama runner process has terminated: cudaMalloc failed: out of memory")
     assert check.margin([loaded, failed]) == pytest.approx(2 / 1.5 + SLACK / 4 + SLACK)
+    # running out of host memory says nothing about VRAM
+    host = record(2, [int(19.5 * GiB)], [18 * GiB], error="model requires more system memory (15.2 GiB) than is available (12.0 GiB)")
+    assert check.margin([loaded, host]) == pytest.approx(1.25 + SLACK)
 
 
 @pytest.mark.slow

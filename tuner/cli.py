@@ -260,7 +260,7 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
 
 def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelInfo], enabled: bool) -> Any:
     """The estimator's check for this study, or None (--no-predict, no GPU visible, or no tensor lists)."""
-    if not enabled or probe.source == "none":
+    if not enabled or probe.source not in ("nvml", "simulator"):  # no GPU to predict for
         return None
     from tuner.estimate.versions import Version, parse_version  # noqa: PLC0415
     from tuner.fitcheck import FitCheck, spec_of  # noqa: PLC0415
@@ -276,7 +276,10 @@ def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelI
         except ValueError:
             pass
     specs = {tag: spec_of(info) for tag, info in infos.items()}
-    check = FitCheck(specs, free, engine=server.engine, version=server.version, default_ctx=default_ctx)
+    fa_ok = all(g.supports_flash_attention for g in gpus)
+    check = FitCheck(
+        specs, free, engine=server.engine, version=server.version, default_ctx=default_ctx, flash_attn_ok=fa_ok
+    )
     if not check.active:
         _say("note: the engine sent no tensor list, so configs are not screened by predicted memory.")
         return None

@@ -58,6 +58,7 @@ class FitCheck:
         engine: str,
         version: str,
         default_ctx: int = 4096,
+        flash_attn_ok: bool = True,
     ) -> None:
         self.specs = dict(specs)
         self.free = list(free)
@@ -68,6 +69,7 @@ class FitCheck:
         except ValueError:  # llama-server builds have no Ollama version: the rule does not need one
             self.version = Version("0.30.0")
         self.default_ctx = default_ctx
+        self.flash_attn_ok = flash_attn_ok  # every GPU supports flash attention (Ollama turns it off otherwise)
         self._cache: dict[tuple[str, int, int, str | None, str | None], Prediction | None] = {}
 
     @property
@@ -87,6 +89,8 @@ class FitCheck:
 
     def _request(self, config: Config) -> Request:
         fa = None if config.flash_attn is None else config.flash_attn == "on"
+        if fa is None and not self.flash_attn_ok:
+            fa = False
         return Request(
             num_ctx=config.num_ctx or self.default_ctx,
             num_gpu=config.num_gpu,
@@ -109,7 +113,7 @@ class FitCheck:
                     out.append(max(per))
             elif r.decode_tok_s is not None and r.peak_vram_bytes and sum(pred) > sum(fixed):
                 out.append((r.peak_vram_bytes - sum(fixed)) / (sum(pred) - sum(fixed)))
-            elif r.oom:
+            elif r.oom and _gpu_failure(r.error):
                 need = [(g - f) / (p - f) for g, p, f in zip(self.free, pred, fixed) if p > f]
                 if need:
                     out.append(min(need) + SLACK / 4)
@@ -144,6 +148,14 @@ def over_fraction(p: Prediction, free: Sequence[int], margin: float) -> float:
     """The largest (need - free) / free over the GPUs the config uses; > 0 = predicted not to fit."""
     need = p.need_bytes(margin)
     return max(((n - f) / f for n, f in zip(need, free) if n and f > 0), default=-1.0)
+
+
+def _gpu_failure(error: str) -> bool:
+    """A load that failed on a GPU (not for host memory): only those say something about VRAM."""
+    text = error.lower()
+    if "system memory" in text or "cpu_buffer" in text or "host" in text:
+        return False
+    return any(k in text for k in ("cuda", "cudamalloc", "hipmalloc", "rocm", "metal", "vulkan", "device", "gpu"))
 
 
 def describe_skip(v: Verdict, free: Sequence[int]) -> str:

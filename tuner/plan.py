@@ -133,6 +133,8 @@ def make_plan(
     margin: float = 1.0,
 ) -> Plan:
     free = [g.memory_bytes - g.idle_reserved_bytes for g in gpus]
+    if flash_attn is None and engine == "ollama" and not all(g.supports_flash_attention for g in gpus):
+        flash_attn = False  # Ollama turns flash attention off when a GPU cannot run it
     rows = []
     rule, effective_kv = "", kv_type
     for ctx in contexts:

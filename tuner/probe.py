@@ -27,6 +27,13 @@ class GpuInfo:
     name: str
     memory_bytes: int
     driver: str = ""
+    compute_capability: tuple[int, int] | None = None  # CUDA's (major, minor) where known
+
+    @property
+    def supports_flash_attention(self) -> bool:
+        """Ollama's rule: CUDA compute capability 7.0 or newer, except 7.2 (unknown: assume yes)."""
+        cc = self.compute_capability
+        return cc is None or (cc[0] >= 7 and tuple(cc) != (7, 2))
 
 
 class Probe(Protocol):
@@ -95,7 +102,11 @@ class NvmlProbe:
         for index, handle in zip(self._indices, self._handles):
             name = self._nvml.nvmlDeviceGetName(handle)
             name = name.decode() if isinstance(name, bytes) else str(name)
-            out.append(GpuInfo(index, name, int(self._memory(handle).total), self._driver))
+            try:
+                cc: tuple[int, int] | None = tuple(self._nvml.nvmlDeviceGetCudaComputeCapability(handle))  # type: ignore[assignment]
+            except (self._nvml.NVMLError, AttributeError):
+                cc = None
+            out.append(GpuInfo(index, name, int(self._memory(handle).total), self._driver, cc))
         return out
 
     def used_bytes(self) -> list[int]:
@@ -118,7 +129,10 @@ class SimProbe:
         self._timeout_s = timeout_s
         state = self._state()
         driver = str(state.get("driver", "sim"))
-        self._gpus = [GpuInfo(g["index"], g["name"], int(g["total_bytes"]), driver) for g in state["gpus"]]
+        self._gpus = [
+            GpuInfo(g["index"], g["name"], int(g["total_bytes"]), driver, _cc(g.get("compute_capability")))
+            for g in state["gpus"]
+        ]
 
     def _state(self) -> dict[str, Any]:
         try:
@@ -135,6 +149,12 @@ class SimProbe:
 
     def close(self) -> None:
         pass
+
+
+def _cc(value: object) -> tuple[int, int] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    return None
 
 
 def _is_loopback(host: str) -> bool:

@@ -29,6 +29,7 @@ from tuner.schema import TrialRecord
 from tuner.space import Config, Space
 
 MIN_GAIN = 0.002  # stop splitting gaps whose rectangle is below this share of the front's bounding box
+FALLBACK_DRAWS = 20  # TPE proposals tried for one that is new and predicted to fit
 
 
 class StructuredSampler(optuna.samplers.BaseSampler):
@@ -64,11 +65,27 @@ class StructuredSampler(optuna.samplers.BaseSampler):
             return {}
         records, running = _history(study, trial)
         config = self.next_config(records, running)
-        if config is None:  # structure exhausted: multivariate TPE over the whole space
-            return self.fallback.sample_relative(study, trial, self.fallback.infer_relative_search_space(study, trial))
+        if config is None:  # structure exhausted: multivariate TPE, skipping what is measured or cannot fit
+            return self._fallback(study, trial, records, running)
         self._plan[trial.number] = config
         params = self.space.params(config)
         return {k: params[k] for k in ("tag", "num_gpu", "log2_ctx")}
+
+    def _fallback(
+        self, study: optuna.Study, trial: FrozenTrial, records: Sequence[TrialRecord], running: set[tuple[str, int, int]]
+    ) -> dict[str, Any]:
+        space = self.fallback.infer_relative_search_space(study, trial)
+        seen = {(r.tag, r.num_gpu, r.num_ctx) for r in records} | running
+        margin = self.fitcheck.margin(records) if self.fitcheck else 1.0
+        params: dict[str, Any] = {}
+        for _ in range(FALLBACK_DRAWS):
+            params = self.fallback.sample_relative(study, trial, space)
+            if not {"tag", "num_gpu", "log2_ctx"} <= set(params):
+                return params  # TPE still in its random start-up: it samples each parameter on its own
+            c = Config(str(params["tag"]), int(params["num_gpu"]), 2 ** int(params["log2_ctx"]))
+            if (c.tag, c.num_gpu, c.num_ctx) not in seen and self._allowed(c, margin):
+                return params
+        return params
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution

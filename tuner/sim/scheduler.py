@@ -89,6 +89,7 @@ class Scheduler:
         self.runners.clear()
         self.counters = {"loads": 0, "failed_loads": 0, "generations": 0}
         self.charged_s = 0.0
+        self.charged_by_kind = dict.fromkeys(CHARGE_KINDS, 0.0)
         self._read_before.clear()
         self.sim.reseed()
 
