@@ -8,8 +8,8 @@ from tests.fakes import FakeBackend, FakeMachine, FakeProbe
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError
 from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
-from tuner.space import Config, Space
 from tuner.search import StructuredSampler
+from tuner.space import Config, Space
 from tuner.study import CONSTRAINT_KEYS, load_records, open_study, recover_interrupted, run_study
 
 GIB = 1024**3

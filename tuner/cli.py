@@ -16,11 +16,10 @@ import click
 
 from tuner import __version__
 from tuner.backend.base import Backend, ModelInfo
-from tuner.config import MeasureSettings, StudyConfig, ctx_ladder, parse_bytes, parse_quant_list, slug
+from tuner.config import MeasureSettings, StudyConfig, parse_bytes, parse_quant_list, slug
 from tuner.errors import ConfigError, TunerError
 from tuner.probe import Probe
-from tuner.schema import SCHEMA_VERSION, StudyMeta
-from tuner.space import Space
+from tuner.schema import StudyMeta
 
 DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
 GIB = 1024**3
@@ -210,15 +209,6 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
         server = backend.server_info()  # fails fast, one line, if the engine is not there
         variants = _resolve_variants(backend, engine, models, quant, tags, pull)
         infos: dict[str, ModelInfo] = {v: backend.model_info(v) for v in variants}
-        trained = min(i.context_length for i in infos.values())
-        ladder = ctx_ladder(trained, max_ctx_n, min_ctx_n)
-        space = Space(
-            tags=tuple(variants),
-            max_layers=max(i.max_layers for i in infos.values()),
-            ctx_ladder=tuple(ladder),
-            tune_flash_attn=tune_flash_attn,
-            tune_kv_cache=tune_kv_cache,
-        )
         name = study_name or slug(models[0]) + ("-" + "-".join(q.lower() for q in parse_quant_list(quant)) if quant else "")
         config = StudyConfig(
             model=models[0], tags=tuple(variants), engine=engine, budget=budget_n, storage=storage,
@@ -227,15 +217,12 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
             tune_kv_cache=tune_kv_cache, measure=settings,
         )
         from tuner.fingerprint import fingerprint  # noqa: PLC0415
+        from tuner.study import run_study, study_meta, study_space  # noqa: PLC0415
 
-        meta = StudyMeta(
-            schema_version=SCHEMA_VERSION, study_name=name, engine=engine, model=models[0], tags=list(variants),
-            block_count={v: i.block_count for v, i in infos.items()},
-            context_length={v: i.context_length for v, i in infos.items()},
-            ctx_ladder=ladder, budget=budget_n, vram_limit_bytes=limit, min_ctx=min_ctx_n, gpu_only=gpu_only,
-            depth=settings.depth, num_predict=settings.num_predict, fingerprint=fingerprint(probe, server),
-            engine_args={"binary": str(getattr(backend, "binary", ""))} if engine != "ollama" else {},
-        )
+        space = study_space(config, infos)
+        engine_args = {"binary": str(getattr(backend, "binary", ""))} if engine != "ollama" else {}
+        meta = study_meta(config, infos, space, fingerprint(probe, server), engine_args)
+        ladder = space.ctx_ladder
         gpus = ", ".join(f"{g.name} {g.memory_bytes / GIB:.0f} GiB" for g in probe.gpus()) or "no GPU visible"
         _say(
             f"autotune {name}: {len(variants)} variant(s) x {space.max_layers + 1} num_gpu x {len(ladder)} contexts "
@@ -243,9 +230,7 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
         )
         if probe.source == "none":
             _say(f"note: peak VRAM falls back to the engine's own figure ({getattr(probe, 'reason', '')}).")
-        from tuner.study import run_study  # noqa: PLC0415
-
-        check = _fitcheck(backend, probe, server, infos, predict_memory)
+        check = _fitcheck(backend, probe, server, infos) if predict_memory else None
         meta, records = run_study(config, backend, probe, meta, space, on_trial=Progress(), fitcheck=check)
         paths = _write_report(meta, records, Path(out) if out else Path("reports") / name)
         if apply_name:
@@ -258,31 +243,13 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
         click.echo(f"best config: {paths['best']}")
 
 
-def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelInfo], enabled: bool) -> Any:
-    """The estimator's check for this study, or None (--no-predict, no GPU visible, or no tensor lists)."""
-    if not enabled or probe.source not in ("nvml", "simulator"):  # no GPU to predict for
-        return None
-    from tuner.estimate.versions import Version, parse_version  # noqa: PLC0415
-    from tuner.fitcheck import FitCheck, spec_of  # noqa: PLC0415
+def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelInfo]) -> Any:
+    """The estimator's check for this study, or None (no GPU visible, or no tensor lists: said once)."""
+    from tuner.fitcheck import study_fitcheck  # noqa: PLC0415
 
-    backend.unload_all()  # free memory as the trials will find it
-    gpus = probe.gpus()
-    free = [max(0, g.memory_bytes - u) for g, u in zip(gpus, probe.used_bytes())]
-    default_ctx = 4096
-    if server.engine == "ollama":
-        try:
-            parse_version(server.version)
-            default_ctx = Version(server.version).default_num_ctx(sum(g.memory_bytes for g in gpus))
-        except ValueError:
-            pass
-    specs = {tag: spec_of(info) for tag, info in infos.items()}
-    fa_ok = all(g.supports_flash_attention for g in gpus)
-    check = FitCheck(
-        specs, free, engine=server.engine, version=server.version, default_ctx=default_ctx, flash_attn_ok=fa_ok
-    )
-    if not check.active:
+    check = study_fitcheck(backend, probe, server, infos)
+    if check is None and probe.source in ("nvml", "simulator"):
         _say("note: the engine sent no tensor list, so configs are not screened by predicted memory.")
-        return None
     return check
 
 

@@ -16,9 +16,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from tuner.backend.base import AUTO, ModelInfo
+from tuner.backend.base import AUTO, Backend, ModelInfo, ServerInfo
 from tuner.estimate import ModelSpec, Prediction, Request, SpecError, max_num_gpu, predict
 from tuner.estimate.versions import Version, parse_version
+from tuner.probe import Probe
 from tuner.schema import TrialRecord
 from tuner.space import Config
 
@@ -156,6 +157,32 @@ def _gpu_failure(error: str) -> bool:
     if "system memory" in text or "cpu_buffer" in text or "host" in text:
         return False
     return any(k in text for k in ("cuda", "cudamalloc", "hipmalloc", "rocm", "metal", "vulkan", "device", "gpu"))
+
+
+def study_fitcheck(backend: Backend, probe: Probe, server: ServerInfo, infos: Mapping[str, ModelInfo]) -> FitCheck | None:
+    """The check a study gets: the GPUs' free memory now (everything unloaded), the variants' specs and the
+    engine's rule. None where there is nothing to predict for: no GPU the probe can see, no tensor lists."""
+    if probe.source not in ("nvml", "simulator"):
+        return None
+    backend.unload_all()  # free memory as the trials will find it
+    gpus = probe.gpus()
+    free = [max(0, g.memory_bytes - u) for g, u in zip(gpus, probe.used_bytes())]
+    default_ctx = 4096
+    if server.engine == "ollama":
+        try:
+            parse_version(server.version)
+            default_ctx = Version(server.version).default_num_ctx(sum(g.memory_bytes for g in gpus))
+        except ValueError:
+            pass
+    check = FitCheck(
+        {tag: spec_of(info) for tag, info in infos.items()},
+        free,
+        engine=server.engine,
+        version=server.version,
+        default_ctx=default_ctx,
+        flash_attn_ok=all(g.supports_flash_attention for g in gpus),
+    )
+    return check if check.active else None
 
 
 def describe_skip(v: Verdict, free: Sequence[int]) -> str:

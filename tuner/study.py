@@ -24,18 +24,19 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from tuner.backend.base import AUTO, Backend
-from tuner.config import StudyConfig
+from tuner.backend.base import AUTO, Backend, ModelInfo
+from tuner.config import StudyConfig, ctx_ladder
 from tuner.errors import ConfigError
 from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
-from tuner.schema import StudyMeta, TrialRecord
+from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
 from tuner.search import StructuredSampler
 from tuner.space import Config, Space
 
@@ -48,6 +49,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # -- storage -------------------------------------------------------------------------------------
 def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL; "in-memory" is Optuna's InMemoryStorage (nothing kept after the run)."""
+    if url == "in-memory":
+        return optuna.storages.InMemoryStorage()
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if path and os.path.dirname(path):
@@ -82,6 +86,46 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
             )
         return optuna.samplers.GPSampler(n_startup_trials=5, seed=seed)
     raise ConfigError(f"--sampler '{name}' is unknown; use one of {', '.join(SAMPLERS)}.")
+
+
+def study_space(config: StudyConfig, infos: Mapping[str, ModelInfo]) -> Space:
+    """The search space for the variants: num_gpu up to every layer, the context ladder within the bounds."""
+    ladder = ctx_ladder(min(i.context_length for i in infos.values()), config.max_ctx, config.min_ctx)
+    return Space(
+        tags=tuple(config.tags),
+        max_layers=max(i.max_layers for i in infos.values()),
+        ctx_ladder=tuple(ladder),
+        tune_flash_attn=config.tune_flash_attn,
+        tune_kv_cache=config.tune_kv_cache,
+    )
+
+
+def study_meta(
+    config: StudyConfig,
+    infos: Mapping[str, ModelInfo],
+    space: Space,
+    fingerprint: dict[str, Any],
+    engine_args: dict[str, Any] | None = None,
+) -> StudyMeta:
+    """What the study stores about itself, for the report."""
+    return StudyMeta(
+        schema_version=SCHEMA_VERSION,
+        study_name=config.study_name,
+        engine=config.engine,
+        model=config.model,
+        tags=list(config.tags),
+        block_count={v: i.block_count for v, i in infos.items()},
+        context_length={v: i.context_length for v, i in infos.items()},
+        ctx_ladder=list(space.ctx_ladder),
+        budget=config.budget,
+        vram_limit_bytes=config.vram_limit_bytes,
+        min_ctx=config.min_ctx,
+        gpu_only=config.gpu_only,
+        depth=config.measure.depth,
+        num_predict=config.measure.num_predict,
+        fingerprint=fingerprint,
+        engine_args=engine_args or {},
+    )
 
 
 def open_study(config: StudyConfig, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:

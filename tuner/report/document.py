@@ -23,8 +23,8 @@ from tuner.report.picks import (
     is_true,
     pareto_front,
 )
-from tuner.report.render import Block
 from tuner.report.prediction import summarize
+from tuner.report.render import Block
 from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
 
 DID_NOT_LOAD = "did not load"

@@ -159,7 +159,7 @@ class Api:
             prompt_text = gen.render_prompt(req, chat, lm)
             result = gen.run(self.sim, runner, prompt_text, opts, req, load_s, thinking)
             self.sched.counters["generations"] += 1
-            self.sched.charge(result.prompt_s + result.eval_s + gen.REQUEST_OVERHEAD_S)
+            self.sched.charge(result.prompt_s + result.eval_s + gen.REQUEST_OVERHEAD_S, "generation")
             self.sched.release(runner, keep_alive, now)
         stream = req.get("stream") is not False
         return gen.reply(name, now, chat, result, stream, raw_mode=bool(req.get("raw")))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.sim.catalog import ModelFile
 from tuner.estimate.spec import ModelSpec
+from tuner.sim.catalog import ModelFile
 from tuner.sim.quant import FILE_TYPES
 
 

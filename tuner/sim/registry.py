@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from tuner.estimate.versions import Version
 from tuner.sim.catalog import (
     CATALOG_NAMES,
     DEFAULT_TAGS,
@@ -20,7 +21,6 @@ from tuner.sim.catalog import (
     sha256_hex,
 )
 from tuner.sim.modelinfo import details, model_info
-from tuner.estimate.versions import Version
 
 _PART = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _NAME_RE = re.compile(rf"^(?:{_PART}/){{0,2}}{_PART}(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{{0,127}})?$")

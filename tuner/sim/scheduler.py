@@ -19,6 +19,8 @@ DEFAULT_KEEP_ALIVE_S = 300.0  # OLLAMA_KEEP_ALIVE default 5m
 UNLOAD_S = 0.3  # killing the runner and waiting for the memory to come back
 LOADED_RUNNER_S = 0.0015  # load_duration when the runner is already there
 FOREVER_CAP_S = 292 * 365.25 * 86400  # a negative keep_alive: Go's max duration, about 292 years
+# What the simulated clock bill is split into (/sim/state "charged_s_by_kind"); they add up to charged_s.
+CHARGE_KINDS = ("load", "failed_load", "generation", "unload")
 
 
 class LoadFailed(Exception):
@@ -48,6 +50,7 @@ class Scheduler:
         self.runners: dict[str, Runner] = {}
         self.counters = {"loads": 0, "failed_loads": 0, "generations": 0}
         self.charged_s = 0.0
+        self.charged_by_kind = dict.fromkeys(CHARGE_KINDS, 0.0)
         self._read_before: set[str] = set()
 
     # --- bookkeeping ---------------------------------------------------------------------------
@@ -61,8 +64,10 @@ class Scheduler:
             host += r.placement.cpu_bytes
         return gpu, host
 
-    def charge(self, seconds: float) -> None:
+    def charge(self, seconds: float, kind: str) -> None:
+        """Add simulated seconds to the bill, under one of CHARGE_KINDS."""
         self.charged_s += max(0.0, seconds)
+        self.charged_by_kind[kind] += max(0.0, seconds)
 
     def sweep(self, now: float) -> None:
         """Unload every runner whose keep-alive ran out."""
@@ -73,7 +78,7 @@ class Scheduler:
         runner = self.runners.pop(tag, None)
         if runner is None:
             return False
-        self.charge(UNLOAD_S)
+        self.charge(UNLOAD_S, "unload")
         return True
 
     def unload_all(self) -> None:
@@ -121,7 +126,7 @@ class Scheduler:
                 placement = self._plan(tag, options)
         if not placement.ok:
             self.counters["failed_loads"] += 1
-            self.charge(0.5 * self.sim.load_seconds(placement, cached=tag in self._read_before))
+            self.charge(0.5 * self.sim.load_seconds(placement, cached=tag in self._read_before), "failed_load")
             raise LoadFailed(placement.error)
         cached = tag in self._read_before and self.sim.host.ram_bytes > 2 * placement.cpu_bytes
         load_s = self.sim.load_seconds(placement, cached=cached) * self.sim.noise_factor(2.0)
@@ -131,7 +136,7 @@ class Scheduler:
         runner = Runner(name, tag, dict(options), placement, keep, expires, self.sim.noise_factor(0.5), now)
         self.runners[tag] = runner
         self.counters["loads"] += 1
-        self.charge(load_s)
+        self.charge(load_s, "load")
         return runner, load_s
 
     def _plan(self, tag: str, options: dict[str, Any]) -> Placement:
@@ -177,6 +182,7 @@ class Scheduler:
                     "used_bytes": u,
                     "free_bytes": max(0, g.memory_bytes - u),
                     "bandwidth_gbps": g.bandwidth_gbps,
+                    "compute_capability": list(g.compute_capability),
                 }
             )
         loaded = []
@@ -204,6 +210,7 @@ class Scheduler:
             "driver": f"sim-{sim.version.text}",
             "version": sim.version.text,
             "charged_s": round(self.charged_s, 6),
+            "charged_s_by_kind": {k: round(v, 6) for k, v in self.charged_by_kind.items()},
             "counters": dict(self.counters),
             "loaded": loaded,
         }

@@ -1,0 +1,220 @@
+"""The search benchmark's command: each strategy's studies against the simulator, scored against the truth.
+
+    python -m tuner.bench_search --scenarios tuner/bench/scenarios.toml --budget 40 --seeds 10 \\
+        [--strategies grid,random,tpe,tpe-mv,gp,auto] [--jobs 2] [--only NAME,...] [--out FILE.md]
+    python -m tuner.bench_search --profile      # one study under cProfile: where a trial's time goes
+
+Prints the Markdown tables (and writes them to --out). The scenario file's format is in
+tuner/bench/scenarios.py; what each number means is in the report's header (tuner.bench.table).
+Bad input: one line, exit 2. Runs that fail are listed in the report, exit 1.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import platform
+import pstats
+import shlex
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import click
+
+from tuner.bench.run import (
+    FAST_MEASURE,
+    NOISE,
+    STRATEGIES,
+    Job,
+    run_benchmark,
+    run_job,
+    truth_job,
+    unavailable,
+)
+from tuner.bench.scenarios import DEFAULT_SCENARIOS, Scenario, load_scenarios, select
+from tuner.bench.table import render
+from tuner.errors import ConfigError, TunerError
+
+HOW_TO_READ = """\
+How to read: every run is one real study (tuner.study.run_study, the real OllamaBackend and SimProbe)
+against an in-process simulator with noise {noise}; its finished trials are scored with the simulator's
+noise-free truth, evaluated exhaustively over every (tag, num_gpu, num_ctx) the study can try.
+- HV ratio: hypervolume of the feasible configs the study measured (scored with their true decode tok/s and
+  true peak VRAM) over the hypervolume of the true Pareto front; reference point 0 tok/s and the GPUs' total
+  memory (or the scenario's vram_limit). 1.000 = the whole true front was found.
+- trials to 99% best: the trial at which a config with true decode >= 99% of the best feasible true decode was
+  first measured and judged feasible; "never" when the budget ran out first (counted as budget + 1).
+- sim. time: what the simulator charged for the study's loads, failed loads, generations and unloads
+  (seconds a real machine would spend); failed-load share: the part spent on loads that did not fit.
+- real ms per trial: wall time inside run_study per finished trial on this machine (storage: {storage}).
+Strategies: grid = a llama-bench-style sweep (each tag, contexts ascending, num_gpu descending from every
+layer); random, tpe (Optuna 5.0 defaults), tpe-mv (multivariate), gp (GPSampler) = plain Optuna samplers
+over the whole space, no probes; auto = what `autotune --sampler auto` runs (its probes and sampler, and
+the CLI's memory screen)."""
+
+
+def _versions() -> str:
+    parts = [f"Python {platform.python_version()}"]
+    for dist in ("optuna", "torch"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    return ", ".join(parts)
+
+
+def _parse_strategies(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    for name in names:
+        if name not in STRATEGIES:
+            raise ConfigError(f"--strategies entry '{name}' is unknown; use some of {','.join(STRATEGIES)}.")
+    if not names:
+        raise ConfigError(f"--strategies is empty; use e.g. --strategies {','.join(STRATEGIES)}.")
+    return list(dict.fromkeys(names))
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _profile(scenario: Scenario, strategy: str, budget: int) -> None:
+    truth = truth_job(scenario)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    score = run_job(Job(truth, strategy, 0, budget))
+    profiler.disable()
+    wall = time.perf_counter() - start
+    click.echo(
+        f"{scenario.name} / {strategy} / budget {budget}: {wall:.2f} s under cProfile, "
+        f"{1000 * score.study_s / max(1, score.trials):.0f} ms per trial in run_study {score.error}"
+    )
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(30)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--scenarios",
+    "scenario_file",
+    default=str(DEFAULT_SCENARIOS),
+    show_default=True,
+    help="TOML file of scenarios (format: tuner/bench/scenarios.py).",
+)
+@click.option("--budget", type=click.IntRange(min=1), default=40, show_default=True, help="Trials per study.")
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Studies per scenario and strategy.",
+)
+@click.option("--strategies", default=",".join(STRATEGIES), show_default=True, help="Comma-separated.")
+@click.option(
+    "--jobs", type=click.IntRange(min=1), default=None, help="Processes at a time (default: CPU count)."
+)
+@click.option("--only", default="", help="Only these scenarios (comma-separated names).")
+@click.option("--out", default=None, help="Also write the Markdown report here.")
+@click.option(
+    "--profile", is_flag=True, help="Profile one study (first scenario, first strategy, seed 0) and exit."
+)
+def bench(
+    scenario_file: str,
+    budget: int,
+    seeds: int,
+    strategies: str,
+    jobs: int | None,
+    only: str,
+    out: str | None,
+    profile: bool,
+) -> None:
+    """Benchmark the search strategies against the simulator's noise-free truth."""
+    names = _parse_strategies(strategies)
+    scenarios = select(load_scenarios(scenario_file), [n.strip() for n in only.split(",") if n.strip()])
+    if profile:
+        _profile(scenarios[0], names[0], budget)
+        return
+    jobs_n = jobs or os.cpu_count() or 1
+    skipped = {n: why for n in names if (why := unavailable(n))}
+    started = time.perf_counter()
+    truths, scores = run_benchmark(scenarios, [n for n in names if n not in skipped], seeds, budget, jobs_n)
+    wall = time.perf_counter() - started
+    n_trials = sum(s.trials for s in scores)
+    storage = "Optuna's InMemoryStorage"
+    command = [
+        "python",
+        "-m",
+        "tuner.bench_search",
+        "--scenarios",
+        scenario_file,
+        "--budget",
+        str(budget),
+        "--seeds",
+        str(seeds),
+        "--strategies",
+        ",".join(names),
+        "--jobs",
+        str(jobs_n),
+    ]
+    command += ["--only", only] if only else []
+    command += ["--out", out] if out else []
+    header = [
+        "    " + shlex.join(command),
+        "",
+        f"Machine: {_cpu_name()}, {os.cpu_count()} cores; {_versions()}; --jobs {jobs_n}.",
+        f"Wall time: {wall:.0f} s for {len(scores)} studies ({len(scenarios)} scenarios x "
+        f"{len(names) - len(skipped)} strategies x {seeds} seeds), {n_trials} simulated trials; "
+        f"truth: {sum(t.eval_s for t in truths):.1f} s over all scenarios.",
+        f"Measurement per trial: 1 warm-up + {FAST_MEASURE.min_repeats} measured generations of "
+        f"{FAST_MEASURE.num_predict} tokens; simulator noise {NOISE}.",
+        "",
+        HOW_TO_READ.format(noise=NOISE, storage=storage),
+    ]
+    text = render(truths, scores, names, skipped, header)
+    click.echo(text, nl=False)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(f"report: {out}", err=True)
+    failed = sum(1 for s in scores if s.error)
+    if failed:
+        raise TunerError(
+            f"{failed} of {len(scores)} runs failed (listed at the end of the report); "
+            "TUNER_DEBUG=1 with --jobs 1 stops at the first one with its traceback."
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = os.environ.get("TUNER_DEBUG") == "1"
+    try:
+        bench.main(args=argv, prog_name="python -m tuner.bench_search", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        if debug:
+            raise
+        click.echo(
+            f"bench_search: {exc.format_message()} (see 'python -m tuner.bench_search --help')", err=True
+        )
+        sys.exit(2)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("bench_search: interrupted.", err=True)
+        sys.exit(130)
+    except TunerError as exc:
+        if debug:
+            raise
+        click.echo(f"bench_search: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
