@@ -7,8 +7,10 @@
     n, p = max_num_gpu(spec, free, Request(num_ctx=131072), margin=1.05)  # the largest num_gpu that fits
 
 Modules: spec (ModelSpec from /api/show), ggml (tensor and KV block sizes), ollama (Ollama's own Era A/B
-estimate, as its log prints it), llamacpp (what the runner allocates per device), placement (the engine's
-rule: which GPUs, which layers, and the prediction), versions (what changes with Ollama's version).
+estimate, as its log prints it, by release), llamacpp (what the runner allocates per device), placement (the
+engine's rule: which GPUs, which layers, and the prediction), versions (what changes with Ollama's version).
+Checks against reality: validate (`python -m tuner.estimate.validate`: logdata + logrows + public_models,
+the public Ollama logs in ../shared/data) and realgpu (`python -m tuner.estimate.realgpu`: a real H100 study).
 """
 
 from tuner.estimate.placement import ENGINES, Device, Prediction, Request, max_num_gpu, predict
