@@ -64,3 +64,17 @@ def test_a_study_never_loads_what_its_final_margin_rules_out(tmp_path, sampler) 
         assert all(n <= g for n, g in zip(need, free) if n), f"trial {r.number} would be ruled out now"
     assert (tmp_path / "rep" / "predicted_vs_measured.png").exists()
     assert "Predicted against measured memory" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_the_num_gpu_range_ends_where_nothing_could_fit() -> None:
+    from tests.estimate.specs import spec  # noqa: PLC0415
+    from tuner.sim import Simulation  # noqa: PLC0415
+
+    free = Simulation("8xA800-80GB", noise=0).free_gpu_bytes()
+    q8 = FitCheck({"q8": spec("deepseek-r1:671b-q8_0")}, free, engine="ollama", version="0.12.10")
+    bound = q8.num_gpu_bound(2048, 62)
+    assert 45 < bound < 62  # every layer cannot fit, even with half the predicted compute buffers
+    both = FitCheck(
+        {"q8": spec("deepseek-r1:671b-q8_0"), "q4": spec("deepseek-r1:671b")}, free, engine="ollama", version="0.12.10"
+    )
+    assert both.num_gpu_bound(2048, 62) == 62  # q4_K_M fits whole

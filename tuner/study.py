@@ -372,8 +372,9 @@ def run_study(
 ) -> tuple[StudyMeta, list[TrialRecord]]:
     """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored.
 
-    With config.sampler 'auto' the structured probes come first; a plain sampler (or one passed in as
-    `sampler`, e.g. by the search benchmark) gets every trial to itself.
+    With config.sampler 'auto' the baseline trial (the engine's own placement) comes first, then our
+    search.StructuredSampler; a plain sampler (or one passed in as `sampler`, e.g. by the search benchmark)
+    gets every trial to itself. With `fitcheck`, configs predicted not to fit are not loaded.
     """
     study = open_study(config, sampler)
     structured = sampler is None and config.sampler == "auto"
