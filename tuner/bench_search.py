@@ -36,6 +36,7 @@ from tuner.bench.run import (
 from tuner.bench.scenarios import DEFAULT_SCENARIOS, Scenario, load_scenarios, select
 from tuner.bench.table import render
 from tuner.errors import ConfigError, TunerError
+from tuner.fingerprint import cpu_name
 
 HOW_TO_READ = """\
 How to read: every run is one real study (tuner.study.run_study, the real OllamaBackend and SimProbe)
@@ -73,17 +74,6 @@ def _parse_strategies(text: str) -> list[str]:
     if not names:
         raise ConfigError(f"--strategies is empty; use e.g. --strategies {','.join(STRATEGIES)}.")
     return list(dict.fromkeys(names))
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _profile(scenario: Scenario, strategy: str, budget: int) -> None:
@@ -169,7 +159,7 @@ def bench(
     header = [
         "    " + shlex.join(command),
         "",
-        f"Machine: {_cpu_name()}, {os.cpu_count()} cores; {_versions()}; --jobs {jobs_n}.",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores; {_versions()}; --jobs {jobs_n}.",
         f"Wall time: {wall:.0f} s for {len(scores)} studies ({len(scenarios)} scenarios x "
         f"{len(names) - len(skipped)} strategies x {seeds} seeds), {n_trials} simulated trials; "
         f"truth: {sum(t.eval_s for t in truths):.1f} s over all scenarios.",

@@ -314,9 +314,10 @@ def plan_cmd(model: str | None, gpus: str, ctx_list: str | None, kv_type: str, f
             info = backend.model_info(model)
         finally:
             backend.close()
-        spec = spec_of(info)
-        if spec is None:
+        read = spec_of(info)
+        if read is None:
             raise TunerError(f"Ollama at '{backend.host}' sent no tensor list for '{model}'; save /api/show and use --show.")
+        spec = read
     try:
         from tuner.estimate.versions import parse_version  # noqa: PLC0415
 

@@ -13,7 +13,8 @@ from tuner.backend.base import ServerInfo
 from tuner.probe import Probe
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (else what platform knows)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -35,7 +36,7 @@ def fingerprint(probe: Probe, server: ServerInfo) -> dict[str, Any]:
         "server": {"engine": server.engine, "version": server.version, "host": server.host},
         "host": {
             "name": platform.node(),
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cpu_count": psutil.cpu_count(logical=True),
             "ram_bytes": psutil.virtual_memory().total,
             "os": platform.platform(),

@@ -33,10 +33,11 @@ class PredictionSummary:
 def _pairs(records: Sequence[TrialRecord]) -> list[tuple[TrialRecord, float, float]]:
     out = []
     for r in records:
-        if not (is_complete(r) and is_measured(r) and finite(r.predicted_vram_bytes) and finite(r.peak_vram_bytes)):
+        predicted, peak = r.predicted_vram_bytes, r.peak_vram_bytes
+        if not (is_complete(r) and is_measured(r) and finite(predicted) and finite(peak)):
             continue
-        if r.predicted_vram_bytes and r.predicted_vram_bytes > 0:
-            out.append((r, r.predicted_vram_bytes / GIB, r.peak_vram_bytes / GIB))
+        if predicted is not None and peak is not None and predicted > 0:
+            out.append((r, predicted / GIB, peak / GIB))
     return out
 
 
