@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 
 from tuner.estimate import public_models as P
-from tuner.estimate.llamacpp import allocate, layer_devices
+from tuner.estimate.llamacpp import Allocation, allocate, layer_devices
 from tuner.estimate.logdata import (
     Check,
     Figure,
@@ -546,6 +546,25 @@ def _row41(r: dict[str, str]) -> list[Check]:
     return [est, act]
 
 
+def _buffer_figures(
+    r: dict[str, str], a: Allocation, device: str, sum_name: str
+) -> tuple[list[Figure], dict[str, int], int]:
+    """Offloaded layers and llama.cpp's model / KV / compute buffers on the first GPU (and the CPU's model
+    buffer), printed against predicted; also the printed model buffers and the printed GPU sum."""
+    w, kv, c = (device_sizes(r[k]) for k in ("actual_model_buffers", "actual_kv_buffers", "actual_compute_buffers"))
+    gw, gkv, gc = _gpu_buffers(a, 0)
+    printed = w[device] + kv[device] + c[device]
+    figs = [
+        Figure("offloaded layers", split_counts(r["actual_offloaded_layers"])[0], a.offloaded, "count"),
+        Figure(f"{device} model buffer", w[device], gw, "size", _mib(w[device])),
+        Figure("CPU model buffer", w["CPU"], a.cpu.weights, "size", _mib(w["CPU"])),
+        Figure(f"{device} KV buffer", kv[device], gkv, "size", _mib(kv[device])),
+        Figure(f"{device} compute buffer", c[device], gc, "size", _mib(c[device])),
+        Figure(sum_name, printed, gw + gkv + gc, "size", _mib(printed)),
+    ]
+    return figs, w, printed
+
+
 @row(43)
 def _row43(r: dict[str, str]) -> list[Check]:
     spec = P.granite_8b_code_q4_0()
@@ -559,21 +578,7 @@ def _row43(r: dict[str, str]) -> list[Check]:
     )
     est = _estimate_check(r, e, model, inputs, ("Metal: partial graph = full graph, MinimumMemory 512 MiB.",))
     a = _alloc(spec, e, ctx=2048, parallel=4, flash_attn=False)
-    w, kv, c = (
-        device_sizes(r["actual_model_buffers"]),
-        device_sizes(r["actual_kv_buffers"]),
-        device_sizes(r["actual_compute_buffers"]),
-    )
-    gw, gkv, gc = _gpu_buffers(a, 0)
-    printed_gpu = w["Metal"] + kv["Metal"] + c["Metal"]
-    figs = [
-        Figure("offloaded layers", split_counts(r["actual_offloaded_layers"])[0], a.offloaded, "count"),
-        Figure("Metal model buffer", w["Metal"], gw, "size", "4376.56 MiB"),
-        Figure("CPU model buffer", w["CPU"], a.cpu.weights, "size", "157.50 MiB"),
-        Figure("Metal KV buffer", kv["Metal"], gkv, "size", "1152.00 MiB"),
-        Figure("Metal compute buffer", c["Metal"], gc, "size", "560.00 MiB"),
-        Figure("Metal buffers, sum", printed_gpu, gw + gkv + gc, "size", _mib(printed_gpu)),
-    ]
+    figs, _, printed_gpu = _buffer_figures(r, a, "Metal", "Metal buffers, sum")
     contrast = (
         f"Ollama's estimate put {human_bytes2(e.vram_bytes)} on the GPU; the Metal buffers came to "
         f"{_mib(printed_gpu)}: the estimate adds MinimumMemory (512 MiB) and a spare layer. Its full graph "
@@ -603,23 +608,7 @@ def _row45(r: dict[str, str]) -> list[Check]:
     inputs = "--ctx-size 8192 --parallel 4 = num_ctx 2048 per slot, no flash attention, 1 GPU 23.3 GiB; Ollama 0.5.4"
     est = _estimate_check(r, e, model, inputs, ("Ollama's estimate does not count the LoRA adapter.",))
     a = _alloc(spec, e, ctx=2048, parallel=4, flash_attn=False)
-    w, kv, c = (
-        device_sizes(r["actual_model_buffers"]),
-        device_sizes(r["actual_kv_buffers"]),
-        device_sizes(r["actual_compute_buffers"]),
-    )
-    gw, gkv, gc = _gpu_buffers(a, 0)
-    printed_gpu = w["CUDA0"] + kv["CUDA0"] + c["CUDA0"]
-    figs = [
-        Figure("offloaded layers", split_counts(r["actual_offloaded_layers"])[0], a.offloaded, "count"),
-        Figure("CUDA0 model buffer", w["CUDA0"], gw, "size", "4403.49 MiB"),
-        Figure("CPU model buffer", w["CPU"], a.cpu.weights, "size", "281.81 MiB"),
-        Figure("CUDA0 KV buffer", kv["CUDA0"], gkv, "size", "1024.00 MiB"),
-        Figure("CUDA0 compute buffer", c["CUDA0"], gc, "size", "560.00 MiB"),
-        Figure(
-            "CUDA0 buffers, sum (without the LoRA)", printed_gpu, gw + gkv + gc, "size", _mib(printed_gpu)
-        ),
-    ]
+    figs, w, printed_gpu = _buffer_figures(r, a, "CUDA0", "CUDA0 buffers, sum (without the LoRA)")
     return [
         est,
         Check(
