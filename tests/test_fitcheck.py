@@ -63,7 +63,8 @@ def test_a_study_never_loads_what_its_final_margin_rules_out(tmp_path, sampler) 
         need = [f + final * (p - f) for p, f in zip(r.predicted_vram_per_gpu, r.predicted_fixed_per_gpu)]
         assert all(n <= g for n, g in zip(need, free) if n), f"trial {r.number} would be ruled out now"
     assert (tmp_path / "rep" / "predicted_vs_measured.png").exists()
-    assert "Predicted against measured memory" in (tmp_path / "rep" / "report.md").read_text()
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Predicted against measured memory" in text and "(rule: Ollama 0.12.10 (Era A)" in text
 
 
 def test_the_num_gpu_range_ends_where_nothing_could_fit() -> None:

@@ -74,6 +74,15 @@ class FitCheck:
         self._cache: dict[tuple[str, int, int, str | None, str | None], Prediction | None] = {}
 
     @property
+    def rule(self) -> str:
+        """Which engine rule the predictions follow, e.g. "Ollama 0.12.10 (Era A): memory.go ..."."""
+        for tag, spec in self.specs.items():
+            if spec is not None and self.free:
+                p = self.predict(Config(tag, AUTO, self.default_ctx))
+                return p.rule if p is not None else ""
+        return ""
+
+    @property
     def active(self) -> bool:
         """Predictions need the GPUs' free memory and at least one variant's tensors."""
         return bool(self.free) and any(s is not None for s in self.specs.values())

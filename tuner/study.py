@@ -394,6 +394,8 @@ def run_study(
         if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
             study.set_user_attr("num_gpu_bound", fitcheck.num_gpu_bound(space.ctx_ladder[0], space.max_layers))
         space = dataclasses.replace(space, max_layers=int(study.user_attrs["num_gpu_bound"]))
+        meta = dataclasses.replace(meta, prediction_rule=fitcheck.rule)
+        study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
     if structured:
         study.sampler = StructuredSampler(
             space, fitcheck, seed=config.seed, vram_limit_bytes=config.vram_limit_bytes, gpu_only=config.gpu_only

@@ -105,7 +105,7 @@ def build_report(
         blocks.append(
             Block("img", "peak VRAM against num_ctx", caption=images["vram"][0], data=images["vram"][1])
         )
-    blocks += _prediction(records, images)
+    blocks += _prediction(meta, records, images)
     blocks += _infeasible(records)
     blocks += _unfinished(records)
     blocks += _all_trials(records)
@@ -314,17 +314,18 @@ def _baseline(comparison: BaselineComparison) -> list[Block]:
     return blocks
 
 
-def _prediction(records, images: dict[str, tuple[str, bytes]]) -> list[Block]:
+def _prediction(meta: StudyMeta, records, images: dict[str, tuple[str, bytes]]) -> list[Block]:
     s = summarize(records)
     if s is None:
         return []
     blocks = [Block("h2", "Predicted against measured memory")]
+    rule = f" (rule: {meta.prediction_rule})" if meta.prediction_rule else ""
     text = (
-        f"Before each load, autotune's memory estimator predicted the VRAM of the config. Over {s.loaded} "
+        f"Before each load, autotune's memory estimator predicted the VRAM of the config{rule}. Over {s.loaded} "
         f"loaded trials, measured/predicted was {s.median_ratio:.3f} at the median "
         f"(from {s.best_ratio:.3f} to {s.worst_ratio:.3f}). "
         if s.loaded
-        else "Before each load, autotune's memory estimator predicted the VRAM of the config. "
+        else f"Before each load, autotune's memory estimator predicted the VRAM of the config{rule}. "
     )
     if s.final_margin is not None:
         text += f"The safety margin learned from these ratios ended at {s.final_margin:.3f}. "
