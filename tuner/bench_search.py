@@ -35,6 +35,7 @@ from tuner.bench.run import (
 )
 from tuner.bench.scenarios import DEFAULT_SCENARIOS, Scenario, load_scenarios, select
 from tuner.bench.table import render
+from tuner.cli import run_command
 from tuner.errors import ConfigError, TunerError
 from tuner.fingerprint import cpu_name
 
@@ -183,27 +184,7 @@ def bench(
 
 
 def main(argv: list[str] | None = None) -> None:
-    debug = os.environ.get("TUNER_DEBUG") == "1"
-    try:
-        bench.main(args=argv, prog_name="python -m tuner.bench_search", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.UsageError as exc:
-        if debug:
-            raise
-        click.echo(
-            f"bench_search: {exc.format_message()} (see 'python -m tuner.bench_search --help')", err=True
-        )
-        sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("bench_search: interrupted.", err=True)
-        sys.exit(130)
-    except TunerError as exc:
-        if debug:
-            raise
-        click.echo(f"bench_search: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    sys.exit(0)
+    run_command(bench, argv, prog="python -m tuner.bench_search", name="bench_search", interrupted="interrupted.")
 
 
 if __name__ == "__main__":  # pragma: no cover

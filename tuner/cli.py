@@ -366,27 +366,40 @@ def _fraction(text: str) -> float:
     return value
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_command(
+    command: click.Command, argv: list[str] | None, *, prog: str, name: str, interrupted: str
+) -> None:
+    """Run a click command the house way: bad usage is one line and exit 2, a TunerError one line and its
+    exit code (1), Ctrl-C exit 130; TUNER_DEBUG=1 shows the traceback instead."""
     debug = os.environ.get("TUNER_DEBUG") == "1"
     try:
-        cli.main(args=argv, prog_name="autotune", standalone_mode=False)
+        command.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
         if debug:
             raise
-        hint = " (see 'autotune --help')"
-        _say(f"autotune: {exc.format_message()}{hint}")
+        _say(f"{name}: {exc.format_message()} (see '{prog} --help')")
         sys.exit(2)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        _say("autotune: interrupted; finished trials are stored, run the same command again to resume.")
+        _say(f"{name}: {interrupted}")
         sys.exit(130)
     except TunerError as exc:
         if debug:
             raise
-        _say(f"autotune: {exc}")
+        _say(f"{name}: {exc}")
         sys.exit(exc.exit_code)
     sys.exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(
+        cli,
+        argv,
+        prog="autotune",
+        name="autotune",
+        interrupted="interrupted; finished trials are stored, run the same command again to resume.",
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -378,6 +378,8 @@ def run_study(
     """
     study = open_study(config, sampler)
     structured = sampler is None and config.sampler == "auto"
+    if fitcheck is not None and fitcheck.active:
+        meta = dataclasses.replace(meta, prediction_rule=fitcheck.rule)
     if "autotune_meta" not in study.user_attrs:
         study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
     else:
@@ -394,8 +396,6 @@ def run_study(
         if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
             study.set_user_attr("num_gpu_bound", fitcheck.num_gpu_bound(space.ctx_ladder[0], space.max_layers))
         space = dataclasses.replace(space, max_layers=int(study.user_attrs["num_gpu_bound"]))
-        meta = dataclasses.replace(meta, prediction_rule=fitcheck.rule)
-        study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
     if structured:
         study.sampler = StructuredSampler(
             space, fitcheck, seed=config.seed, vram_limit_bytes=config.vram_limit_bytes, gpu_only=config.gpu_only
