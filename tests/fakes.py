@@ -71,7 +71,9 @@ class FakeBackend:
         total = self.m.need(self.m.block_count + 1, options.num_ctx)
         return Residency(total, self.m.need(layers, options.num_ctx), options.num_ctx)
 
-    def generate(self, model: str, prompt: str, options: EngineOptions, *, num_predict: int, seed: int = 0) -> Generation:
+    def generate(
+        self, model: str, prompt: str, options: EngineOptions, *, num_predict: int, seed: int = 0
+    ) -> Generation:
         assert self.loaded is not None, "generate before load"
         _, _, layers = self.loaded
         cpu_layers = self.m.block_count + 1 - layers

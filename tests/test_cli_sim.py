@@ -20,8 +20,24 @@ def run_cli(args: list[str]) -> int:
 def test_quant_list_pulls_missing_tags_with_progress_then_applies_the_best(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path}/s.db"
     with SimServer(gpus="1xRTX4090", seed=8, local="default") as sim:
-        code = run_cli(["llama3.1:8b", "--host", sim.url, "--quant", "q4_K_M,q8_0", "--pull", "--budget", "6",
-                        "--storage", storage, "--out", str(tmp_path / "r"), "--apply", "llama3.1-tuned"])
+        code = run_cli(
+            [
+                "llama3.1:8b",
+                "--host",
+                sim.url,
+                "--quant",
+                "q4_K_M,q8_0",
+                "--pull",
+                "--budget",
+                "6",
+                "--storage",
+                storage,
+                "--out",
+                str(tmp_path / "r"),
+                "--apply",
+                "llama3.1-tuned",
+            ]
+        )
         assert code == 0
         client = ollama.Client(host=sim.url)
         try:
@@ -41,7 +57,9 @@ def test_quant_list_pulls_missing_tags_with_progress_then_applies_the_best(tmp_p
 
 def test_without_pull_a_missing_quant_is_one_line_naming_the_fix(tmp_path, capsys):
     with SimServer(gpus="1xRTX4090", local="default") as sim:
-        code = run_cli(["llama3.1:8b", "--host", sim.url, "--quant", "q8_0", "--storage", f"sqlite:///{tmp_path}/s.db"])
+        code = run_cli(
+            ["llama3.1:8b", "--host", sim.url, "--quant", "q8_0", "--storage", f"sqlite:///{tmp_path}/s.db"]
+        )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert "No local tag of 'llama3.1:8b' in quantization 'q8_0'" in err[0] and "--pull" in err[0]
@@ -58,8 +76,24 @@ def test_unknown_model_exits_1_with_one_line(tmp_path, capsys):
 def test_report_is_rebuilt_from_the_study_alone(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     with SimServer(gpus="1xRTX4090", seed=9) as sim:
-        assert run_cli(["llama3.1:8b", "--host", sim.url, "--budget", "4", "--storage", storage, "--study", "x",
-                        "--out", str(tmp_path / "first")]) == 0
+        assert (
+            run_cli(
+                [
+                    "llama3.1:8b",
+                    "--host",
+                    sim.url,
+                    "--budget",
+                    "4",
+                    "--storage",
+                    storage,
+                    "--study",
+                    "x",
+                    "--out",
+                    str(tmp_path / "first"),
+                ]
+            )
+            == 0
+        )
     # the server is gone: the report comes from the stored study
     assert run_cli(["report", "--study", "x", "--storage", storage, "--out", str(tmp_path / "again")]) == 0
     first = (tmp_path / "first" / "trials.csv").read_text()

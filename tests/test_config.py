@@ -6,8 +6,14 @@ from tuner.errors import ConfigError
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("20GiB", 20 * 1024**3), ("24GB", 24 * 10**9), ("512MiB", 512 * 1024**2), ("1.5TiB", int(1.5 * 1024**4)), ("1000", 1000),
-     ("20G", 20 * 1024**3)],  # a bare letter is binary, as --gpus 20G in the simulator
+    [
+        ("20GiB", 20 * 1024**3),
+        ("24GB", 24 * 10**9),
+        ("512MiB", 512 * 1024**2),
+        ("1.5TiB", int(1.5 * 1024**4)),
+        ("1000", 1000),
+        ("20G", 20 * 1024**3),
+    ],  # a bare letter is binary, as --gpus 20G in the simulator
 )
 def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected

@@ -13,11 +13,21 @@ from tuner.study import load_records
 GiB = 1 << 30
 
 
-def record(n: int, pred: list[int], fixed: list[int], peak: list[int] | None = None, error: str = "") -> TrialRecord:
+def record(
+    n: int, pred: list[int], fixed: list[int], peak: list[int] | None = None, error: str = ""
+) -> TrialRecord:
     return TrialRecord(
-        number=n, state="COMPLETE", tag="t", num_gpu=10, num_ctx=4096,
-        decode_tok_s=None if peak is None else 10.0, peak_vram_per_gpu=peak or [], oom=bool(error), error=error,
-        predicted_vram_per_gpu=pred, predicted_fixed_per_gpu=fixed,
+        number=n,
+        state="COMPLETE",
+        tag="t",
+        num_gpu=10,
+        num_ctx=4096,
+        decode_tok_s=None if peak is None else 10.0,
+        peak_vram_per_gpu=peak or [],
+        oom=bool(error),
+        error=error,
+        predicted_vram_per_gpu=pred,
+        predicted_fixed_per_gpu=fixed,
     )
 
 
@@ -28,10 +38,20 @@ def test_margin_is_learned_from_compute_and_context_ratios_and_from_failed_loads
     loaded = record(0, [10 * GiB], [8 * GiB], peak=[int(10.5 * GiB)])
     assert check.margin([loaded]) == pytest.approx(1.25 + SLACK)
     # a load that failed with 18 exact + 1.5 predicted on 20 free: the real factor was at least 2/1.5
-    failed = record(1, [int(19.5 * GiB)], [18 * GiB], error="llama runner process has terminated: cudaMalloc failed: out of memory")
+    failed = record(
+        1,
+        [int(19.5 * GiB)],
+        [18 * GiB],
+        error="llama runner process has terminated: cudaMalloc failed: out of memory",
+    )
     assert check.margin([loaded, failed]) == pytest.approx(2 / 1.5 + SLACK / 4 + SLACK)
     # running out of host memory says nothing about VRAM
-    host = record(2, [int(19.5 * GiB)], [18 * GiB], error="model requires more system memory (15.2 GiB) than is available (12.0 GiB)")
+    host = record(
+        2,
+        [int(19.5 * GiB)],
+        [18 * GiB],
+        error="model requires more system memory (15.2 GiB) than is available (12.0 GiB)",
+    )
     assert check.margin([loaded, host]) == pytest.approx(1.25 + SLACK)
 
 
@@ -41,8 +61,27 @@ def test_a_study_never_loads_what_its_final_margin_rules_out(tmp_path, sampler) 
     storage = f"sqlite:///{tmp_path}/s.db"
     with SimServer(gpus="2xRTX4090", host_ram="128GiB", seed=3) as sim:
         with pytest.raises(SystemExit) as info:
-            main(["llama3.3:70b", "--quant", "q4_K_M,q8_0", "--host", sim.url, "--budget", "20", "--sampler", sampler,
-                  "--storage", storage, "--study", "fit", "--out", str(tmp_path / "rep"), "--num-predict", "16"])
+            main(
+                [
+                    "llama3.3:70b",
+                    "--quant",
+                    "q4_K_M,q8_0",
+                    "--host",
+                    sim.url,
+                    "--budget",
+                    "20",
+                    "--sampler",
+                    sampler,
+                    "--storage",
+                    storage,
+                    "--study",
+                    "fit",
+                    "--out",
+                    str(tmp_path / "rep"),
+                    "--num-predict",
+                    "16",
+                ]
+            )
         assert info.value.code == 0
         state = sim.scheduler.state()  # what the simulator saw: loads and failed loads
         free = sim.simulation.free_gpu_bytes()
@@ -76,6 +115,9 @@ def test_the_num_gpu_range_ends_where_nothing_could_fit() -> None:
     bound = q8.num_gpu_bound(2048, 62)
     assert 45 < bound < 62  # every layer cannot fit, even with half the predicted compute buffers
     both = FitCheck(
-        {"q8": spec("deepseek-r1:671b-q8_0"), "q4": spec("deepseek-r1:671b")}, free, engine="ollama", version="0.12.10"
+        {"q8": spec("deepseek-r1:671b-q8_0"), "q4": spec("deepseek-r1:671b")},
+        free,
+        engine="ollama",
+        version="0.12.10",
     )
     assert both.num_gpu_bound(2048, 62) == 62  # q4_K_M fits whole

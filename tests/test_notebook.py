@@ -21,8 +21,21 @@ def make_study(storage: str, name: str, out: Path) -> None:
     """A real 8-trial study: the CLI, the official client and the simulator over HTTP."""
     with SimServer(gpus="1xRTX3060-12GB", host_ram="32GiB", seed=7) as sim:
         with pytest.raises(SystemExit) as exit_info:
-            main(["llama3.1:8b", "--host", sim.url, "--budget", "8", "--storage", storage, "--study", name,
-                  "--out", str(out)])
+            main(
+                [
+                    "llama3.1:8b",
+                    "--host",
+                    sim.url,
+                    "--budget",
+                    "8",
+                    "--storage",
+                    storage,
+                    "--study",
+                    name,
+                    "--out",
+                    str(out),
+                ]
+            )
     assert exit_info.value.code == 0
 
 

@@ -27,20 +27,34 @@ def sim():
 
 
 def test_gemma3_12b_on_four_8gb_cards_at_128k(sim, capsys) -> None:
-    code, out, _ = plan(capsys, "gemma3:12b", "--gpus", "4x8GB", "--ctx", "8192,131072", "--host", sim.url, "--json")
+    code, out, _ = plan(
+        capsys, "gemma3:12b", "--gpus", "4x8GB", "--ctx", "8192,131072", "--host", sim.url, "--json"
+    )
     assert code == 0
     data = json.loads(out)
     big = data["contexts"][-1]
     assert big["num_ctx"] == 131072 and big["max_layers"] == 49
     assert big["fully_on_gpu"] and big["num_gpu"] == 49
-    assert len(big["vram_per_gpu_bytes"]) == 4 and all(b <= f for b, f in zip(big["vram_per_gpu_bytes"], data["free_bytes"]))
-    assert big["auto"]["num_gpu"] == 0  # Ollama's own estimate gives up and runs it on the CPU (the user story)
+    assert len(big["vram_per_gpu_bytes"]) == 4 and all(
+        b <= f for b, f in zip(big["vram_per_gpu_bytes"], data["free_bytes"])
+    )
+    assert (
+        big["auto"]["num_gpu"] == 0
+    )  # Ollama's own estimate gives up and runs it on the CPU (the user story)
 
 
 def test_deepseek_r1_671b_q8_on_eight_80gb_cards(sim, capsys) -> None:
     code, out, _ = plan(
-        capsys, "deepseek-r1:671b-q8_0", "--gpus", "8xA800-80GB", "--ctx", "4096", "--host", sim.url,
-        "--ollama-version", "0.5.7",
+        capsys,
+        "deepseek-r1:671b-q8_0",
+        "--gpus",
+        "8xA800-80GB",
+        "--ctx",
+        "4096",
+        "--host",
+        sim.url,
+        "--ollama-version",
+        "0.5.7",
     )
     assert code == 0
     row = next(line for line in out.splitlines() if line.strip().startswith("4096"))

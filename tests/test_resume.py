@@ -16,9 +16,27 @@ from tuner.study import load_records
 
 def start_autotune(url: str, storage: str, budget: int, out: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tuner", "llama3.1:8b", "--host", url, "--budget", str(budget),
-         "--storage", storage, "--study", "resume", "--out", out, "--num-predict", "32"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tuner",
+            "llama3.1:8b",
+            "--host",
+            url,
+            "--budget",
+            str(budget),
+            "--storage",
+            storage,
+            "--study",
+            "resume",
+            "--out",
+            out,
+            "--num-predict",
+            "32",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
         env={k: v for k, v in os.environ.items() if k != "TUNER_DEBUG"},
     )
 
@@ -55,5 +73,10 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     interrupted = [r for r in after if r.state == "FAIL"]
     assert len(interrupted) == 1
     # its config was run again exactly once, after the resume
-    again = [r for r in done_after if (r.tag, r.num_gpu, r.num_ctx) == (interrupted[0].tag, interrupted[0].num_gpu, interrupted[0].num_ctx)]
+    again = [
+        r
+        for r in done_after
+        if (r.tag, r.num_gpu, r.num_ctx)
+        == (interrupted[0].tag, interrupted[0].num_gpu, interrupted[0].num_ctx)
+    ]
     assert len(again) == 1 and again[0].number > interrupted[0].number

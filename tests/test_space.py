@@ -13,7 +13,11 @@ def test_suggest_and_params_round_trip():
 
 def test_flash_attention_is_only_searched_with_an_f16_kv_cache():
     space = Space(tags=("a",), max_layers=10, ctx_ladder=(2048,), tune_flash_attn=True, tune_kv_cache=True)
-    for config in (Config("a", 5, 2048, "off", "f16"), Config("a", 5, 2048, "on", "f16"), Config("a", 5, 2048, "on", "q4_0")):
+    for config in (
+        Config("a", 5, 2048, "off", "f16"),
+        Config("a", 5, 2048, "on", "f16"),
+        Config("a", 5, 2048, "on", "q4_0"),
+    ):
         assert space.suggest(optuna.trial.FixedTrial(space.params(config))) == config
     assert "flash_attn" not in space.params(Config("a", 5, 2048, "on", "q8_0"))
     assert space.size() == 11 * (2 + 2)

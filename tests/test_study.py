@@ -19,14 +19,30 @@ def make(tmp_path, budget=8, machine=None, **kw):
     machine = machine or FakeMachine()
     space = Space(tags=("toy:q4",), max_layers=33, ctx_ladder=(2048, 4096, 8192, 16384, 32768, 65536, 131072))
     config = StudyConfig(
-        model="toy:q4", tags=("toy:q4",), engine="fake", budget=budget,
-        storage=f"sqlite:///{tmp_path}/s.db", study_name="toy", **kw,
+        model="toy:q4",
+        tags=("toy:q4",),
+        engine="fake",
+        budget=budget,
+        storage=f"sqlite:///{tmp_path}/s.db",
+        study_name="toy",
+        **kw,
     )
     meta = StudyMeta(
-        schema_version=SCHEMA_VERSION, study_name="toy", engine="fake", model="toy:q4", tags=["toy:q4"],
-        block_count={"toy:q4": 32}, context_length={"toy:q4": 131072}, ctx_ladder=list(space.ctx_ladder),
-        budget=budget, vram_limit_bytes=config.vram_limit_bytes, min_ctx=config.min_ctx, gpu_only=config.gpu_only,
-        depth=0.0, num_predict=64, fingerprint={},
+        schema_version=SCHEMA_VERSION,
+        study_name="toy",
+        engine="fake",
+        model="toy:q4",
+        tags=["toy:q4"],
+        block_count={"toy:q4": 32},
+        context_length={"toy:q4": 131072},
+        ctx_ladder=list(space.ctx_ladder),
+        budget=budget,
+        vram_limit_bytes=config.vram_limit_bytes,
+        min_ctx=config.min_ctx,
+        gpu_only=config.gpu_only,
+        depth=0.0,
+        num_predict=64,
+        fingerprint={},
     )
     return machine, space, config, meta
 
@@ -34,7 +50,9 @@ def make(tmp_path, budget=8, machine=None, **kw):
 def run(tmp_path, **kw):
     machine, space, config, meta = make(tmp_path, **kw)
     events = []
-    meta, records = run_study(config, FakeBackend(machine), FakeProbe(machine), meta, space, on_trial=events.append)
+    meta, records = run_study(
+        config, FakeBackend(machine), FakeProbe(machine), meta, space, on_trial=events.append
+    )
     return machine, records, events
 
 
@@ -61,7 +79,9 @@ def test_a_config_that_does_not_fit_is_complete_infeasible_with_the_message(tmp_
 def test_probes_find_the_largest_context_that_stays_on_the_gpu(tmp_path):
     machine = FakeMachine()  # every layer fits 24 GiB up to some context
     _, records, _ = run(tmp_path, budget=12, machine=machine)
-    truth = max(c for c in (2048, 4096, 8192, 16384, 32768, 65536, 131072) if machine.need(33, c) <= machine.gpu_bytes)
+    truth = max(
+        c for c in (2048, 4096, 8192, 16384, 32768, 65536, 131072) if machine.need(33, c) <= machine.gpu_bytes
+    )
     on_gpu = [r.num_ctx for r in records if r.feasible and r.num_gpu == 33 and (r.gpu_fraction or 0) >= 0.999]
     assert max(on_gpu) == truth
 
@@ -71,15 +91,29 @@ def test_without_a_prediction_bisection_finds_the_largest_num_gpu_that_loads():
     truth = max(n for n in range(34) if machine.need(n, 2048) <= machine.gpu_bytes)
     space = Space(tags=("toy:q4",), max_layers=33, ctx_ladder=(2048, 4096))
     sampler = StructuredSampler(space, None)
-    records: list[TrialRecord] = [TrialRecord(0, "COMPLETE", "toy:q4", -1, 4096, decode_tok_s=5.0, baseline=True)]
+    records: list[TrialRecord] = [
+        TrialRecord(0, "COMPLETE", "toy:q4", -1, 4096, decode_tok_s=5.0, baseline=True)
+    ]
     for i in range(1, 9):
         config = sampler.next_config(records, set())
         if config is None:  # nothing structured left: TPE takes over
             break
-        assert (config.tag, config.num_gpu, config.num_ctx) not in {(r.tag, r.num_gpu, r.num_ctx) for r in records}
+        assert (config.tag, config.num_gpu, config.num_ctx) not in {
+            (r.tag, r.num_gpu, r.num_ctx) for r in records
+        }
         fits = machine.need(config.num_gpu, config.num_ctx) <= machine.gpu_bytes
-        records.append(TrialRecord(i, "COMPLETE", config.tag, config.num_gpu, config.num_ctx,
-                                   decode_tok_s=10.0 if fits else None, oom=not fits, gpu_fraction=1.0 if fits else None))
+        records.append(
+            TrialRecord(
+                i,
+                "COMPLETE",
+                config.tag,
+                config.num_gpu,
+                config.num_ctx,
+                decode_tok_s=10.0 if fits else None,
+                oom=not fits,
+                gpu_fraction=1.0 if fits else None,
+            )
+        )
     loaded = [r.num_gpu for r in records if r.decode_tok_s and r.num_gpu >= 0]
     assert max(loaded) == truth and 0 in loaded  # the edge by bisection, then the CPU-only anchor
     assert len(records) <= 1 + 7 + 1 + 1
@@ -89,7 +123,11 @@ def test_vram_limit_and_gpu_only_make_measured_trials_infeasible(tmp_path):
     _, records, _ = run(tmp_path, budget=8, vram_limit_bytes=6 * GIB, gpu_only=True)
     over = [r for r in records if r.decode_tok_s is not None and (r.peak_vram_bytes or 0) > 6 * GIB]
     assert over and all(not r.feasible and "--vram-limit" in r.error for r in over)
-    assert all(r.feasible for r in records if r.decode_tok_s is not None and (r.peak_vram_bytes or 0) <= 6 * GIB and not r.cpu_spill)
+    assert all(
+        r.feasible
+        for r in records
+        if r.decode_tok_s is not None and (r.peak_vram_bytes or 0) <= 6 * GIB and not r.cpu_spill
+    )
 
 
 def test_resume_keeps_every_finished_trial_and_adds_up_to_the_new_budget(tmp_path):
@@ -102,9 +140,13 @@ def test_resume_keeps_every_finished_trial_and_adds_up_to_the_new_budget(tmp_pat
 def test_trials_left_running_by_a_dead_process_are_requeued_once(tmp_path):
     _, space, config, _ = make(tmp_path)
     study = open_study(config)
-    dead = study.ask({"tag": optuna.distributions.CategoricalDistribution(["toy:q4"]),
-                      "num_gpu": optuna.distributions.IntDistribution(0, 33),
-                      "log2_ctx": optuna.distributions.IntDistribution(11, 17)})
+    dead = study.ask(
+        {
+            "tag": optuna.distributions.CategoricalDistribution(["toy:q4"]),
+            "num_gpu": optuna.distributions.IntDistribution(0, 33),
+            "log2_ctx": optuna.distributions.IntDistribution(11, 17),
+        }
+    )
     dead.set_user_attr("worker", {"host": socket.gethostname(), "pid": 2**22 + 12345})
     alive = study.ask()
     alive.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})

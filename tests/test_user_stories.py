@@ -20,12 +20,27 @@ BUDGET = "25"
 def tune(sim: SimServer, tmp_path, *args: str):
     storage = f"sqlite:///{tmp_path}/studies.db"
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--host", sim.url, "--budget", BUDGET, "--storage", storage, "--study", "story",
-              "--out", str(tmp_path / "report")])
+        main(
+            [
+                *args,
+                "--host",
+                sim.url,
+                "--budget",
+                BUDGET,
+                "--storage",
+                storage,
+                "--study",
+                "story",
+                "--out",
+                str(tmp_path / "report"),
+            ]
+        )
     assert exit_info.value.code == 0
     meta, records = load_records(storage, "story")
     assert sum(r.state == "COMPLETE" for r in records) == int(BUDGET)
-    assert (tmp_path / "report" / "report.html").exists() and (tmp_path / "report" / "best.Modelfile").exists()
+    assert (tmp_path / "report" / "report.html").exists() and (
+        tmp_path / "report" / "best.Modelfile"
+    ).exists()
     return meta, records
 
 
@@ -90,6 +105,8 @@ def test_d_671b_q8_on_eight_80gb_cards_finds_the_largest_num_gpu_that_loads(tmp_
     truth_sim = Simulation("8xA800-80GB", host_ram="1TiB", version="0.5.7", noise=0)
     low = meta.ctx_ladder[0]
     truth = max(n for n in range(meta.block_count[tag] + 2) if truth_sim.plan(tag, n, low).ok)
-    loaded = [r.num_gpu for r in records if r.num_ctx == low and r.decode_tok_s is not None and r.num_gpu >= 0]
+    loaded = [
+        r.num_gpu for r in records if r.num_ctx == low and r.decode_tok_s is not None and r.num_gpu >= 0
+    ]
     assert max(loaded) == truth
     assert picks(meta, records)["fastest"].trial.num_gpu == truth

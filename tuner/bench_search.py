@@ -184,7 +184,9 @@ def bench(
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_command(bench, argv, prog="python -m tuner.bench_search", name="bench_search", interrupted="interrupted.")
+    run_command(
+        bench, argv, prog="python -m tuner.bench_search", name="bench_search", interrupted="interrupted."
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

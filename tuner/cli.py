@@ -1,7 +1,7 @@
 """Thin click wiring: parse, build the config, call, render errors. No engine or study logic here.
 
-    autotune MODEL [MODEL ...] [options]      tune (the default command)
-    autotune report --study NAME              rebuild a report from a stored study
+autotune MODEL [MODEL ...] [options]      tune (the default command)
+autotune report --study NAME              rebuild a report from a stored study
 """
 
 from __future__ import annotations
@@ -122,7 +122,9 @@ def _build_backend(engine: str, host: str | None, llama_server: str | None) -> t
     return lbackend, probe
 
 
-def _resolve_variants(backend: Backend, engine: str, models: tuple[str, ...], quant: str | None, tags: str | None, pull: bool) -> list[str]:
+def _resolve_variants(
+    backend: Backend, engine: str, models: tuple[str, ...], quant: str | None, tags: str | None, pull: bool
+) -> list[str]:
     if engine == "ollama":
         from tuner.backend.ollama import OllamaBackend, resolve_tags  # noqa: PLC0415
 
@@ -157,7 +159,12 @@ def cli() -> None:
 @click.option("--budget", default="40", show_default=True, help="Total finished trials in the study.")
 @click.option("--engine", type=click.Choice(["ollama", "llama-server"]), default="ollama", show_default=True)
 @click.option("--host", default=None, help="Ollama URL (default: OLLAMA_HOST, else http://127.0.0.1:11434).")
-@click.option("--llama-server", "llama_server", default=None, help="llama-server binary (default: LLAMA_SERVER, PATH, or the build cache).")
+@click.option(
+    "--llama-server",
+    "llama_server",
+    default=None,
+    help="llama-server binary (default: LLAMA_SERVER, PATH, or the build cache).",
+)
 @click.option("--quant", default=None, help="Quantizations to compare, e.g. q4_K_M,q8_0,fp16.")
 @click.option("--tags", default=None, help="Full tags to compare, comma-separated.")
 @click.option("--pull", is_flag=True, help="Pull tags that are not local, with a progress bar.")
@@ -165,26 +172,71 @@ def cli() -> None:
 @click.option("--min-ctx", default=None, help="Constraint: num_ctx must be at least this.")
 @click.option("--vram-limit", default=None, help="Constraint: peak VRAM at most this, e.g. 20GiB.")
 @click.option("--gpu-only", is_flag=True, help="Constraint: no part of the model on the CPU.")
-@click.option("--depth", default="0", show_default=True, help="Fill this fraction of num_ctx with prompt before measuring.")
+@click.option(
+    "--depth",
+    default="0",
+    show_default=True,
+    help="Fill this fraction of num_ctx with prompt before measuring.",
+)
 @click.option("--num-predict", default="64", show_default=True, help="Tokens per measured generation.")
-@click.option("--max-repeats", default="8", show_default=True, help="At most this many measured generations per trial.")
-@click.option("--baseline-ctx", default=None, help="num_ctx of the baseline trial (the engine's own placement); default: the engine's own default context.")
+@click.option(
+    "--max-repeats", default="8", show_default=True, help="At most this many measured generations per trial."
+)
+@click.option(
+    "--baseline-ctx",
+    default=None,
+    help="num_ctx of the baseline trial (the engine's own placement); default: the engine's own default context.",
+)
 @click.option("--tune-flash-attn", is_flag=True, help="llama-server: also tune flash attention on/off.")
-@click.option("--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0.")
-@click.option("--predict/--no-predict", "predict_memory", default=True, show_default=True,
-              help="Skip configs the memory estimator predicts cannot fit (with a margin learned from the trials).")
-@click.option("--sampler", type=click.Choice(["auto", "tpe", "tpe-mv", "random", "gp"]), default="auto", show_default=True,
-              help="auto: structure-aware search (ours); the others are plain Optuna samplers over the whole space.")
+@click.option(
+    "--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0."
+)
+@click.option(
+    "--predict/--no-predict",
+    "predict_memory",
+    default=True,
+    show_default=True,
+    help="Skip configs the memory estimator predicts cannot fit (with a margin learned from the trials).",
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(["auto", "tpe", "tpe-mv", "random", "gp"]),
+    default="auto",
+    show_default=True,
+    help="auto: structure-aware search (ours); the others are plain Optuna samplers over the whole space.",
+)
 @click.option("--seed", default=0, type=int, show_default=True)
 @click.option("--study", "study_name", default=None, help="Study name (default: from the model and quants).")
 @click.option("--storage", default=DEFAULT_STORAGE, show_default=True, help="Any Optuna storage URL.")
 @click.option("--out", default=None, help="Report folder (default: reports/<study>).")
 @click.option("--apply", "apply_name", default=None, help="Create this Ollama model from the best config.")
-def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None, llama_server: str | None,
-             quant: str | None, tags: str | None, pull: bool, max_ctx: str | None, min_ctx: str | None,
-             vram_limit: str | None, gpu_only: bool, depth: str, num_predict: str, max_repeats: str,
-             baseline_ctx: str | None, tune_flash_attn: bool, tune_kv_cache: bool, predict_memory: bool, sampler: str, seed: int,
-             study_name: str | None, storage: str, out: str | None, apply_name: str | None) -> None:
+def tune_cmd(
+    models: tuple[str, ...],
+    budget: str,
+    engine: str,
+    host: str | None,
+    llama_server: str | None,
+    quant: str | None,
+    tags: str | None,
+    pull: bool,
+    max_ctx: str | None,
+    min_ctx: str | None,
+    vram_limit: str | None,
+    gpu_only: bool,
+    depth: str,
+    num_predict: str,
+    max_repeats: str,
+    baseline_ctx: str | None,
+    tune_flash_attn: bool,
+    tune_kv_cache: bool,
+    predict_memory: bool,
+    sampler: str,
+    seed: int,
+    study_name: str | None,
+    storage: str,
+    out: str | None,
+    apply_name: str | None,
+) -> None:
     """Tune MODEL: an Ollama tag, or GGUF files with --engine llama-server."""
     budget_n = _positive_int(budget, "--budget", "--budget 40")
     settings = MeasureSettings(
@@ -195,9 +247,13 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
     limit = parse_bytes(vram_limit, "--vram-limit") if vram_limit else None
     max_ctx_n = _positive_int(max_ctx, "--max-ctx", "--max-ctx 32768") if max_ctx else None
     min_ctx_n = _positive_int(min_ctx, "--min-ctx", "--min-ctx 8192") if min_ctx else None
-    base_ctx_n = _positive_int(baseline_ctx, "--baseline-ctx", "--baseline-ctx 4096") if baseline_ctx else None
+    base_ctx_n = (
+        _positive_int(baseline_ctx, "--baseline-ctx", "--baseline-ctx 4096") if baseline_ctx else None
+    )
     if engine == "ollama" and (tune_flash_attn or tune_kv_cache):
-        raise ConfigError("--tune-flash-attn and --tune-kv-cache are for --engine llama-server (Ollama sets them server-wide).")
+        raise ConfigError(
+            "--tune-flash-attn and --tune-kv-cache are for --engine llama-server (Ollama sets them server-wide)."
+        )
     if apply_name and engine != "ollama":
         raise ConfigError("--apply creates an Ollama model; with llama-server use the command in best.sh.")
 
@@ -209,12 +265,26 @@ def tune_cmd(models: tuple[str, ...], budget: str, engine: str, host: str | None
         server = backend.server_info()  # fails fast, one line, if the engine is not there
         variants = _resolve_variants(backend, engine, models, quant, tags, pull)
         infos: dict[str, ModelInfo] = {v: backend.model_info(v) for v in variants}
-        name = study_name or slug(models[0]) + ("-" + "-".join(q.lower() for q in parse_quant_list(quant)) if quant else "")
+        name = study_name or slug(models[0]) + (
+            "-" + "-".join(q.lower() for q in parse_quant_list(quant)) if quant else ""
+        )
         config = StudyConfig(
-            model=models[0], tags=tuple(variants), engine=engine, budget=budget_n, storage=storage,
-            study_name=name, max_ctx=max_ctx_n, min_ctx=min_ctx_n, vram_limit_bytes=limit, gpu_only=gpu_only,
-            baseline_ctx=base_ctx_n, seed=seed, sampler=sampler, tune_flash_attn=tune_flash_attn,
-            tune_kv_cache=tune_kv_cache, measure=settings,
+            model=models[0],
+            tags=tuple(variants),
+            engine=engine,
+            budget=budget_n,
+            storage=storage,
+            study_name=name,
+            max_ctx=max_ctx_n,
+            min_ctx=min_ctx_n,
+            vram_limit_bytes=limit,
+            gpu_only=gpu_only,
+            baseline_ctx=base_ctx_n,
+            seed=seed,
+            sampler=sampler,
+            tune_flash_attn=tune_flash_attn,
+            tune_kv_cache=tune_kv_cache,
+            measure=settings,
         )
         from tuner.fingerprint import fingerprint  # noqa: PLC0415
         from tuner.study import run_study, study_meta, study_space  # noqa: PLC0415
@@ -277,22 +347,54 @@ def _apply(backend: Backend, name: str, meta: StudyMeta, records: list[Any]) -> 
 
 @cli.command("plan")
 @click.argument("model", required=False)
-@click.option("--gpus", required=True, help="The GPUs to plan for, e.g. 2x24GiB, 4x8GB, 8xA800-80GB, 24GiB,12GiB.")
-@click.option("--ctx", "ctx_list", default=None, help="Contexts to check, e.g. 8192,32768,131072 (default 4k..128k).")
-@click.option("--kv", "kv_type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True,
-              help="KV cache type; a quantized one turns flash attention on unless --flash-attn off.")
+@click.option(
+    "--gpus", required=True, help="The GPUs to plan for, e.g. 2x24GiB, 4x8GB, 8xA800-80GB, 24GiB,12GiB."
+)
+@click.option(
+    "--ctx", "ctx_list", default=None, help="Contexts to check, e.g. 8192,32768,131072 (default 4k..128k)."
+)
+@click.option(
+    "--kv",
+    "kv_type",
+    type=click.Choice(["f16", "q8_0", "q4_0"]),
+    default="f16",
+    show_default=True,
+    help="KV cache type; a quantized one turns flash attention on unless --flash-attn off.",
+)
 @click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 @click.option("--parallel", "num_parallel", default=1, type=click.IntRange(1, 64), show_default=True)
 @click.option("--engine", type=click.Choice(["ollama", "llama-server"]), default="ollama", show_default=True)
-@click.option("--ollama-version", default=None, help="The Ollama release whose rule to follow (default: the server's, or 0.12.10 with --show).")
-@click.option("--margin", default=1.0, type=click.FloatRange(0.5, 3.0), show_default=True,
-              help="Factor on the predicted compute buffers and CUDA context.")
+@click.option(
+    "--ollama-version",
+    default=None,
+    help="The Ollama release whose rule to follow (default: the server's, or 0.12.10 with --show).",
+)
+@click.option(
+    "--margin",
+    default=1.0,
+    type=click.FloatRange(0.5, 3.0),
+    show_default=True,
+    help="Factor on the predicted compute buffers and CUDA context.",
+)
 @click.option("--host", default=None, help="Ollama (or the simulator) to read /api/show from.")
-@click.option("--show", "show_file", default=None, help="A saved /api/show response (JSON) instead of a server.")
+@click.option(
+    "--show", "show_file", default=None, help="A saved /api/show response (JSON) instead of a server."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON for scripts.")
-def plan_cmd(model: str | None, gpus: str, ctx_list: str | None, kv_type: str, flash_attn: str, num_parallel: int,
-             engine: str, ollama_version: str | None, margin: float, host: str | None, show_file: str | None,
-             as_json: bool) -> None:
+def plan_cmd(
+    model: str | None,
+    gpus: str,
+    ctx_list: str | None,
+    kv_type: str,
+    flash_attn: str,
+    num_parallel: int,
+    engine: str,
+    ollama_version: str | None,
+    margin: float,
+    host: str | None,
+    show_file: str | None,
+    as_json: bool,
+) -> None:
     """Predict, without loading anything, how MODEL fits GPUS at each context."""
     import json  # noqa: PLC0415
 
@@ -316,7 +418,9 @@ def plan_cmd(model: str | None, gpus: str, ctx_list: str | None, kv_type: str, f
             backend.close()
         read = spec_of(info)
         if read is None:
-            raise TunerError(f"Ollama at '{backend.host}' sent no tensor list for '{model}'; save /api/show and use --show.")
+            raise TunerError(
+                f"Ollama at '{backend.host}' sent no tensor list for '{model}'; save /api/show and use --show."
+            )
         spec = read
     try:
         from tuner.estimate.versions import parse_version  # noqa: PLC0415
@@ -328,8 +432,17 @@ def plan_cmd(model: str | None, gpus: str, ctx_list: str | None, kv_type: str, f
     fa = None if flash_attn == "auto" else flash_attn == "on"
     if kv_type != "f16" and fa is None:
         fa = True  # a quantized KV cache is what OLLAMA_FLASH_ATTENTION=1 is set for; without it Ollama uses f16
-    result = make_plan(spec, cards, contexts, engine=engine, version=version, kv_type=kv_type,
-                       num_parallel=num_parallel, flash_attn=fa, margin=margin)
+    result = make_plan(
+        spec,
+        cards,
+        contexts,
+        engine=engine,
+        version=version,
+        kv_type=kv_type,
+        num_parallel=num_parallel,
+        flash_attn=fa,
+        margin=margin,
+    )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else render(result))
 
 
@@ -404,4 +517,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-

@@ -42,7 +42,9 @@ def parse_quant_list(text: str | None) -> list[str]:
     items = [q.strip() for q in text.split(",") if q.strip()]
     for item in items:
         if not re.fullmatch(r"[A-Za-z0-9_]+", item):
-            raise ConfigError(f"--quant entry '{item}' is not a quantization name; use e.g. q4_K_M,q8_0,fp16.")
+            raise ConfigError(
+                f"--quant entry '{item}' is not a quantization name; use e.g. q4_K_M,q8_0,fp16."
+            )
     return items
 
 

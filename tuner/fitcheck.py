@@ -70,7 +70,9 @@ class FitCheck:
         except ValueError:  # llama-server builds have no Ollama version: the rule does not need one
             self.version = Version("0.30.0")
         self.default_ctx = default_ctx
-        self.flash_attn_ok = flash_attn_ok  # every GPU supports flash attention (Ollama turns it off otherwise)
+        self.flash_attn_ok = (
+            flash_attn_ok  # every GPU supports flash attention (Ollama turns it off otherwise)
+        )
         self._cache: dict[tuple[str, int, int, str | None, str | None], Prediction | None] = {}
 
     @property
@@ -94,7 +96,9 @@ class FitCheck:
             if spec is None or not self.free:
                 self._cache[key] = None
             else:
-                self._cache[key] = predict(spec, self.free, self._request(config), engine=self.engine, version=self.version)
+                self._cache[key] = predict(
+                    spec, self.free, self._request(config), engine=self.engine, version=self.version
+                )
         return self._cache[key]
 
     def _request(self, config: Config) -> Request:
@@ -149,7 +153,9 @@ class FitCheck:
             if spec is None or not self.free:
                 return max_layers
             req = self._request(Config(tag, AUTO, min_ctx))
-            n, _ = max_num_gpu(spec, self.free, req, engine=self.engine, version=self.version, margin=BOUND_MARGIN)
+            n, _ = max_num_gpu(
+                spec, self.free, req, engine=self.engine, version=self.version, margin=BOUND_MARGIN
+            )
             bound = max(bound, n)
         return max_layers if bound < 0 else min(max_layers, max(bound, 1))
 
@@ -165,10 +171,14 @@ def _gpu_failure(error: str) -> bool:
     text = error.lower()
     if "system memory" in text or "cpu_buffer" in text or "host" in text:
         return False
-    return any(k in text for k in ("cuda", "cudamalloc", "hipmalloc", "rocm", "metal", "vulkan", "device", "gpu"))
+    return any(
+        k in text for k in ("cuda", "cudamalloc", "hipmalloc", "rocm", "metal", "vulkan", "device", "gpu")
+    )
 
 
-def study_fitcheck(backend: Backend, probe: Probe, server: ServerInfo, infos: Mapping[str, ModelInfo]) -> FitCheck | None:
+def study_fitcheck(
+    backend: Backend, probe: Probe, server: ServerInfo, infos: Mapping[str, ModelInfo]
+) -> FitCheck | None:
     """The check a study gets: the GPUs' free memory now (everything unloaded), the variants' specs and the
     engine's rule. None where there is nothing to predict for: no GPU the probe can see, no tensor lists."""
     if probe.source not in ("nvml", "simulator"):

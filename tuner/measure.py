@@ -123,7 +123,9 @@ def measure(
         run = run_offset
         for _ in range(settings.warmup):
             run += 1
-            backend.generate(config.tag, make_prompt(run, depth_tokens), options, num_predict=settings.num_predict)
+            backend.generate(
+                config.tag, make_prompt(run, depth_tokens), options, num_predict=settings.num_predict
+            )
             sampler.mark()
         while len(generations) < settings.max_repeats:
             run += 1
@@ -134,7 +136,10 @@ def measure(
             )
             sampler.mark()
             rates = [g.decode_tok_s for g in generations]
-            if len(generations) >= settings.min_repeats and relative_standard_error(rates) < settings.target_rse:
+            if (
+                len(generations) >= settings.min_repeats
+                and relative_standard_error(rates) < settings.target_rse
+            ):
                 break
     except OutOfMemory as exc:
         failure = exc

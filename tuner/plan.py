@@ -42,7 +42,11 @@ class ContextPlan:
             "vram_per_gpu_bytes": self.vram_per_gpu,
             "gpu_fraction": round(self.gpu_fraction, 4),
             "fully_on_gpu": self.fully_on_gpu,
-            "auto": {"num_gpu": self.auto_num_gpu, "fits": self.auto_fits, "vram_per_gpu_bytes": self.auto_vram_per_gpu},
+            "auto": {
+                "num_gpu": self.auto_num_gpu,
+                "fits": self.auto_fits,
+                "vram_per_gpu_bytes": self.auto_vram_per_gpu,
+            },
         }
 
 
@@ -81,11 +85,15 @@ def load_show(path: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
-        raise ConfigError(f"--show '{path}' cannot be read ({exc.strerror or exc}); pass a saved /api/show JSON file.") from exc
+        raise ConfigError(
+            f"--show '{path}' cannot be read ({exc.strerror or exc}); pass a saved /api/show JSON file."
+        ) from exc
     except ValueError as exc:
         raise ConfigError(f"--show '{path}' is not JSON ({exc}); save the body of /api/show to it.") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"--show '{path}' is not an /api/show response (a JSON object with model_info and tensors).")
+        raise ConfigError(
+            f"--show '{path}' is not an /api/show response (a JSON object with model_info and tensors)."
+        )
     return data
 
 
@@ -105,7 +113,9 @@ def parse_ctx_list(text: str | None, trained: int) -> list[int]:
         mult = 1024 if item.endswith("k") else 1
         digits = item[:-1] if item.endswith("k") else item
         if not digits.isdigit() or int(digits) * mult < 1:
-            raise ConfigError(f"--ctx entry '{item}' is not a context length; use e.g. --ctx 8192,32768,131072.")
+            raise ConfigError(
+                f"--ctx entry '{item}' is not a context length; use e.g. --ctx 8192,32768,131072."
+            )
         out.append(int(digits) * mult)
     return out
 
@@ -189,5 +199,7 @@ def render(plan: Plan) -> str:
         auto += "loads" if c.auto_fits else "FAILS to allocate"
         lines.append(f"{c.num_ctx:>8}  {c.num_gpu:>4}/{c.max_layers:<4}  {full:>6}  {per:<34}  {auto}")
     lines.append("")
-    lines.append("num_gpu: the most layers predicted to fit (set it as PARAMETER num_gpu); on GPU: share of the model in VRAM.")
+    lines.append(
+        "num_gpu: the most layers predicted to fit (set it as PARAMETER num_gpu); on GPU: share of the model in VRAM."
+    )
     return "\n".join(lines)

@@ -102,7 +102,9 @@ class StudyMeta:
     gpu_only: bool
     depth: float
     num_predict: int
-    fingerprint: dict[str, Any]  # gpus [{name, memory_bytes, driver}], server {engine, version, host}, host {cpu, ram_bytes, os}, tool
+    fingerprint: dict[
+        str, Any
+    ]  # gpus [{name, memory_bytes, driver}], server {engine, version, host}, host {cpu, ram_bytes, os}, tool
     engine_args: dict[str, Any] = field(default_factory=dict)  # e.g. llama-server binary path
     prediction_rule: str = ""  # the engine rule the memory estimator followed ("" = no predictions)
 

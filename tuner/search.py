@@ -50,7 +50,9 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         self._plan: dict[int, Config] = {}
 
     # -- Optuna's sampler interface -----------------------------------------------------------------
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
         low, high = self.space.log2_range
         return {
             "tag": CategoricalDistribution(list(self.space.tags)),
@@ -72,7 +74,11 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         return {k: params[k] for k in ("tag", "num_gpu", "log2_ctx")}
 
     def _fallback(
-        self, study: optuna.Study, trial: FrozenTrial, records: Sequence[TrialRecord], running: set[tuple[str, int, int]]
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        records: Sequence[TrialRecord],
+        running: set[tuple[str, int, int]],
     ) -> dict[str, Any]:
         space = self.fallback.infer_relative_search_space(study, trial)
         seen = {(r.tag, r.num_gpu, r.num_ctx) for r in records} | running
@@ -106,7 +112,9 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         self.fallback.after_trial(study, trial, state, values)
 
     # -- the plan -------------------------------------------------------------------------------------
-    def next_config(self, records: Sequence[TrialRecord], running: set[tuple[str, int, int]]) -> Config | None:
+    def next_config(
+        self, records: Sequence[TrialRecord], running: set[tuple[str, int, int]]
+    ) -> Config | None:
         """The next structured config, or None to let TPE choose."""
         done = [r for r in records if r.state == "COMPLETE" and r.num_gpu != AUTO]
         seen = {(r.tag, r.num_gpu, r.num_ctx) for r in done} | running
@@ -167,12 +175,16 @@ class StructuredSampler(optuna.samplers.BaseSampler):
             lo, hi = (mid, hi) if self._allowed(Config(tag, mid, ctx), margin) else (lo, mid)
         return lo
 
-    def _edge(self, tag: str, ctx: int, done: Sequence[TrialRecord], margin: float) -> tuple[int | None, Config | None]:
+    def _edge(
+        self, tag: str, ctx: int, done: Sequence[TrialRecord], margin: float
+    ) -> tuple[int | None, Config | None]:
         """(the established top, or None) and the next config to establish it."""
         mine = [r for r in done if r.tag == tag and r.num_ctx == ctx]
         ok = [r.num_gpu for r in mine if _loaded(r)]
         low = max(ok, default=-1)
-        upper = min((r.num_gpu for r in mine if not _loaded(r) and r.num_gpu > low), default=self.space.max_layers + 1)
+        upper = min(
+            (r.num_gpu for r in mine if not _loaded(r) and r.num_gpu > low), default=self.space.max_layers + 1
+        )
         predicted = self._predicted_top(tag, ctx, margin)
         hi = min(upper - 1, self.space.max_layers if predicted is None else predicted)
         if low >= hi:
@@ -181,7 +193,9 @@ class StructuredSampler(optuna.samplers.BaseSampler):
             return None, Config(tag, (max(low, 0) + upper) // 2, ctx)  # bisection without a prediction
         return None, Config(tag, hi, ctx)
 
-    def _context_probe(self, tops: dict[str, int], done: Sequence[TrialRecord], margin: float) -> Config | None:
+    def _context_probe(
+        self, tops: dict[str, int], done: Sequence[TrialRecord], margin: float
+    ) -> Config | None:
         """Bisect the context ladder for the largest context that stays fully on the GPU (first full tag);
         with a prediction, try the largest context predicted to fit first."""
         full = [t for t, n in tops.items() if n >= self.space.max_layers]
@@ -257,6 +271,7 @@ def _vram(r: TrialRecord) -> float:
 def _front(points: list[tuple[str, int, float, float]]) -> list[tuple[str, int, float, float]]:
     """Points no other point beats on both VRAM (lower) and speed (higher)."""
     return [
-        p for p in points
+        p
+        for p in points
         if not any(q[2] <= p[2] and q[3] >= p[3] and (q[2] < p[2] or q[3] > p[3]) for q in points)
     ]

@@ -53,11 +53,17 @@ class Space:
         num_gpu = trial.suggest_int("num_gpu", 0, self.max_layers)
         low, high = self.log2_range
         num_ctx = 2 ** trial.suggest_int("log2_ctx", low, high)
-        kv = trial.suggest_categorical("kv_cache_type", list(KV_CACHE_CHOICES)) if self.tune_kv_cache else None
+        kv = (
+            trial.suggest_categorical("kv_cache_type", list(KV_CACHE_CHOICES)) if self.tune_kv_cache else None
+        )
         fa = None
         if self.tune_flash_attn:
             # llama.cpp refuses a quantized V cache without flash attention: only f16 may turn it off
-            fa = trial.suggest_categorical("flash_attn", list(FLASH_ATTN_CHOICES)) if kv in (None, "f16") else "on"
+            fa = (
+                trial.suggest_categorical("flash_attn", list(FLASH_ATTN_CHOICES))
+                if kv in (None, "f16")
+                else "on"
+            )
         elif kv not in (None, "f16"):
             fa = "on"
         return Config(tag, num_gpu, num_ctx, fa, kv)

@@ -60,7 +60,9 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.get_storage(url)
     except Exception as exc:  # noqa: BLE001 - any driver error is a usage problem here
-        raise ConfigError(f"--storage '{url}' cannot be opened ({exc}); use e.g. sqlite:///studies/autotune.db.") from exc
+        raise ConfigError(
+            f"--storage '{url}' cannot be opened ({exc}); use e.g. sqlite:///studies/autotune.db."
+        ) from exc
 
 
 PLAIN_SAMPLERS = ("tpe", "tpe-mv", "random", "gp")
@@ -269,7 +271,9 @@ def build_record(
     )
 
 
-def skipped_record(number: int, config: Config, verdict: Verdict, study_config: StudyConfig, free: list[int]) -> TrialRecord:
+def skipped_record(
+    number: int, config: Config, verdict: Verdict, study_config: StudyConfig, free: list[int]
+) -> TrialRecord:
     """A config predicted not to fit: never loaded, infeasible, its predicted shortfall as load_failed."""
     constraints = {"load_failed": verdict.over, "vram_over": 1.0, "cpu_spill": 1.0, "ctx_under": -1.0}
     if study_config.min_ctx:
@@ -321,7 +325,9 @@ class Objective:
             config = dataclasses.replace(config, flash_attn=None, kv_cache_type=None)
         verdict = None
         if self.fitcheck is not None:
-            done = [record_of(t) for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            done = [
+                record_of(t) for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            ]
             verdict = self.fitcheck.verdict(config, done)
         if verdict is not None and verdict.skip and not baseline:  # the baseline shows what the engine does
             record = skipped_record(trial.number, config, verdict, self.config, self.fitcheck.free)  # type: ignore[union-attr]
@@ -394,11 +400,17 @@ def run_study(
     recover_interrupted(study)
     if fitcheck is not None and fitcheck.active:
         if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
-            study.set_user_attr("num_gpu_bound", fitcheck.num_gpu_bound(space.ctx_ladder[0], space.max_layers))
+            study.set_user_attr(
+                "num_gpu_bound", fitcheck.num_gpu_bound(space.ctx_ladder[0], space.max_layers)
+            )
         space = dataclasses.replace(space, max_layers=int(study.user_attrs["num_gpu_bound"]))
     if structured:
         study.sampler = StructuredSampler(
-            space, fitcheck, seed=config.seed, vram_limit_bytes=config.vram_limit_bytes, gpu_only=config.gpu_only
+            space,
+            fitcheck,
+            seed=config.seed,
+            vram_limit_bytes=config.vram_limit_bytes,
+            gpu_only=config.gpu_only,
         )
     objective = Objective(backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()), fitcheck)
     baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
@@ -420,5 +432,7 @@ def run_study(
             n_done = sum(1 for r in records if r.state == "COMPLETE")
             elapsed = clock() - start
             eta = elapsed / session_trials * max(0, config.budget - n_done)
-            on_trial(TrialEvent(n_done, config.budget, record_of(ran[0]), best_feasible(records), elapsed, eta))
+            on_trial(
+                TrialEvent(n_done, config.budget, record_of(ran[0]), best_feasible(records), elapsed, eta)
+            )
     return meta, records

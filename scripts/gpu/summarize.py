@@ -35,7 +35,9 @@ def bench_results(paths: list[Path]) -> dict[int, dict[str, float]]:
             if not line.startswith("{") or trial is None:
                 continue
             row = json.loads(line)
-            entry = out.setdefault(trial, {"model_size": row["model_size"], "n_params": row["model_n_params"]})
+            entry = out.setdefault(
+                trial, {"model_size": row["model_size"], "n_params": row["model_n_params"]}
+            )
             key = "tg" if row["n_gen"] > 0 else "pp"
             entry[key] = row["avg_ts"]
     return out
@@ -69,20 +71,30 @@ def main() -> None:
             f"| {r.number} | {Path(r.tag).name.removeprefix('llama3-8b-').removesuffix('.gguf')} | "
             f"{'auto' if r.num_gpu < 0 else r.num_gpu} | {r.num_ctx} | {r.flash_attn or '-'} | {r.kv_cache_type or '-'} | "
             f"{r.decode_tok_s:.1f} | {r.decode_cv * 100 if r.decode_cv is not None else float('nan'):.1f}% | "
-            f"{tg:.1f} | {ratio:.3f} | " if tg else f"| {r.number} | {r.tag} | ... no llama-bench result | | | | | | | |"
+            f"{tg:.1f} | {ratio:.3f} | "
+            if tg
+            else f"| {r.number} | {r.tag} | ... no llama-bench result | | | | | | | |"
         )
         if tg:
             rows[-1] += (
                 f"{frac * 100:.0f}% | " if frac is not None else "partial offload | "
             ) + f"{(r.peak_vram_bytes or 0) / GIB:.2f} | {(r.size_vram_bytes or 0) / GIB:.2f} |"
-    print(f"{meta.model}: {sum(r.state == 'COMPLETE' for r in records)} trials, {len(front)} on the feasible Pareto front\n")
-    print("| trial | quant | num_gpu | num_ctx | flash attn | KV | autotune decode tok/s | CV | llama-bench tg128 tok/s | ratio | of bandwidth limit | NVML peak GiB | llama.cpp device buffers GiB |")
+    print(
+        f"{meta.model}: {sum(r.state == 'COMPLETE' for r in records)} trials, {len(front)} on the feasible Pareto front\n"
+    )
+    print(
+        "| trial | quant | num_gpu | num_ctx | flash attn | KV | autotune decode tok/s | CV | llama-bench tg128 tok/s | ratio | of bandwidth limit | NVML peak GiB | llama.cpp device buffers GiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if ratios:
-        print(f"\nautotune / llama-bench decode: median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f} over {len(ratios)} configs")
+        print(
+            f"\nautotune / llama-bench decode: median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f} over {len(ratios)} configs"
+        )
     if fractions:
-        print(f"fraction of the {args.bandwidth_gbs:.0f} GB/s limit with every layer on the GPU: median {statistics.median(fractions) * 100:.0f}%, range {min(fractions) * 100:.0f}-{max(fractions) * 100:.0f}%")
+        print(
+            f"fraction of the {args.bandwidth_gbs:.0f} GB/s limit with every layer on the GPU: median {statistics.median(fractions) * 100:.0f}%, range {min(fractions) * 100:.0f}-{max(fractions) * 100:.0f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -21,12 +21,19 @@ from tuner.space import Space
 from tuner.study import run_study
 
 pytestmark = pytest.mark.engine
-MAX_DECODE_CV = 0.35  # coefficient of variation of decode tok/s across a trial's repeats (2-core CI, 1 thread)
+MAX_DECODE_CV = (
+    0.35  # coefficient of variation of decode tok/s across a trial's repeats (2-core CI, 1 thread)
+)
 
 
-def test_budget_6_study_end_to_end_on_the_cpu(llama_server_binary: Path, tiny_models: dict[str, str], tmp_path):
+def test_budget_6_study_end_to_end_on_the_cpu(
+    llama_server_binary: Path, tiny_models: dict[str, str], tmp_path
+):
     backend = LlamaServerBackend(
-        llama_server_binary, log_dir=tmp_path / "logs", extra_args=CPU_TEST_ARGS, startup_timeout_s=120,
+        llama_server_binary,
+        log_dir=tmp_path / "logs",
+        extra_args=CPU_TEST_ARGS,
+        startup_timeout_s=120,
         memory_limit_bytes=4 * 2**30,  # so a 2M-token context cannot fit
     )
     probe = ProcessRssProbe(lambda: backend.pid)
@@ -35,14 +42,31 @@ def test_budget_6_study_end_to_end_on_the_cpu(llama_server_binary: Path, tiny_mo
     ladder = ctx_ladder(min(i.context_length for i in infos.values()), max_ctx=8192)
     space = Space(tags=tags, max_layers=max(i.max_layers for i in infos.values()), ctx_ladder=tuple(ladder))
     config = StudyConfig(
-        model=tags[0], tags=tags, engine="llama-server", budget=6, storage=f"sqlite:///{tmp_path}/s.db",
-        study_name="engine", baseline_ctx=2_000_000, measure=MeasureSettings(num_predict=32, max_repeats=5),
+        model=tags[0],
+        tags=tags,
+        engine="llama-server",
+        budget=6,
+        storage=f"sqlite:///{tmp_path}/s.db",
+        study_name="engine",
+        baseline_ctx=2_000_000,
+        measure=MeasureSettings(num_predict=32, max_repeats=5),
     )
     meta = StudyMeta(
-        schema_version=SCHEMA_VERSION, study_name="engine", engine="llama-server", model=tags[0], tags=list(tags),
+        schema_version=SCHEMA_VERSION,
+        study_name="engine",
+        engine="llama-server",
+        model=tags[0],
+        tags=list(tags),
         block_count={t: i.block_count for t, i in infos.items()},
-        context_length={t: i.context_length for t, i in infos.items()}, ctx_ladder=ladder, budget=6,
-        vram_limit_bytes=None, min_ctx=None, gpu_only=False, depth=0.0, num_predict=32, fingerprint={},
+        context_length={t: i.context_length for t, i in infos.items()},
+        ctx_ladder=ladder,
+        budget=6,
+        vram_limit_bytes=None,
+        min_ctx=None,
+        gpu_only=False,
+        depth=0.0,
+        num_predict=32,
+        fingerprint={},
         engine_args={"binary": str(backend.binary)},
     )
     try:

@@ -36,7 +36,9 @@ def test_mixture_of_experts_counts_every_expert() -> None:
     s = spec("deepseek-r1:671b")
     dense, moe = s.layer_bytes[0], s.layer_bytes[10]
     assert s.is_moe and moe > 15 * dense  # 256 routed experts are all resident
-    assert s.layer_max_matrix_bytes[10] > 5 * s.layer_bytes[0]  # one stacked expert tensor dwarfs a dense layer
+    assert (
+        s.layer_max_matrix_bytes[10] > 5 * s.layer_bytes[0]
+    )  # one stacked expert tensor dwarfs a dense layer
 
 
 def test_mla_file_keeps_only_the_compressed_latent() -> None:
@@ -91,4 +93,7 @@ def test_max_num_gpu_is_the_edge_of_what_fits() -> None:
         n, p = max_num_gpu(s, free, Request(num_ctx=8192), margin=margin)
         assert 0 < n < s.max_layers and p.fits(free, margin)
         assert not predict(s, free, Request(num_ctx=8192, num_gpu=n + 1)).fits(free, margin)
-    assert max_num_gpu(s, free, Request(num_ctx=8192), margin=1.5)[0] <= max_num_gpu(s, free, Request(num_ctx=8192))[0]
+    assert (
+        max_num_gpu(s, free, Request(num_ctx=8192), margin=1.5)[0]
+        <= max_num_gpu(s, free, Request(num_ctx=8192))[0]
+    )

@@ -12,6 +12,8 @@ def test_predictions_of_the_h100_study_are_close_and_the_prior_margin_covers_the
     data = rows()
     assert len(data) == 32
     assert statistics.median(abs(r.error) for r in data) < 0.10
-    assert all(-50 * MIB < r.measured - r.predicted < 400 * MIB for r in data)  # the CUDA context is larger there
+    assert all(
+        -50 * MIB < r.measured - r.predicted < 400 * MIB for r in data
+    )  # the CUDA context is larger there
     assert max(r.variable_ratio for r in data) < PRIOR_MARGIN  # the first loads of a study would not fail
     assert "| Q4_0 | 33 | 2048 |" in render(data)

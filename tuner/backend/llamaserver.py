@@ -636,7 +636,8 @@ def read_model_info(path: str) -> ModelInfo:
             raw[key] = value
     n_params = sum(int(t.n_elements) for t in reader.tensors)
     tensors = [
-        {"name": t.name, "type": t.tensor_type.name, "shape": [int(d) for d in t.shape]} for t in reader.tensors
+        {"name": t.name, "type": t.tensor_type.name, "shape": [int(d) for d in t.shape]}
+        for t in reader.tensors
     ]
     return ModelInfo(
         name=str(path),

@@ -306,5 +306,3 @@ def _source(r: dict[str, str]) -> str:
 def _gpu_buffers(a: Allocation, device: int) -> tuple[int, int, int]:
     d = a.gpu[device]
     return d.weights, d.kv, d.compute
-
-

@@ -551,7 +551,9 @@ def _buffer_figures(
 ) -> tuple[list[Figure], dict[str, int], int]:
     """Offloaded layers and llama.cpp's model / KV / compute buffers on the first GPU (and the CPU's model
     buffer), printed against predicted; also the printed model buffers and the printed GPU sum."""
-    w, kv, c = (device_sizes(r[k]) for k in ("actual_model_buffers", "actual_kv_buffers", "actual_compute_buffers"))
+    w, kv, c = (
+        device_sizes(r[k]) for k in ("actual_model_buffers", "actual_kv_buffers", "actual_compute_buffers")
+    )
     gw, gkv, gc = _gpu_buffers(a, 0)
     printed = w[device] + kv[device] + c[device]
     figs = [
@@ -764,5 +766,3 @@ UNUSABLE: dict[int, str] = {
     51: "No layer count, no free VRAM (only '22.5 GB usable'), no version; a custom alias of a Q8 Qwen3-30B-A3B "
     "on the Ollama engine. The split could only be fitted to the printed figures, which would then be circular.",
 }
-
-

@@ -164,7 +164,9 @@ def vision_graph(s: ModelSpec) -> tuple[int, int]:
     if not s.projector_bytes or not s.vision_patch:
         return s.projector_bytes, 0
     patches = (s.vision_image // s.vision_patch) ** 2
-    graph = 4 * (s.vision_image * s.vision_image * 3 + s.vision_embedding * s.vision_patch + patches * patches * 16)
+    graph = 4 * (
+        s.vision_image * s.vision_image * 3 + s.vision_embedding * s.vision_patch + patches * patches * 16
+    )
     return s.projector_bytes, graph
 
 

@@ -203,7 +203,14 @@ def predict(
             runner_gpus = order
             if engine == "ollama":  # PredictServerVRAM: the file plus an f16 KV cache, 80% of one GPU's free
                 heads = max(spec.head_count, 1)
-                kv = 2 * spec.block_count * spec.head_count_kv_min * (spec.embedding_length // heads) * ctx_total * 2
+                kv = (
+                    2
+                    * spec.block_count
+                    * spec.head_count_kv_min
+                    * (spec.embedding_length // heads)
+                    * ctx_total
+                    * 2
+                )
                 single = [g for g in order if free[g] * 0.8 >= spec.weights_bytes + kv]
                 runner_gpus = [single[0]] if single else order
         split = [float(free[g]) for g in runner_gpus]

@@ -73,9 +73,22 @@ def rows(study_dir: Path = STUDY) -> list[Row]:
                 continue
             ggml_type = r["tag"].rsplit("-", 1)[-1].removesuffix(".gguf")
             fa, kv = r["flash_attn"] or "on", r["kv_cache_type"] or "f16"
-            req = Request(num_ctx=int(r["num_ctx"]), num_gpu=int(r["num_gpu"]), kv_type=kv, flash_attn=fa != "off")
+            req = Request(
+                num_ctx=int(r["num_ctx"]), num_gpu=int(r["num_gpu"]), kv_type=kv, flash_attn=fa != "off"
+            )
             p = predict(specs[ggml_type], [H100_TOTAL], req, engine="llama-server")
-            out.append(Row(ggml_type, int(r["num_gpu"]), int(r["num_ctx"]), fa, kv, p.vram_bytes, p.fixed_bytes[0], int(float(r["peak_vram_bytes"]))))
+            out.append(
+                Row(
+                    ggml_type,
+                    int(r["num_gpu"]),
+                    int(r["num_ctx"]),
+                    fa,
+                    kv,
+                    p.vram_bytes,
+                    p.fixed_bytes[0],
+                    int(float(r["peak_vram_bytes"])),
+                )
+            )
     return out
 
 
@@ -110,7 +123,9 @@ def render(data: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tuner.estimate.realgpu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tuner.estimate.realgpu", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", default=None, help="also write the markdown page here")
     args = parser.parse_args(argv)
     text = render(rows())

@@ -71,8 +71,12 @@ class ModelSpec:
     # --- derived ---------------------------------------------------------------------------------
     @property
     def weights_bytes(self) -> int:
-        return sum(self.layer_bytes) + self.output_bytes + self.projector_bytes + self.other_bytes + (
-            0 if self.tied_output else self.token_embd_bytes
+        return (
+            sum(self.layer_bytes)
+            + self.output_bytes
+            + self.projector_bytes
+            + self.other_bytes
+            + (0 if self.tied_output else self.token_embd_bytes)
         )
 
     @property
@@ -170,7 +174,9 @@ class ModelSpec:
         if window and isinstance(pattern_key, list) and len(pattern_key) == blocks:
             sliding = tuple(bool(x) for x in pattern_key)
         elif window and arch in _SWA_PATTERNS:
-            period = int(pattern_key) if isinstance(pattern_key, int) and pattern_key > 0 else _SWA_PATTERNS[arch]
+            period = (
+                int(pattern_key) if isinstance(pattern_key, int) and pattern_key > 0 else _SWA_PATTERNS[arch]
+            )
             if arch == "gptoss":  # even layers use the window
                 sliding = tuple(i % 2 == 0 for i in range(blocks))
             else:  # every period-th layer is global

@@ -47,10 +47,10 @@ class Artifact:
 # ---------------------------------------------------------------------------------------------------------
 
 
-
 def _ctx(num_ctx: int) -> str:
     """num_ctx as shown: 0 means the engine's default (a baseline that did not load)."""
     return str(num_ctx) if num_ctx > 0 else "default"
+
 
 def build_report(
     meta: StudyMeta,

@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sim = server.simulation
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # before the URL line: a caller may stop us right after
+    signal.signal(
+        signal.SIGTERM, lambda *_: stop.set()
+    )  # before the URL line: a caller may stop us right after
     print(
         f"Ollama simulator {sim.version.text} listening on {server.url} "
         f"({len(sim.gpus)} GPU(s): {', '.join(g.name for g in sim.gpus) or 'none'})",

@@ -50,7 +50,9 @@ class Simulation:
             raise ValueError(f"Invalid noise {noise!r}: a fraction >= 0, e.g. 0.02 (0 = noise-free).")
         self.noise = float(noise)
         if not estimator_error >= 0:
-            raise ValueError(f"Invalid estimator_error {estimator_error!r}: a scale >= 0 (0 = the estimator is exact).")
+            raise ValueError(
+                f"Invalid estimator_error {estimator_error!r}: a scale >= 0 (0 = the estimator is exact)."
+            )
         self.estimator_error = float(estimator_error)
         self.seed = seed
         self._rng = random.Random(seed)
@@ -130,7 +132,17 @@ class Simulation:
             flash_attn=self.version.flash_attention(mf.arch.name, fa_ok),
         )
         pred = predict(spec, free, req, engine="ollama", version=self.version, truth=self.truth(mf.tag))
-        at = Attempt(mf, num_gpu, pred.num_ctx, requested_ctx, num_batch, self.num_parallel, pred.flash_attn, free, host_free)
+        at = Attempt(
+            mf,
+            num_gpu,
+            pred.num_ctx,
+            requested_ctx,
+            num_batch,
+            self.num_parallel,
+            pred.flash_attn,
+            free,
+            host_free,
+        )
         alloc, runner_gpus, est = pred.allocation, list(pred.runner_gpus), pred.ollama
         gpu_buffers = sum(d.weights + d.kv + d.compute for d in alloc.gpu)
         fully = alloc.offloaded == spec.max_layers
@@ -159,7 +171,9 @@ class Simulation:
                     f"failed to allocate buffer of size {alloc.cpu.total}"
                 )
                 kind = "host"
-        return build_placement(at, len(self.gpus), alloc, runner_gpus, pred.num_gpu, size, vram, error, kind, est)
+        return build_placement(
+            at, len(self.gpus), alloc, runner_gpus, pred.num_gpu, size, vram, error, kind, est
+        )
 
     def truth(self, tag: str) -> Callable[[Allocation], Allocation]:
         """The runner's real buffers: the estimator's, with this model's hidden error on the compute buffers

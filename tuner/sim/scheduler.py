@@ -126,7 +126,9 @@ class Scheduler:
                 placement = self._plan(tag, options)
         if not placement.ok:
             self.counters["failed_loads"] += 1
-            self.charge(0.5 * self.sim.load_seconds(placement, cached=tag in self._read_before), "failed_load")
+            self.charge(
+                0.5 * self.sim.load_seconds(placement, cached=tag in self._read_before), "failed_load"
+            )
             raise LoadFailed(placement.error)
         cached = tag in self._read_before and self.sim.host.ram_bytes > 2 * placement.cpu_bytes
         load_s = self.sim.load_seconds(placement, cached=cached) * self.sim.noise_factor(2.0)
