@@ -50,6 +50,18 @@ SHAPES = {
     "tiny": Shape(
         "tiny", n_layer=8, n_embd=256, n_ff=768, n_head=4, n_head_kv=2, n_vocab=2048, n_ctx_train=32768
     ),
+    # The tiny model with a 16M-token trained context: its KV cache at a large num_ctx outgrows any host's
+    # memory (4 KiB per token: 32 GiB at 8M), so a real server refuses the load, as it would a big model.
+    "tiny-longctx": Shape(
+        "tiny-longctx",
+        n_layer=8,
+        n_embd=256,
+        n_ff=768,
+        n_head=4,
+        n_head_kv=2,
+        n_vocab=2048,
+        n_ctx_train=1 << 24,
+    ),
     "llama3-8b": Shape(
         "llama3-8b",
         n_layer=32,
@@ -152,10 +164,31 @@ def _tensor_data(
     return gguf.quants.quantize(data.astype(np.float32), qtype), qtype
 
 
+def _nbytes(shape: tuple[int, ...], is_matrix: bool, qtype: Any) -> int:
+    """Bytes of one tensor as written: F32 norms, F16 or a quantized type for matrices."""
+    gguf = _gguf()
+    n = int(np.prod(shape))
+    if not is_matrix:
+        return 4 * n
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return 2 * n
+    return int(np.prod(gguf.quant_shape_to_byte_shape(shape, qtype)))
+
+
 def make_model(
-    path: str | os.PathLike[str], shape: str | Shape = "tiny", ggml_type: str = "F16", seed: int = 0
+    path: str | os.PathLike[str],
+    shape: str | Shape = "tiny",
+    ggml_type: str = "F16",
+    seed: int = 0,
+    *,
+    sparse: bool = False,
 ) -> Path:
-    """Write a random-weight llama GGUF model to `path` (through a temporary file); return the path."""
+    """Write a random-weight llama GGUF model to `path` (through a temporary file); return the path.
+
+    sparse=True writes the header, key/values and tensor list, then extends the file to its full size
+    without writing the weights: a sparse file whose declared size can exceed the disk and the RAM (for
+    testing what a server does with a model too large to load), costing only the header on disk.
+    """
     gguf = _gguf()
     spec = SHAPES[shape] if isinstance(shape, str) else shape
     ggml_type = ggml_type.upper()
@@ -206,6 +239,14 @@ def make_model(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
+        if sparse:
+            writer.close()
+            align = 32  # GGUF's default alignment: tensor data starts at the next multiple
+            start = -(-tmp.stat().st_size // align) * align
+            total = sum(-(-_nbytes(shp, is_matrix, qtype) // align) * align for _n, shp, is_matrix in layout)
+            os.truncate(tmp, start + total)
+            os.replace(tmp, out)
+            return out
         pool = _RandomPool(np.random.default_rng(seed))
         for _name, shp, is_matrix in layout:
             data, _ = _tensor_data(pool, shp, is_matrix, qtype)

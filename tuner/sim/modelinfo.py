@@ -10,13 +10,14 @@ from tuner.sim.quant import FILE_TYPES
 
 
 def human_number(count: int) -> str:
-    """Ollama's format.HumanNumber: 8030261248 -> '8.0B', 671026419200 -> '671.0B'."""
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+    """Ollama's format.HumanNumber: 8030261248 -> '8.0B', 671026419200 -> '671.0B', 7344384 -> '7.34M'
+    (one decimal for billions, two for millions, none for thousands; a whole number has none)."""
+    for unit, scale, places in (("B", 1e9, 1), ("M", 1e6, 2), ("K", 1e3, 0)):
         if count >= scale:
             value = count / scale
-            if value == int(value):
-                return f"{int(value)}{unit}"
-            return f"{value:.1f}{unit}"
+            if value == int(value) or places == 0:
+                return f"{value:.0f}{unit}"
+            return f"{value:.{places}f}{unit}"
     return str(count)
 
 
@@ -33,6 +34,11 @@ def details(mf: ModelFile, parent_model: str = "") -> dict[str, Any]:
 
 def model_info(mf: ModelFile, verbose: bool = False) -> dict[str, Any]:
     """The GGUF key/values as /api/show's model_info: arrays are null unless verbose."""
+    if mf.kv is not None:  # an imported file: its own keys, as Ollama shows them
+        info = {k: (v if verbose or not isinstance(v, list) else None) for k, v in mf.kv.items()}
+        info.pop("general.name", None)  # Ollama drops it
+        info["general.parameter_count"] = mf.parameter_count
+        return dict(sorted(info.items()))
     a, fam = mf.arch, mf.family
     p = a.name + "."
     info: dict[str, Any] = {
@@ -129,11 +135,12 @@ _SPECS: dict[str, ModelSpec] = {}
 
 def spec_of(mf: ModelFile) -> ModelSpec:
     """The estimator's view of a catalog file, read the way a client reads it: from /api/show's fields."""
-    if mf.tag not in _SPECS:
+    key = mf.tag + mf.source_digest
+    if key not in _SPECS:
         show = {
             "model_info": model_info(mf),
             "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in mf.tensors],
             "details": details(mf),
         }
-        _SPECS[mf.tag] = ModelSpec.from_show(show, name=mf.tag)
-    return _SPECS[mf.tag]
+        _SPECS[key] = ModelSpec.from_show(show, name=mf.tag)
+    return _SPECS[key]

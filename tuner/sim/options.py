@@ -105,7 +105,7 @@ def runner_options(opts: dict[str, Any], default_ctx: int) -> dict[str, Any]:
     """The load-time (Runner) options of a request, with defaults filled in as Ollama stores them."""
     return {
         "num_ctx": opts.get("num_ctx", default_ctx),
-        "num_batch": opts.get("num_batch", 512),
+        "num_batch": opts.get("num_batch"),  # None: the release's default (Era C sizes it by context)
         "num_gpu": opts.get("num_gpu", -1),
         "main_gpu": opts.get("main_gpu"),
         "use_mmap": opts.get("use_mmap"),

@@ -128,6 +128,15 @@ class Registry:
         self.models[self.key(display)] = lm
         return lm
 
+    def add_imported(
+        self, name: str, file: ModelFile, now: float, *, parameters: dict[str, Any] | None = None
+    ) -> LocalModel:
+        """A model made from an uploaded GGUF (create with `files`)."""
+        display = normalize_name(name)
+        lm = LocalModel(display, file, now, dict(parameters or {}), created=True)
+        self.models[self.key(display)] = lm
+        return lm
+
     def copy(self, source: LocalModel, destination: str, now: float) -> LocalModel:
         display = normalize_name(destination)
         lm = LocalModel(
@@ -234,8 +243,8 @@ def show_payload(
     return out
 
 
-def tags_entry(lm: LocalModel) -> dict[str, Any]:
-    return {
+def tags_entry(lm: LocalModel, version: Version | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
         "name": lm.name,
         "model": lm.name,
         "modified_at": local_time(lm.modified_at),
@@ -243,6 +252,11 @@ def tags_entry(lm: LocalModel) -> dict[str, Any]:
         "digest": lm.digest,
         "details": details(lm.file, lm.parent),
     }
+    if version is not None and version.era == "C":  # seen in 0.32.15, absent in 0.24.0
+        entry["details"]["context_length"] = lm.file.arch.context_length
+        entry["details"]["embedding_length"] = lm.file.arch.embedding_length
+        entry["capabilities"] = capabilities(lm, version)
+    return entry
 
 
 def local_time(epoch: float) -> str:

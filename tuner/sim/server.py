@@ -102,7 +102,11 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path.rstrip("/") or "/"
         body = self._read_body()  # always consumed, so a keep-alive connection stays in step
         methods = ROUTES.get(path)
-        if methods is None:
+        if path.startswith("/api/blobs/") and method in ("HEAD", "POST"):
+            digest = path[len("/api/blobs/") :]
+            api = self.server.api
+            reply = api.blob_head(digest) if method == "HEAD" else api.blob_post(digest, body)
+        elif methods is None:
             reply = Reply(404, "404 page not found")
         elif method not in methods:
             reply = Reply(405, "405 method not allowed")
@@ -257,6 +261,7 @@ class SimServer:
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.api.blobs.close()
         self._httpd = None
         self._thread = None
 

