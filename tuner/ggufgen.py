@@ -5,7 +5,10 @@
 The weights are random (speed does not depend on their values) and the vocabulary is a SentencePiece
 ("llama") one with byte fallback: <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, then filler
 tokens "[t<n>]" up to the shape's vocab size, so any text tokenizes (one token per byte) and every
-generated filler token is printable. `tiny` (8 layers, 256 wide, ~13 MB in F16) is for CI;
+generated filler token is printable. Only the embeddings are arranged: the output matrix holds each filler
+token's embedding in the row of the next filler token, so greedy decoding walks the fillers in a cycle
+([t7][t8][t9]...), never repeats a token (Ollama aborts a stream after 30 repeats of one token) and never
+emits a control or byte token; the random blocks only add noise to that walk. `tiny` (8 layers, 256 wide, ~13 MB in F16) is for CI;
 `llama3-8b` has Llama-3-8B's shapes (32 layers, 4096 wide, FFN 14336, 32 heads, 8 KV heads and the
 full 128256-token vocabulary), so its memory and speed match the real model (F16: 16 GB).
 
@@ -25,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = 1  # bump when the files this writes change, so cached test models are regenerated
+GENERATOR_VERSION = 2  # bump when the files this writes change, so cached test models are regenerated
 
 
 @dataclass(frozen=True)
@@ -151,14 +154,40 @@ class _RandomPool:
         return np.concatenate([self._pool[start:], *([self._pool] * reps)])[:n].reshape(shape)
 
 
+N_SPECIAL_TOKENS = 3 + 256  # <unk>, <s>, </s> and the byte tokens, before the filler tokens
+EMBEDDING_SCALE = (
+    64  # pool values are 2**-7..2**-5: embeddings of magnitude 0.5..2 outweigh the blocks' noise
+)
+
+
+def _embeddings(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """token_embd (vocab x width), the same for a seed every time it is asked for."""
+    pool = _RandomPool(np.random.default_rng([seed, 1]), size=min(1 << 24, int(np.prod(shape))) + 4099)
+    return (pool.take(shape).astype(np.float32) * EMBEDDING_SCALE).astype(np.float16)
+
+
+def _output(embd: np.ndarray) -> np.ndarray:
+    """Row next(i) holds embedding i for every filler token i, so the logit of next(i) after i is |e_i|^2
+    while every other token gets a near-orthogonal dot product; control and byte rows are zero."""
+    out = np.zeros_like(embd)
+    fillers = embd[N_SPECIAL_TOKENS:]
+    out[N_SPECIAL_TOKENS:] = np.roll(fillers, 1, axis=0)  # out[j] = embd[j - 1], wrapping
+    return out
+
+
 def _tensor_data(
-    pool: _RandomPool, shape: tuple[int, ...], is_matrix: bool, qtype: Any
+    pool: _RandomPool, name: str, shape: tuple[int, ...], is_matrix: bool, qtype: Any, seed: int = 0
 ) -> tuple[np.ndarray, Any]:
     """(array to write, raw ggml type or None) for one tensor."""
     gguf = _gguf()
     if not is_matrix:
         return np.ones(shape, dtype=np.float32), None  # norm weights
-    data = pool.take(shape)
+    if name == "token_embd.weight":
+        data = _embeddings(shape, seed)
+    elif name == "output.weight":
+        data = _output(_embeddings(shape, seed))
+    else:
+        data = pool.take(shape)
     if qtype == gguf.GGMLQuantizationType.F16:
         return data, None
     return gguf.quants.quantize(data.astype(np.float32), qtype), qtype
@@ -248,8 +277,8 @@ def make_model(
             os.replace(tmp, out)
             return out
         pool = _RandomPool(np.random.default_rng(seed))
-        for _name, shp, is_matrix in layout:
-            data, _ = _tensor_data(pool, shp, is_matrix, qtype)
+        for name, shp, is_matrix in layout:
+            data, _ = _tensor_data(pool, name, shp, is_matrix, qtype, seed)
             writer.write_tensor_data(data)
         writer.close()
         os.replace(tmp, out)

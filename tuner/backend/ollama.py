@@ -30,6 +30,7 @@ from tuner.errors import (
     BackendError,
     BackendTimeout,
     BadResponse,
+    ConfigError,
     ModelNotFound,
     OutOfMemory,
     Unreachable,
@@ -309,17 +310,24 @@ def resolve_tags(
     if not quants:
         return [ensure(model)]
     repo, _, base = model.partition(":")
-    base = base or "latest"
     out: list[str] = []
     for quant in quants:
         q = _norm_quant(quant)
+        # With a tag (deepseek-r1:32b) the quant tags of that size; without one (tiny-llama), any tag of the
+        # repository whose last part is the quantization (tiny-llama:q8_0, llama3.2:3b-instruct-q8_0).
         match = [
             m
             for m in local
             if m.split(":")[0].lower() == repo.lower()
             and (m.split(":", 1)[1] if ":" in m else "latest").lower().startswith(base.lower())
-            and _norm_quant(m.rsplit("-", 1)[-1]) == q
+            and _norm_quant(m.split(":", 1)[-1].rsplit("-", 1)[-1]) == q
         ]
+        sizes = {m.split(":", 1)[-1].split("-")[0] for m in match}
+        if not base and len(sizes) > 1:
+            raise ConfigError(
+                f"'{model}' has '{quant}' tags of several sizes ({', '.join(sorted(match))}); name the size, "
+                f"e.g. {repo}:{sorted(sizes)[0]}, or pass --tags."
+            )
         if not match and have(model) and _norm_quant(backend.model_info(model).quantization) == q:
             match = [model]
         if match:
@@ -331,7 +339,7 @@ def resolve_tags(
                 "pass --pull to fetch it, or --tags with the full tag names."
             )
         for infix in _TAG_INFIXES:
-            candidate = f"{repo}:{base}-{infix}{quant}"
+            candidate = f"{repo}:{base or 'latest'}-{infix}{quant}"
             try:
                 backend.pull(candidate, progress)
             except ModelNotFound:
