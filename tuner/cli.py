@@ -20,9 +20,9 @@ from tuner.config import MeasureSettings, StudyConfig, parse_bytes, parse_quant_
 from tuner.errors import ConfigError, TunerError
 from tuner.probe import Probe
 from tuner.schema import StudyMeta
+from tuner.units import GiB
 
 DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
-GIB = 1024**3
 
 
 class DefaultGroup(click.Group):
@@ -62,7 +62,7 @@ class Progress:
         gpu = "auto" if r.num_gpu < 0 else str(r.num_gpu)
         what = f"{r.tag} num_gpu={gpu} ctx={r.num_ctx if r.num_ctx > 0 else 'default'}"
         if r.decode_tok_s is not None:
-            got = f"{r.decode_tok_s:.1f} tok/s, {(r.peak_vram_bytes or 0) / GIB:.1f} GiB"
+            got = f"{r.decode_tok_s:.1f} tok/s, {(r.peak_vram_bytes or 0) / GiB:.1f} GiB"
             if r.cpu_spill:
                 got += f", {100 * (1 - (r.gpu_fraction or 0)):.0f}% on CPU"
             if not r.feasible:
@@ -92,7 +92,7 @@ class PullBar:
         if total:
             frac = completed / total
             bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
-            line = f"  {status} [{bar}] {completed / GIB:.1f}/{total / GIB:.1f} GiB"
+            line = f"  {status} [{bar}] {completed / GiB:.1f}/{total / GiB:.1f} GiB"
         else:
             line = f"  {status}"
         if self._tty:
@@ -293,7 +293,7 @@ def tune_cmd(
         engine_args = {"binary": str(getattr(backend, "binary", ""))} if engine != "ollama" else {}
         meta = study_meta(config, infos, space, fingerprint(probe, server), engine_args)
         ladder = space.ctx_ladder
-        gpus = ", ".join(f"{g.name} {g.memory_bytes / GIB:.0f} GiB" for g in probe.gpus()) or "no GPU visible"
+        gpus = ", ".join(f"{g.name} {g.memory_bytes / GiB:.0f} GiB" for g in probe.gpus()) or "no GPU visible"
         _say(
             f"autotune {name}: {len(variants)} variant(s) x {space.max_layers + 1} num_gpu x {len(ladder)} contexts "
             f"({space.size()} configs), budget {budget_n}; {server.engine} {server.version}; GPUs: {gpus}"

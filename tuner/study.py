@@ -39,8 +39,8 @@ from tuner.probe import Probe
 from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
 from tuner.search import StructuredSampler
 from tuner.space import Config, Space
+from tuner.units import GiB
 
-GIB = 1024**3
 CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under")
 FULL_GPU = 0.999  # gpu_fraction at or above this counts as "100% GPU"
 
@@ -236,7 +236,7 @@ def build_record(
     error = m.error
     if measured and not feasible:
         why = {
-            "vram_over": f"peak VRAM {peak / GIB if peak else 0:.1f} GiB is over --vram-limit {limit / GIB if limit else 0:.1f} GiB",
+            "vram_over": f"peak VRAM {peak / GiB if peak else 0:.1f} GiB is over --vram-limit {limit / GiB if limit else 0:.1f} GiB",
             "cpu_spill": f"{(1 - (gpu_fraction or 0)) * 100:.0f}% of the model is on the CPU (--gpu-only)",
             "ctx_under": f"num_ctx {config.num_ctx} is below --min-ctx {study_config.min_ctx}",
         }
@@ -341,9 +341,9 @@ class Objective:
         for key in CONSTRAINT_KEYS:
             trial.set_constraint(key, record.constraints[key])
         if record.decode_tok_s is None:
-            limit = self.config.vram_limit_bytes or self.gpu_total_bytes or record.size_bytes or GIB
-            return 0.0, limit / GIB
-        return record.decode_tok_s, (record.peak_vram_bytes or 0) / GIB
+            limit = self.config.vram_limit_bytes or self.gpu_total_bytes or record.size_bytes or GiB
+            return 0.0, limit / GiB
+        return record.decode_tok_s, (record.peak_vram_bytes or 0) / GiB
 
 
 # -- the run -------------------------------------------------------------------------------------

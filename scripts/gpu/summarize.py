@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tuner.report import pareto_front
 from tuner.study import load_records
+from tuner.units import GiB
 
-GIB = 1024**3
 N_VOCAB, N_EMBD = 128256, 4096  # llama3-8b shape of tuner.ggufgen
 
 
@@ -78,7 +78,7 @@ def main() -> None:
         if tg:
             rows[-1] += (
                 f"{frac * 100:.0f}% | " if frac is not None else "partial offload | "
-            ) + f"{(r.peak_vram_bytes or 0) / GIB:.2f} | {(r.size_vram_bytes or 0) / GIB:.2f} |"
+            ) + f"{(r.peak_vram_bytes or 0) / GiB:.2f} | {(r.size_vram_bytes or 0) / GiB:.2f} |"
     print(
         f"{meta.model}: {sum(r.state == 'COMPLETE' for r in records)} trials, {len(front)} on the feasible Pareto front\n"
     )

@@ -13,8 +13,7 @@ from tuner.estimate.ollama import (
     vision_graph,
 )
 from tuner.estimate.versions import human_bytes2 as hb
-
-GiB = 1 << 30
+from tuner.units import GiB
 
 
 def _est(spec, free_gib, ctx, version, parallel=1, **kw):  # type: ignore[no-untyped-def]

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.sim.hardware import GiB, MiB, make_host, parse_bytes, parse_gpus
+from tuner.sim.hardware import make_host, parse_bytes, parse_gpus
+from tuner.units import GiB, MiB
 
 
 @pytest.mark.parametrize(

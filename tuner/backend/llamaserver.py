@@ -56,9 +56,9 @@ from tuner.errors import (
     Unreachable,
     is_out_of_memory,
 )
+from tuner.units import MiB
 
 ENGINE = "llama-server"
-MIB = 1024 * 1024
 LOG_TAIL_LINES = 30
 
 _BUFFER_RE = re.compile(
@@ -138,7 +138,7 @@ def parse_log(text: str) -> BufferSizes:
         m = _BUFFER_RE.search(line)
         if m:
             key = (m.group(1), m.group(2))
-            buffers[key] = buffers.get(key, 0) + int(round(float(m.group(3)) * MIB))
+            buffers[key] = buffers.get(key, 0) + int(round(float(m.group(3)) * MiB))
             continue
         m = _OFFLOAD_RE.search(line)
         if m:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-GIB = 1024**3
 Point2 = tuple[float, float]  # (decode tok/s, peak VRAM GiB)
 
 

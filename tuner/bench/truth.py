@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tuner.bench.metrics import GIB, Point2, hypervolume, pareto_front
+from tuner.bench.metrics import Point2, hypervolume, pareto_front
 from tuner.bench.scenarios import Scenario
 from tuner.sim import Simulation
 from tuner.space import Space
+from tuner.units import GiB
 
 FULL_GPU = 0.999  # the same threshold as tuner.study.FULL_GPU
 Key = tuple[str, int, int | None]
@@ -43,7 +44,7 @@ class TruePoint:
 
     @property
     def objectives(self) -> Point2:
-        return (self.decode_tok_s, self.peak_vram_bytes / GIB)
+        return (self.decode_tok_s, self.peak_vram_bytes / GiB)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def compute_truth(scenario: Scenario, space: Space, eval_s: float = 0.0) -> Scen
     sim = make_simulation(scenario)
     points = {k: evaluate(sim, scenario, *k) for k in space_keys(space, scenario.baseline_ctx)}
     total = sum(g.memory_bytes for g in sim.gpus)
-    ref = (scenario.vram_limit_bytes or total) / GIB
+    ref = (scenario.vram_limit_bytes or total) / GiB
     feasible = [p.objectives for p in points.values() if p.feasible]
     return ScenarioTruth(
         scenario=scenario,

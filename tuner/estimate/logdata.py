@@ -15,12 +15,12 @@ from tuner.estimate.llamacpp import Allocation, allocate
 from tuner.estimate.ollama import Estimate, estimate_gpu_layers
 from tuner.estimate.spec import ModelSpec
 from tuner.estimate.versions import human_bytes2
+from tuner.units import GiB, KiB, MiB, TiB
 
-KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 GOAL_TOTAL = 0.05
 GOAL_LAYERS = 1
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ollama_memory-public.csv"
-UNITS = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": 1 << 40}
+UNITS = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": TiB}
 
 
 class DataMissing(FileNotFoundError):

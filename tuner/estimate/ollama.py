@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from tuner.estimate.ggml import OLLAMA_KV_BYTES
 from tuner.estimate.spec import ModelSpec
 from tuner.estimate.versions import Version
-
-MiB = 1 << 20
+from tuner.units import MiB
 
 MINIMUM_MEMORY = 457 * MiB  # ml/device.go MinimumMemory() for CUDA and ROCm
 METAL_MINIMUM_MEMORY = 512 * MiB

@@ -56,9 +56,6 @@ from tuner.sim.catalog import lookup
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.quant import choose_type
 
-GiB = 1 << 30
-MiB = 1 << 20
-
 Tensor = tuple[str, tuple[int, ...], str]  # name, shape (ne0 first), ggml type
 
 _KQUANT_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}

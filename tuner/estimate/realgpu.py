@@ -17,11 +17,10 @@ from pathlib import Path
 
 from tuner.estimate import ModelSpec, Request, predict
 from tuner.ggufgen import SHAPES, tensor_shapes
+from tuner.units import GiB, MiB
 
-GIB = 1 << 30
-MIB = 1 << 20
 STUDY = Path(__file__).resolve().parents[2] / "reports" / "examples" / "h100-llama3-8b"
-H100_TOTAL = 81559 * MIB  # nvidia-smi memory.total of the card (gpu.txt)
+H100_TOTAL = 81559 * MiB  # nvidia-smi memory.total of the card (gpu.txt)
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,8 @@ def render(data: list[Row]) -> str:
         "",
         f"- {len(data)} trials; total VRAM error: median {statistics.median(errors) * 100:.1f}%, "
         f"worst {max(errors) * 100:.1f}%; the prediction is low in {sum(r.error < 0 for r in data)} of them.",
-        f"- The absolute miss is {min(r.measured - r.predicted for r in data) / MIB:.0f} to "
-        f"{max(r.measured - r.predicted for r in data) / MIB:.0f} MiB: the CUDA context on this H100 was about "
+        f"- The absolute miss is {min(r.measured - r.predicted for r in data) / MiB:.0f} to "
+        f"{max(r.measured - r.predicted for r in data) / MiB:.0f} MiB: the CUDA context on this H100 was about "
         "600 MiB where the estimator assumes 320 MiB. The worst relative error is the smallest config.",
         f"- measured/predicted of the guessed part (compute buffers + CUDA context): median "
         f"{statistics.median(ratios):.2f}, largest {max(ratios):.2f}. A study starts with a margin of 1.6 on that "
@@ -117,7 +116,7 @@ def render(data: list[Row]) -> str:
     for r in data:
         lines.append(
             f"| {r.ggml_type} | {r.num_gpu} | {r.num_ctx} | {r.flash_attn} | {r.kv_type} | "
-            f"{r.predicted / GIB:.2f} | {r.measured / GIB:.2f} | {r.error * 100:+.1f}% |"
+            f"{r.predicted / GiB:.2f} | {r.measured / GiB:.2f} | {r.error * 100:+.1f}% |"
         )
     return "\n".join(lines) + "\n"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-GiB = 1 << 30
+from tuner.units import GiB, KiB, MiB, TiB
 
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
 
@@ -105,7 +105,7 @@ def human_bytes2(value: int) -> str:
     """Ollama's format.HumanBytes2: binary units, one decimal ('7.2 GiB', '457.0 MiB', '0 B')."""
     if value < 1024:
         return f"{value} B"
-    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    for unit, scale in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if value >= scale:
             return f"{value / scale:.1f} {unit}"
     return f"{value} B"  # pragma: no cover

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tuner.schema import StudyMeta, TrialRecord
+from tuner.units import GiB
 
 ON_GPU_FRACTION = 0.999  # gpu_fraction at or above this counts as fully on the GPU
 PICK_NAMES = ("fastest", "leanest", "balanced", "largest_ctx_on_gpu")
@@ -21,7 +22,6 @@ PICK_TITLES = {
     "balanced": "Balanced (knee of the front)",
     "largest_ctx_on_gpu": "Largest context fully on the GPU",
 }
-GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -327,7 +327,7 @@ def fmt_tok_s(value: object) -> str:
 
 
 def fmt_gib(value: object) -> str:
-    return f"{value / GIB:.2f} GiB" if finite(value) else "n/a"
+    return f"{value / GiB:.2f} GiB" if finite(value) else "n/a"
 
 
 def _percent(value: object) -> str:

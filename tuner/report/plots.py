@@ -19,7 +19,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from tuner.report.picks import (
-    GIB,
     Pick,
     did_not_load,
     finite,
@@ -33,6 +32,7 @@ from tuner.report.picks import (
     pareto_front,
 )
 from tuner.schema import StudyMeta, TrialRecord
+from tuner.units import GiB
 
 DPI = 110
 MAX_PANELS = 9
@@ -91,12 +91,12 @@ def plot_pareto(
     capacity = gpu_memory_bytes(meta)
 
     for r in placed:
-        _scatter_trial(ax, r.peak_vram_bytes / GIB, r.decode_tok_s, r, colors[r.tag])
+        _scatter_trial(ax, r.peak_vram_bytes / GiB, r.decode_tok_s, r, colors[r.tag])
 
     front = pareto_front(records)
     if front:
         ax.plot(
-            [r.peak_vram_bytes / GIB for r in front],
+            [r.peak_vram_bytes / GiB for r in front],
             [r.decode_tok_s for r in front],
             color="black",
             lw=1.4,
@@ -105,7 +105,7 @@ def plot_pareto(
             drawstyle="steps-post" if len(front) > 1 else "default",
         )
         ax.scatter(
-            [r.peak_vram_bytes / GIB for r in front],
+            [r.peak_vram_bytes / GiB for r in front],
             [r.decode_tok_s for r in front],
             s=190,
             facecolors="none",
@@ -115,8 +115,8 @@ def plot_pareto(
         )
 
     top = max((r.decode_tok_s for r in placed), default=1.0) * 1.12
-    x_values = [r.peak_vram_bytes / GIB for r in placed]
-    x_right = max([*x_values, (capacity or 0) / GIB, 1.0])
+    x_values = [r.peak_vram_bytes / GiB for r in placed]
+    x_right = max([*x_values, (capacity or 0) / GiB, 1.0])
     if failed:
         band = 0.13 * top
         ax.axhspan(-band, 0, color=_FAIL_BAND, zorder=0)
@@ -134,7 +134,7 @@ def plot_pareto(
         for i, r in enumerate(failed):
             # At the size it asked for when known, else just past the GPU's memory.
             x = (
-                r.size_bytes / GIB
+                r.size_bytes / GiB
                 if finite(r.size_bytes) and r.size_bytes > 0
                 else x_right * (1.02 + 0.015 * (i % 6))
             )
@@ -154,7 +154,7 @@ def plot_pareto(
         if is_true(r.baseline):
             ax.annotate(
                 "engine's own placement",
-                xy=(r.peak_vram_bytes / GIB, r.decode_tok_s),
+                xy=(r.peak_vram_bytes / GiB, r.decode_tok_s),
                 xytext=(7, -9),
                 textcoords="offset points",
                 fontsize=7,
@@ -319,15 +319,15 @@ def plot_vram_vs_num_ctx(meta: StudyMeta, records: Sequence[TrialRecord]) -> Fig
             ctx_sorted = sorted(full)
             ax.plot(
                 ctx_sorted,
-                [full[c].peak_vram_bytes / GIB for c in ctx_sorted],
+                [full[c].peak_vram_bytes / GiB for c in ctx_sorted],
                 color=color,
                 lw=1.2,
                 alpha=0.7,
                 zorder=2,
             )
     for r in placed:
-        _scatter_trial(ax, r.num_ctx, r.peak_vram_bytes / GIB, r, colors[r.tag])
-    ceiling = max([r.peak_vram_bytes / GIB for r in placed] + [(capacity or 0) / GIB, 1.0]) * 1.08
+        _scatter_trial(ax, r.num_ctx, r.peak_vram_bytes / GiB, r, colors[r.tag])
+    ceiling = max([r.peak_vram_bytes / GiB for r in placed] + [(capacity or 0) / GiB, 1.0]) * 1.08
     if failed:
         band = 0.12 * ceiling
         ax.axhspan(ceiling, ceiling + band, color=_FAIL_BAND, zorder=0)
@@ -389,12 +389,12 @@ def _capacity_lines(ax, meta: StudyMeta, capacity: int | None, *, vertical: bool
     for value, label, style in ((capacity, "GPU memory", "--"), (meta.vram_limit_bytes, "VRAM limit", "-.")):
         if not (finite(value) and value > 0):
             continue
-        text = f"{label} {value / GIB:.1f} GiB"
+        text = f"{label} {value / GiB:.1f} GiB"
         if vertical:
-            ax.axvline(value / GIB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
+            ax.axvline(value / GiB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
             ax.annotate(
                 text,
-                xy=(value / GIB, 1),
+                xy=(value / GiB, 1),
                 xycoords=("data", "axes fraction"),
                 xytext=(-4, -4),
                 textcoords="offset points",
@@ -404,10 +404,10 @@ def _capacity_lines(ax, meta: StudyMeta, capacity: int | None, *, vertical: bool
                 va="top",
             )
         else:
-            ax.axhline(value / GIB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
+            ax.axhline(value / GiB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
             ax.annotate(
                 text,
-                xy=(1, value / GIB),
+                xy=(1, value / GiB),
                 xycoords=("axes fraction", "data"),
                 xytext=(-4, 3),
                 textcoords="offset points",
@@ -430,7 +430,7 @@ def _annotate_picks(ax, chosen: dict[str, Pick]) -> None:
         label = " + ".join(_PICK_LABELS.get(n, n) for n in names)
         ax.annotate(
             label,
-            xy=(r.peak_vram_bytes / GIB, r.decode_tok_s),
+            xy=(r.peak_vram_bytes / GiB, r.decode_tok_s),
             xytext=offsets[i % len(offsets)],
             textcoords="offset points",
             fontsize=8,

@@ -20,9 +20,10 @@ from tuner.estimate.llamacpp import Allocation
 from tuner.estimate.versions import Version, parse_version
 from tuner.sim import perf
 from tuner.sim.catalog import ModelFile, lookup
-from tuner.sim.hardware import GpuSpec, HostSpec, MiB, make_host, parse_gpus
+from tuner.sim.hardware import GpuSpec, HostSpec, make_host, parse_gpus
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
+from tuner.units import MiB
 
 
 class Simulation:

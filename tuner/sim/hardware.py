@@ -12,10 +12,7 @@ import re
 from dataclasses import dataclass, replace
 
 from tuner.config import bytes_of
-
-MiB = 1 << 20
-GiB = 1 << 30
-TiB = 1 << 40
+from tuner.units import GiB, MiB
 
 
 @dataclass(frozen=True)
