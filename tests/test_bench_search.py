@@ -10,7 +10,7 @@ import pytest
 import tuner.study
 from tuner.bench import run as bench_run
 from tuner.bench.grid import GridOrderSampler, grid_order
-from tuner.bench.metrics import hypervolume, median, pareto_front
+from tuner.bench.metrics import hypervolume, median, point_front
 from tuner.bench.scenarios import Scenario, parse_scenarios
 from tuner.bench.table import SUMMARY_COLUMNS
 from tuner.bench.truth import compute_truth, evaluate, make_simulation
@@ -124,9 +124,9 @@ def test_hypervolume_matches_hand_computed_areas():
     assert hypervolume([], 8.0) == 0.0
 
 
-def test_pareto_front_keeps_the_non_dominated_points_by_memory():
+def test_point_front_keeps_the_non_dominated_points_by_memory_without_repeats():
     points = [(20.0, 4.0), (10.0, 2.0), (5.0, 3.0), (10.0, 2.5), (20.0, 4.0), (25.0, 9.0)]
-    assert pareto_front(points) == [(10.0, 2.0), (20.0, 4.0), (25.0, 9.0)]
+    assert point_front(points) == [(10.0, 2.0), (20.0, 4.0), (25.0, 9.0)]
     assert median([3.0, 1.0, 2.0]) == 2.0 and median([4.0, 1.0, 2.0, 3.0]) == 2.5
 
 

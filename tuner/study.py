@@ -36,13 +36,12 @@ from tuner.errors import ConfigError
 from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
-from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
+from tuner.schema import FULL_GPU_FRACTION, SCHEMA_VERSION, StudyMeta, TrialRecord, fully_on_gpu
 from tuner.search import StructuredSampler
 from tuner.space import Config, Space
 from tuner.units import GiB
 
 CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under")
-FULL_GPU = 0.999  # gpu_fraction at or above this counts as "100% GPU"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -224,7 +223,7 @@ def build_record(
     else:
         constraints["vram_over"] = -1.0 if measured else 1.0
     if study_config.gpu_only:
-        constraints["cpu_spill"] = (FULL_GPU - (gpu_fraction or 0.0)) if measured else 1.0
+        constraints["cpu_spill"] = (FULL_GPU_FRACTION - (gpu_fraction or 0.0)) if measured else 1.0
     else:
         constraints["cpu_spill"] = -1.0 if measured else 1.0
     if study_config.min_ctx:
@@ -258,7 +257,7 @@ def build_record(
         size_bytes=res.size_bytes if res else None,
         size_vram_bytes=res.size_vram_bytes if res else None,
         gpu_fraction=gpu_fraction,
-        cpu_spill=(gpu_fraction < FULL_GPU) if gpu_fraction is not None else None,
+        cpu_spill=not fully_on_gpu(gpu_fraction) if gpu_fraction is not None else None,
         context_length_loaded=res.context_length if res else None,
         repeats=len(m.generations),
         feasible=feasible,

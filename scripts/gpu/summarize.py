@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 from tuner.report import pareto_front
+from tuner.schema import fully_on_gpu
 from tuner.study import load_records
 from tuner.units import GiB
 
@@ -58,7 +59,7 @@ def main() -> None:
         b = bench.get(r.number, {})
         tg = b.get("tg")
         ratio = r.decode_tok_s / tg if tg else None
-        full = r.gpu_fraction is not None and r.gpu_fraction >= 0.999
+        full = fully_on_gpu(r.gpu_fraction)
         frac = None
         if full and b:
             bytes_per_weight = b["model_size"] / b["n_params"]

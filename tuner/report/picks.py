@@ -11,10 +11,10 @@ import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tuner.schema import StudyMeta, TrialRecord
+from tuner.pareto import pareto_front as front_of
+from tuner.schema import StudyMeta, TrialRecord, fully_on_gpu
 from tuner.units import GiB
 
-ON_GPU_FRACTION = 0.999  # gpu_fraction at or above this counts as fully on the GPU
 PICK_NAMES = ("fastest", "leanest", "balanced", "largest_ctx_on_gpu")
 PICK_TITLES = {
     "fastest": "Fastest",
@@ -71,12 +71,12 @@ def is_feasible(record: TrialRecord) -> bool:
 
 
 def is_on_gpu(record: TrialRecord) -> bool:
-    """Fully on the GPU: cpu_spill is False, or (unknown spill) gpu_fraction >= 0.999."""
+    """Fully on the GPU: cpu_spill is False, or (unknown spill) tuner.schema.fully_on_gpu(gpu_fraction)."""
     if record.cpu_spill is not None and not (
         isinstance(record.cpu_spill, float) and math.isnan(record.cpu_spill)
     ):
         return not is_true(record.cpu_spill)
-    return finite(record.gpu_fraction) and record.gpu_fraction >= ON_GPU_FRACTION
+    return fully_on_gpu(record.gpu_fraction)
 
 
 def is_spilled(record: TrialRecord) -> bool:
@@ -84,11 +84,21 @@ def is_spilled(record: TrialRecord) -> bool:
         isinstance(record.cpu_spill, float) and math.isnan(record.cpu_spill)
     ):
         return is_true(record.cpu_spill)
-    return finite(record.gpu_fraction) and record.gpu_fraction < ON_GPU_FRACTION
+    return finite(record.gpu_fraction) and not fully_on_gpu(record.gpu_fraction)
 
 
 def has_vram(record: TrialRecord) -> bool:
     return finite(record.peak_vram_bytes)
+
+
+def decode_of(record: TrialRecord) -> float:
+    """Decode tok/s as a number: the measured value, NaN where there is none (never a placeholder 0)."""
+    return float(record.decode_tok_s) if finite(record.decode_tok_s) else math.nan  # type: ignore[arg-type]
+
+
+def vram_of(record: TrialRecord) -> float:
+    """Peak VRAM bytes as a number: the measured value, NaN where there is none."""
+    return float(record.peak_vram_bytes) if finite(record.peak_vram_bytes) else math.nan  # type: ignore[arg-type]
 
 
 def effective_ctx(record: TrialRecord) -> int:
@@ -109,18 +119,8 @@ def feasible_trials(records: Iterable[TrialRecord]) -> list[TrialRecord]:
 
 def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     """Feasible COMPLETE trials not dominated on (max decode_tok_s, min peak_vram_bytes), by VRAM."""
-    candidates = [r for r in feasible_trials(records) if has_vram(r)]
-    front = [
-        r
-        for r in candidates
-        if not any(
-            o.decode_tok_s >= r.decode_tok_s
-            and o.peak_vram_bytes <= r.peak_vram_bytes
-            and (o.decode_tok_s > r.decode_tok_s or o.peak_vram_bytes < r.peak_vram_bytes)
-            for o in candidates
-        )
-    ]
-    return sorted(front, key=lambda r: (r.peak_vram_bytes, -r.decode_tok_s, r.number))
+    candidates = sorted((r for r in feasible_trials(records) if has_vram(r)), key=lambda r: r.number)
+    return front_of(candidates, speed=decode_of, memory=vram_of)
 
 
 def picks(meta: StudyMeta, records: Sequence[TrialRecord]) -> dict[str, Pick]:
