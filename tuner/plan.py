@@ -16,7 +16,7 @@ from typing import Any
 
 from tuner.errors import ConfigError
 from tuner.estimate import ModelSpec, Prediction, Request, SpecError, max_num_gpu, predict
-from tuner.sim.hardware import GpuSpec, parse_gpus
+from tuner.hardware import GpuSpec, parse_gpus
 from tuner.units import GiB
 
 DEFAULT_CTX = (4096, 8192, 16384, 32768, 65536, 131072)

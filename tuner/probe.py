@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tuner.errors import ProbeError
+from tuner.hardware import flash_attention_capable
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,7 @@ class GpuInfo:
 
     @property
     def supports_flash_attention(self) -> bool:
-        """Ollama's rule: CUDA compute capability 7.0 or newer, except 7.2 (unknown: assume yes)."""
-        cc = self.compute_capability
-        return cc is None or (cc[0] >= 7 and tuple(cc) != (7, 2))
+        return flash_attention_capable(self.compute_capability)
 
 
 class Probe(Protocol):

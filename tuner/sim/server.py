@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tuner.hardware import GpuSpec
 from tuner.sim.api import Api
 from tuner.sim.core import Simulation
-from tuner.sim.hardware import GpuSpec
 from tuner.sim.registry import Registry
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import Scheduler
