@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tuner.estimate.llamacpp import layer_devices
 from tuner.hardware import KNOWN_CARDS, GpuSpec
-from tuner.sim import arch as A
+from tuner.models import arch as A
 from tuner.sim import perf
 from tuner.sim.catalog import Family, ModelFile, build_file, lookup
 from tuner.sim.hardware import HostSpec

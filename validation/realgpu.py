@@ -4,7 +4,7 @@ That study ran llama-server on one H100 80GB with Llama-3-8B-shaped models (tune
 F16) and measured peak VRAM with NVML. Here each trial's config is predicted (engine llama-server) and set
 beside what NVML measured.
 
-    python -m tuner.estimate.realgpu [--out reports/memory-h100.md]
+    python -m validation.realgpu [--out reports/memory-h100.md]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tuner.estimate import ModelSpec, Request, predict
 from tuner.ggufgen import SHAPES, tensor_shapes
 from tuner.units import GiB, MiB
 
-STUDY = Path(__file__).resolve().parents[2] / "reports" / "examples" / "h100-llama3-8b"
+STUDY = Path(__file__).resolve().parents[1] / "reports" / "examples" / "h100-llama3-8b"
 H100_TOTAL = 81559 * MiB  # nvidia-smi memory.total of the card (gpu.txt)
 
 
@@ -97,7 +97,7 @@ def render(data: list[Row]) -> str:
     lines = [
         "# The memory estimator against a real H100",
         "",
-        "Made by `python -m tuner.estimate.realgpu`: every loaded trial of the budget-32 llama-server study in",
+        "Made by `python -m validation.realgpu --out reports/memory-h100.md`: every loaded trial of the budget-32 llama-server study in",
         "`reports/examples/h100-llama3-8b/` (one H100 80GB, Llama-3-8B shapes), predicted with",
         "`tuner.estimate.predict(engine='llama-server')` and set beside NVML's measured peak.",
         "",
@@ -122,9 +122,7 @@ def render(data: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tuner.estimate.realgpu", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m validation.realgpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="also write the markdown page here")
     args = parser.parse_args(argv)
     text = render(rows())

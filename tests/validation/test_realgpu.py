@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import statistics
 
-from tuner.estimate.realgpu import render, rows
 from tuner.fitcheck import PRIOR_MARGIN
 from tuner.units import MiB
+from validation.realgpu import render, rows
 
 
 def test_predictions_of_the_h100_study_are_close_and_the_prior_margin_covers_them() -> None:

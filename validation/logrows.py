@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from tuner.estimate import public_models as P
 from tuner.estimate.llamacpp import Allocation, allocate, layer_devices
-from tuner.estimate.logdata import (
+from tuner.estimate.ollama import graph_size, vision_graph
+from tuner.estimate.spec import ModelSpec
+from tuner.estimate.versions import human_bytes2
+from validation import public_models as P
+from validation.logdata import (
     Check,
     Figure,
     GiB,
@@ -28,9 +31,6 @@ from tuner.estimate.logdata import (
     size_list,
     split_counts,
 )
-from tuner.estimate.ollama import graph_size, vision_graph
-from tuner.estimate.spec import ModelSpec
-from tuner.estimate.versions import human_bytes2
 
 # --- the rows ----------------------------------------------------------------------------------------------
 RowFn = Callable[[dict[str, str]], list[Check]]
@@ -47,7 +47,7 @@ def row(row_id: int) -> Callable[[RowFn], RowFn]:
 
 @row(1)
 def _row1(r: dict[str, str]) -> list[Check]:
-    spec = P.catalog("llama3.3:70b-instruct-q8_0")
+    spec = P.catalog("llama3.3:70b", "Q8_0")
     e = _est(spec, size_list(r["vram_available"]), ctx=64000, version="0.5.11")
     return [
         _estimate_check(
@@ -138,7 +138,7 @@ def _row7(r: dict[str, str]) -> list[Check]:
 
 @row(9)
 def _row9(r: dict[str, str]) -> list[Check]:
-    spec = P.catalog("llama3.1:8b-instruct-q8_0")
+    spec = P.catalog("llama3.1:8b", "Q8_0")
     e = _est(spec, size_list(r["vram_available"]), ctx=80000, version="0.2.8")
     return [
         _estimate_check(
