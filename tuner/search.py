@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.backend.base import AUTO
 from tuner.fitcheck import FitCheck
 from tuner.pareto import pareto_front
+from tuner.records import record_of
 from tuner.schema import TrialRecord, fully_on_gpu
 from tuner.space import Config, Space
 
@@ -243,8 +244,6 @@ class StructuredSampler(optuna.samplers.BaseSampler):
 
 
 def _history(study: optuna.Study, trial: FrozenTrial) -> tuple[list[TrialRecord], set[tuple[str, int, int]]]:
-    from tuner.study import record_of  # noqa: PLC0415 - study.py imports this module
-
     records, running = [], set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
         if t.number == trial.number:

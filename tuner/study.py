@@ -36,6 +36,7 @@ from tuner.errors import ConfigError
 from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
+from tuner.records import record_of
 from tuner.schema import FULL_GPU_FRACTION, SCHEMA_VERSION, StudyMeta, TrialRecord, fully_on_gpu
 from tuner.search import StructuredSampler
 from tuner.space import Config, Space
@@ -151,21 +152,6 @@ def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRe
         raise ConfigError(f"Study '{study_name}' in '{storage}' was not made by autotune.")
     meta = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
     return meta, [record_of(t) for t in study.get_trials(deepcopy=False)]
-
-
-def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord:
-    attrs = trial.user_attrs.get("record")
-    if attrs is not None:
-        return TrialRecord.from_attrs({**attrs, "number": trial.number, "state": trial.state.name})
-    params = trial.params
-    return TrialRecord(
-        number=trial.number,
-        state=trial.state.name,
-        tag=str(params.get("tag", "")),
-        num_gpu=int(params.get("num_gpu", AUTO)),
-        num_ctx=2 ** int(params["log2_ctx"]) if "log2_ctx" in params else 0,
-        error=str(trial.user_attrs.get("error", "")),
-    )
 
 
 # -- resume ----------------------------------------------------------------------------------------
