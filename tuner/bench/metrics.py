@@ -28,10 +28,3 @@ def hypervolume(points: Iterable[Point2], ref_vram_gib: float) -> float:
         right = front[i + 1][1] if i + 1 < len(front) else ref_vram_gib
         area += decode * (right - vram)
     return area
-
-
-def median(values: list[float]) -> float:
-    """The median of a non-empty list (the mean of the middle two for an even count)."""
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
