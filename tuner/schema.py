@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 1
+AUTO = -1  # num_gpu left to the engine's own placement (the baseline trial)
 FULL_GPU_FRACTION = 0.999  # gpu_fraction (size_vram / size) at or above this counts as fully on the GPU
 
 

@@ -14,6 +14,9 @@ A config the estimator predicts not to fit (fitcheck.py, with the margin the stu
 loaded at all: COMPLETE, infeasible, load_failed = its predicted shortfall, error "predicted to exceed
 memory: ...". The num_gpu range ends where no variant could fit even at the smallest context.
 Everything a report needs is in user attributes ("autotune_meta" on the study, "record" on each trial).
+
+Slightly over 400 lines, kept whole: it is the one seam to Optuna (storage, samplers, resume, the objective
+and the run loop share the study's life cycle); reading trials back is tuner.records, the search tuner.search.
 """
 
 from __future__ import annotations
@@ -344,6 +347,17 @@ class TrialEvent:
     eta_s: float | None
 
 
+def _collect_into(
+    ran: list[optuna.trial.FrozenTrial],
+) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback that keeps each trial the study finishes."""
+
+    def collect(_study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        ran.append(trial)
+
+    return collect
+
+
 def best_feasible(records: Sequence[TrialRecord]) -> TrialRecord | None:
     feasible = [r for r in records if r.feasible and r.decode_tok_s is not None]
     return max(feasible, key=lambda r: r.decode_tok_s or 0.0, default=None)
@@ -410,7 +424,7 @@ def run_study(
                 warnings.simplefilter("ignore")
                 study.enqueue_trial(params, user_attrs=attrs)
         ran: list[optuna.trial.FrozenTrial] = []
-        study.optimize(objective, n_trials=1, callbacks=[lambda _s, t, ran=ran: ran.append(t)])
+        study.optimize(objective, n_trials=1, callbacks=[_collect_into(ran)])
         session_trials += 1
         records = [record_of(t) for t in study.get_trials(deepcopy=False)]
         if on_trial is not None and ran:

@@ -2,6 +2,10 @@
 
 Each row function builds the row's inputs (its model from public_models.py or from its own printed figures),
 runs the estimator, and returns `Check`s comparing each figure the server printed with the prediction.
+
+Longer than the ~400 lines a module usually gets, on purpose: it is one function per CSV row, each reading
+only its own row and saying in its own words what it inferred and why; splitting the rows over files would
+separate each check from its neighbours without making any of them simpler.
 """
 
 from __future__ import annotations

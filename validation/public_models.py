@@ -40,7 +40,8 @@ the project's stored copies of public pages, not guessed):
   27 layers, hidden 2048, ffn 10944 (layer 0), 64 experts of 1408 (6 used, 2 shared), 16 heads, no q-LoRA,
   kv_lora 512, qk 128 + 64 rope, v 128, vocab 102400.
 
-File types: Q4_K_M, Q8_0, F16 and Q4_0 follow llama.cpp's per-tensor rules (tuner/models/quant.py); Q6_K and
+Over 400 lines on purpose: one function per public model, each beside its sources above; nothing else lives
+here. File types: Q4_K_M, Q8_0, F16 and Q4_0 follow llama.cpp's per-tensor rules (tuner/models/quant.py); Q6_K and
 Q4_K_S below follow llama.cpp llama_tensor_get_type (Q4_K_S: attn_v of the first 4 layers and ffn_down of the
 first eighth in Q5_K; k-quants fall back to Q5_0 / Q5_1 / Q8_0 where a row is not a multiple of 256).
 """

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-AUTO = -1  # num_gpu left to the engine's own placement
+from tuner.schema import AUTO as AUTO  # num_gpu left to the engine's own placement
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ simulator needs: the host around them.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from tuner.hardware import GpuSpec, parse_bytes
 from tuner.units import GiB
@@ -27,7 +28,7 @@ def make_host(
     ram: str | int | None = None,
     bandwidth_gbps: float | None = None,
     gpus: list[GpuSpec] | None = None,
-    **overrides: float,
+    **overrides: Any,
 ) -> HostSpec:
     """A host. A unified-memory card (GB10) shares its memory with the host, so RAM defaults to that pool."""
     host = HostSpec()

@@ -235,7 +235,7 @@ class SimServer:
         if self._httpd is None:
             raise RuntimeError("SimServer is not running; call start() or use it as a context manager.")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> SimServer:
         if self._httpd is None:
