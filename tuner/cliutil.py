@@ -29,6 +29,7 @@ class WholeNumber(click.IntRange):
     def __init__(self, example: str, min: int = 1) -> None:
         super().__init__(min=min)
         self.example = example
+        self.least = min
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         flag = param.opts[0] if param is not None else "value"
@@ -38,9 +39,9 @@ class WholeNumber(click.IntRange):
             raise OptionValueError(
                 f"{flag} '{value}' is not a whole number; use e.g. {self.example}.", ctx, param
             ) from None
-        if number < self.min:  # type: ignore[operator]
+        if number < self.least:
             raise OptionValueError(
-                f"{flag} {number} must be at least {self.min}; use e.g. {self.example}.", ctx, param
+                f"{flag} {number} must be at least {self.least}; use e.g. {self.example}.", ctx, param
             )
         return number
 

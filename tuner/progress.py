@@ -27,8 +27,9 @@ def watched(stream: IO[str]) -> bool:
 
 
 def _in_notebook() -> bool:
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    """Inside a Jupyter kernel (tqdm.autonotebook's own test): IPython is loaded and its shell is a kernel's."""
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = get_ipython() if get_ipython is not None else None
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
