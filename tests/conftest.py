@@ -43,11 +43,11 @@ def require_engine(what: str, why: str) -> None:
 
 def ollama_releases() -> tuple[str, ...]:
     """The releases the real-Ollama tests run against ($AUTOTUNE_OLLAMA_RELEASES, else every era's pin)."""
-    from tuner.engines.ollama import ERA_RELEASES, normalize
+    from tuner.installs import ERA_RELEASES, ollama_release
 
     text = os.environ.get("AUTOTUNE_OLLAMA_RELEASES", "")
     if text.strip():
-        return tuple(normalize(v.strip()) for v in text.split(",") if v.strip())
+        return tuple(ollama_release(v.strip()) for v in text.split(",") if v.strip())
     return tuple(ERA_RELEASES.values())
 
 
@@ -68,12 +68,12 @@ def tiny_models(engine_model_dir: Path) -> dict[str, str]:
 
 
 def llama_quantize() -> Path | None:
-    from tuner.engines import llamacpp
+    from tuner.installs import find_llama_cpp
 
     env = os.environ.get("LLAMA_QUANTIZE")
     if env:
         return Path(env)
-    inst = llamacpp.find(tool="llama-quantize")
+    inst = find_llama_cpp(tool="llama-quantize")
     if inst is not None:
         return inst.binary("llama-quantize")
     found = shutil.which("llama-quantize")
@@ -126,9 +126,9 @@ class RealOllama:
 
 
 def start_real_ollama(version: str, base: Path, models: dict[str, Path]) -> RealOllama:
-    from tuner.engines import ollama as builds
+    from tuner.installs import find_ollama
 
-    inst = builds.find(version)
+    inst = find_ollama(version)
     if inst is None:
         require_engine(f"Ollama {version}", f"run 'python -m tuner.engines build ollama --version {version}'")
         raise AssertionError("unreachable")

@@ -8,17 +8,16 @@ from dataclasses import dataclass, field
 from tuner.backend.base import AUTO, EngineOptions, Generation, ModelInfo, Residency, ServerInfo
 from tuner.errors import ModelNotFound, OutOfMemory
 from tuner.probe import GpuInfo
-
-GIB = 1024**3
+from tuner.units import GiB
 
 
 @dataclass
 class FakeMachine:
-    gpu_bytes: int = 24 * GIB
+    gpu_bytes: int = 24 * GiB
     block_count: int = 32
     layer_bytes: int = 600 * 1024**2
     kv_bytes_per_token: int = 128 * 1024  # all layers
-    overhead_bytes: int = 1 * GIB
+    overhead_bytes: int = 1 * GiB
     noise: float = 0.0
     used: int = 0
     loads: int = 0
@@ -51,7 +50,7 @@ class FakeBackend:
     def model_info(self, model: str) -> ModelInfo:
         if model not in self.tags:
             raise ModelNotFound(f"no model '{model}'")
-        return ModelInfo(model, "llama", self.m.block_count, 131072, "Q4_K_M", 20 * GIB)
+        return ModelInfo(model, "llama", self.m.block_count, 131072, "Q4_K_M", 20 * GiB)
 
     def load(self, model: str, options: EngineOptions) -> float:
         self.calls.append(f"load {options.num_gpu} {options.num_ctx}")

@@ -10,7 +10,7 @@ import pytest
 import tuner.study
 from tuner.bench import run as bench_run
 from tuner.bench.grid import GridOrderSampler, grid_order
-from tuner.bench.metrics import hypervolume, median, pareto_front
+from tuner.bench.metrics import hypervolume, point_front
 from tuner.bench.scenarios import Scenario, parse_scenarios
 from tuner.bench.table import SUMMARY_COLUMNS
 from tuner.bench.truth import compute_truth, evaluate, make_simulation
@@ -18,8 +18,8 @@ from tuner.bench_search import main
 from tuner.errors import ConfigError
 from tuner.sim import Simulation, lookup
 from tuner.space import Space
+from tuner.units import GiB
 
-GIB = 1024**3
 TINY_TAG = "llama3.1:8b"
 
 GOOD = """
@@ -57,7 +57,7 @@ def test_a_good_file_parses_with_defaults_and_every_key():
     assert (b.min_ctx, b.max_ctx, b.vram_limit_bytes, b.gpu_only, b.baseline_ctx) == (
         8192,
         32768,
-        20 * GIB,
+        20 * GiB,
         True,
         131072,
     )
@@ -124,10 +124,9 @@ def test_hypervolume_matches_hand_computed_areas():
     assert hypervolume([], 8.0) == 0.0
 
 
-def test_pareto_front_keeps_the_non_dominated_points_by_memory():
+def test_point_front_keeps_the_non_dominated_points_by_memory_without_repeats():
     points = [(20.0, 4.0), (10.0, 2.0), (5.0, 3.0), (10.0, 2.5), (20.0, 4.0), (25.0, 9.0)]
-    assert pareto_front(points) == [(10.0, 2.0), (20.0, 4.0), (25.0, 9.0)]
-    assert median([3.0, 1.0, 2.0]) == 2.0 and median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    assert point_front(points) == [(10.0, 2.0), (20.0, 4.0), (25.0, 9.0)]
 
 
 # -- the truth -----------------------------------------------------------------------------------------
@@ -148,7 +147,7 @@ def test_the_true_front_equals_an_independent_brute_force():
     for num_gpu, num_ctx in configs:
         p = sim.plan(TINY_TAG, num_gpu, num_ctx)
         if p.ok:
-            measured.append((sim.speed(p).decode_tok_s, sum(p.gpu_bytes) / GIB))
+            measured.append((sim.speed(p).decode_tok_s, sum(p.gpu_bytes) / GiB))
     brute = sorted({a for a in measured if not any(b[0] >= a[0] and b[1] <= a[1] and b != a for b in measured)},
                    key=lambda a: a[1])  # fmt: skip
     assert [pytest.approx(p) for p in truth.front] == brute
@@ -158,11 +157,11 @@ def test_the_true_front_equals_an_independent_brute_force():
 
 
 def test_constraints_decide_feasibility_as_the_study_does():
-    scenario = Scenario(name="c", gpus="1x24GiB", model=TINY_TAG, vram_limit_bytes=6 * GIB, gpu_only=True,
+    scenario = Scenario(name="c", gpus="1x24GiB", model=TINY_TAG, vram_limit_bytes=6 * GiB, gpu_only=True,
                         min_ctx=4096)  # fmt: skip
     sim = make_simulation(scenario)
     full, part = evaluate(sim, scenario, TINY_TAG, 33, 4096), evaluate(sim, scenario, TINY_TAG, 20, 4096)
-    assert full.loads and full.peak_vram_bytes <= 6 * GIB and full.feasible
+    assert full.loads and full.peak_vram_bytes <= 6 * GiB and full.feasible
     assert part.loads and part.gpu_fraction < 0.999 and not part.feasible  # --gpu-only: spills
     assert not evaluate(sim, scenario, TINY_TAG, 33, 2048).feasible  # --min-ctx
     assert not evaluate(sim, scenario, TINY_TAG, 33, 65536).feasible  # over --vram-limit

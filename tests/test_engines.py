@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.engines import cache, llamacpp, ollama, sources
+from tuner import installs
+from tuner.engines import llamacpp, ollama, sources
 from tuner.engines.__main__ import main as engines_main
 from tuner.engines.steps import BuildError, run_step
 
@@ -108,9 +109,10 @@ def test_llama_cpp_builds_once_then_comes_from_the_cache(
 
     again = llamacpp.build(tools=("llama-server",))  # cached: cmake is not run again
     assert again.root == inst.root and len(calls.read_text().splitlines()) == 2
-    assert llamacpp.find(tool="llama-quantize") == inst and llamacpp.find(tool="llama-bench") is None
-    (inst.root / cache.MARKER).unlink()  # an install without its marker is not finished
-    assert llamacpp.find() is None
+    assert installs.find_llama_cpp(tool="llama-quantize") == inst
+    assert installs.find_llama_cpp(tool="llama-bench") is None
+    (inst.root / installs.MARKER).unlink()  # an install without its marker is not finished
+    assert installs.find_llama_cpp() is None
 
 
 def test_build_info_is_stamped_with_the_release(tmp_path: Path) -> None:
@@ -155,8 +157,8 @@ def test_era_a_is_a_go_build_with_the_vendored_headers(
     assert inst.root == cache_dir / "ollama" / "0.12.10-cpu" and inst.meta["era"] == "A"
     build_line = calls.read_text().splitlines()[-1]
     assert "build -p 2 -trimpath" in build_line and "version.Version=0.12.10" in build_line
-    assert f"CFLAGS=-O3 -march={ollama.cpu_march()}" in build_line if ollama.cpu_march() else True
-    assert ollama.find("0.12.10") == inst and ollama.find("B") is None
+    assert f"CFLAGS=-O3 -march={installs.cpu_march()}" in build_line if installs.cpu_march() else True
+    assert installs.find_ollama("0.12.10") == inst and installs.find_ollama("B") is None
     assert ollama.build("0.12.10").root == inst.root  # cached
     assert len(calls.read_text().splitlines()) == 2  # `go env` once, `go build` once
 
@@ -209,7 +211,7 @@ def test_bad_versions_and_missing_builds_are_one_line(
 def test_a_build_for_a_cpu_this_machine_lacks_is_not_used(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = cache.install_dir("ollama", "0.24.0", "cpu")
+    root = installs.install_dir("ollama", "0.24.0", "cpu")
     (root / "bin").mkdir(parents=True)
     (root / "bin" / "ollama").write_text("#!/bin/sh\n")
     (root / "bin" / "ollama").chmod(0o755)
@@ -220,8 +222,8 @@ def test_a_build_for_a_cpu_this_machine_lacks_is_not_used(
         "tools": ["ollama"],
         "march": "x86-64-v3",
     }
-    (root / cache.MARKER).write_text(json.dumps(meta))
-    monkeypatch.setattr(ollama, "cpu_march", lambda: "x86-64-v3")
-    assert ollama.find("B") is not None
-    monkeypatch.setattr(ollama, "cpu_march", lambda: "")
-    assert ollama.find("B") is None  # the cache moved to an older CPU: rebuild rather than crash
+    (root / installs.MARKER).write_text(json.dumps(meta))
+    monkeypatch.setattr(installs, "cpu_march", lambda: "x86-64-v3")
+    assert installs.find_ollama("B") is not None
+    monkeypatch.setattr(installs, "cpu_march", lambda: "")
+    assert installs.find_ollama("B") is None  # the cache moved to an older CPU: rebuild rather than crash

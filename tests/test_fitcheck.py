@@ -9,8 +9,7 @@ from tuner.fitcheck import PRIOR_MARGIN, SLACK, FitCheck
 from tuner.schema import TrialRecord
 from tuner.sim import SimServer
 from tuner.study import load_records
-
-GiB = 1 << 30
+from tuner.units import GiB
 
 
 def record(

@@ -3,8 +3,7 @@ from tuner.config import MeasureSettings
 from tuner.measure import make_prompt, measure, relative_standard_error
 from tuner.probe import NullProbe
 from tuner.space import Config
-
-GIB = 1024**3
+from tuner.units import GiB
 
 
 def test_stable_speed_stops_at_the_minimum_repeats_and_measures_peak():
@@ -27,7 +26,7 @@ def test_noisy_speed_repeats_until_the_maximum():
 
 
 def test_out_of_memory_at_load_is_a_result():
-    machine = FakeMachine(gpu_bytes=8 * GIB)
+    machine = FakeMachine(gpu_bytes=8 * GiB)
     m = measure(FakeBackend(machine), FakeProbe(machine), Config("toy:q4", 33, 131072), MeasureSettings())
     assert m.oom and not m.loaded
     assert "cudaMalloc failed" in m.error

@@ -19,11 +19,11 @@ from tuner.report import (
     write_report,
 )
 from tuner.schema import CSV_COLUMNS, SCHEMA_VERSION, StudyMeta, TrialRecord
+from tuner.units import GiB
 
-GIB = 1024**3
 Q4, Q8 = "qwen2.5:14b-instruct-q4_K_M", "qwen2.5:14b-instruct-q8_0"
 LAYERS = 48  # block_count; 49 offloadable with the output layer
-GPU_BYTES = 16 * GIB
+GPU_BYTES = 16 * GiB
 
 
 def make_meta(**overrides) -> StudyMeta:
@@ -45,7 +45,7 @@ def make_meta(**overrides) -> StudyMeta:
         fingerprint={
             "gpus": [{"name": "NVIDIA GeForce RTX 4080", "memory_bytes": GPU_BYTES, "driver": "550.54"}],
             "server": {"engine": "ollama", "version": "0.12.10", "host": "http://127.0.0.1:11434"},
-            "host": {"cpu": "AMD Ryzen 9 7950X", "ram_bytes": 64 * GIB, "os": "Linux 6.8"},
+            "host": {"cpu": "AMD Ryzen 9 7950X", "ram_bytes": 64 * GiB, "os": "Linux 6.8"},
             "tool": {"name": "autotune", "version": "0.1.0", "python": "3.12.3"},
             "vram_source": "simulator",
             "vram_note": "",
@@ -56,11 +56,11 @@ def make_meta(**overrides) -> StudyMeta:
 
 def trial(number: int, tag: str, num_gpu: int, num_ctx: int, **fields) -> TrialRecord:
     """A trial as the simulator would measure it: speed falls off a cliff once layers spill to the CPU."""
-    weights = (8.4 if tag == Q4 else 14.7) * GIB
+    weights = (8.4 if tag == Q4 else 14.7) * GiB
     layers = LAYERS + 1 if num_gpu < 0 else num_gpu
     fraction = min(layers, LAYERS + 1) / (LAYERS + 1)
     kv = num_ctx * 192 * 1024  # bytes per token
-    vram = int(weights * fraction + kv * fraction + 0.6 * GIB)
+    vram = int(weights * fraction + kv * fraction + 0.6 * GiB)
     gpu_speed = (42.0 if tag == Q4 else 27.0) * (1 - 0.04 * math.log2(num_ctx / 4096))
     cpu_speed = 4.0 if tag == Q4 else 2.5
     decode = 1 / ((1 - fraction) / cpu_speed + fraction / gpu_speed)
@@ -74,7 +74,7 @@ def trial(number: int, tag: str, num_gpu: int, num_ctx: int, **fields) -> TrialR
         "peak_vram_bytes": vram,
         "peak_vram_per_gpu": [vram],
         "vram_source": "simulator",
-        "size_bytes": int(weights + kv + 0.6 * GIB),
+        "size_bytes": int(weights + kv + 0.6 * GiB),
         "size_vram_bytes": vram,
         "gpu_fraction": fraction,
         "cpu_spill": fraction < 1,
@@ -98,7 +98,7 @@ def trial(number: int, tag: str, num_gpu: int, num_ctx: int, **fields) -> TrialR
             repeats=0,
             feasible=False,
             oom=True,
-            error=f"model requires more memory ({vram / GIB:.1f} GiB) than is available: cudaMalloc failed: out of memory",
+            error=f"model requires more memory ({vram / GiB:.1f} GiB) than is available: cudaMalloc failed: out of memory",
         )
     base.update(fields)
     return TrialRecord(number=number, tag=tag, num_gpu=num_gpu, num_ctx=num_ctx, **base)
@@ -159,8 +159,8 @@ def test_fastest_leanest_and_largest_ctx_are_the_right_trials():
 
 
 def test_ties_go_to_the_faster_trial():
-    a = trial(1, Q4, 20, 4096, peak_vram_bytes=5 * GIB, decode_tok_s=10.0)
-    b = trial(2, Q4, 21, 4096, peak_vram_bytes=5 * GIB, decode_tok_s=11.0)
+    a = trial(1, Q4, 20, 4096, peak_vram_bytes=5 * GiB, decode_tok_s=10.0)
+    b = trial(2, Q4, 21, 4096, peak_vram_bytes=5 * GiB, decode_tok_s=11.0)
     c = trial(3, Q4, 49, 8192, decode_tok_s=40.0, cpu_spill=False, gpu_fraction=1.0)
     d = trial(4, Q4, 49, 8192, decode_tok_s=41.0, cpu_spill=False, gpu_fraction=1.0)
     chosen = picks(make_meta(), [a, b, c, d])
@@ -188,7 +188,7 @@ def test_balanced_is_the_knee_of_the_front():
     # Normalised: (0, 0), (0.1, 0.8), (0.5, 0.9), (1, 1): the knee is the second point.
     pts = [(4, 10.0), (4.4, 34.0), (6, 37.0), (8, 40.0)]
     records = [
-        trial(i, Q4, 10 + i, 4096, peak_vram_bytes=int(v * GIB), decode_tok_s=s)
+        trial(i, Q4, 10 + i, 4096, peak_vram_bytes=int(v * GiB), decode_tok_s=s)
         for i, (v, s) in enumerate(pts)
     ]
     assert picks(make_meta(), records)["balanced"].trial.number == 1

@@ -11,8 +11,7 @@ from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
 from tuner.search import StructuredSampler
 from tuner.space import Config, Space
 from tuner.study import CONSTRAINT_KEYS, load_records, open_study, recover_interrupted, run_study
-
-GIB = 1024**3
+from tuner.units import GiB
 
 
 def make(tmp_path, budget=8, machine=None, **kw):
@@ -57,7 +56,7 @@ def run(tmp_path, **kw):
 
 
 def test_budget_counts_finished_trials_and_every_trial_has_every_constraint(tmp_path):
-    machine, records, events = run(tmp_path, budget=8, machine=FakeMachine(gpu_bytes=16 * GIB))
+    machine, records, events = run(tmp_path, budget=8, machine=FakeMachine(gpu_bytes=16 * GiB))
     assert sum(r.state == "COMPLETE" for r in records) == 8
     assert [e.done for e in events] == list(range(1, 9))
     study = optuna.load_study(study_name="toy", storage=f"sqlite:///{tmp_path}/s.db")
@@ -67,7 +66,7 @@ def test_budget_counts_finished_trials_and_every_trial_has_every_constraint(tmp_
 
 
 def test_a_config_that_does_not_fit_is_complete_infeasible_with_the_message(tmp_path):
-    _, records, _ = run(tmp_path, budget=10, machine=FakeMachine(gpu_bytes=16 * GIB))
+    _, records, _ = run(tmp_path, budget=10, machine=FakeMachine(gpu_bytes=16 * GiB))
     failed = [r for r in records if r.oom]
     assert failed, "131072 with every layer cannot fit 16 GiB in the fake"
     for r in failed:
@@ -87,7 +86,7 @@ def test_probes_find_the_largest_context_that_stays_on_the_gpu(tmp_path):
 
 
 def test_without_a_prediction_bisection_finds_the_largest_num_gpu_that_loads():
-    machine = FakeMachine(gpu_bytes=10 * GIB)
+    machine = FakeMachine(gpu_bytes=10 * GiB)
     truth = max(n for n in range(34) if machine.need(n, 2048) <= machine.gpu_bytes)
     space = Space(tags=("toy:q4",), max_layers=33, ctx_ladder=(2048, 4096))
     sampler = StructuredSampler(space, None)
@@ -120,13 +119,13 @@ def test_without_a_prediction_bisection_finds_the_largest_num_gpu_that_loads():
 
 
 def test_vram_limit_and_gpu_only_make_measured_trials_infeasible(tmp_path):
-    _, records, _ = run(tmp_path, budget=8, vram_limit_bytes=6 * GIB, gpu_only=True)
-    over = [r for r in records if r.decode_tok_s is not None and (r.peak_vram_bytes or 0) > 6 * GIB]
+    _, records, _ = run(tmp_path, budget=8, vram_limit_bytes=6 * GiB, gpu_only=True)
+    over = [r for r in records if r.decode_tok_s is not None and (r.peak_vram_bytes or 0) > 6 * GiB]
     assert over and all(not r.feasible and "--vram-limit" in r.error for r in over)
     assert all(
         r.feasible
         for r in records
-        if r.decode_tok_s is not None and (r.peak_vram_bytes or 0) <= 6 * GIB and not r.cpu_spill
+        if r.decode_tok_s is not None and (r.peak_vram_bytes or 0) <= 6 * GiB and not r.cpu_spill
     )
 
 

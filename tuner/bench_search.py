@@ -35,7 +35,7 @@ from tuner.bench.run import (
 )
 from tuner.bench.scenarios import DEFAULT_SCENARIOS, Scenario, load_scenarios, select
 from tuner.bench.table import render
-from tuner.cli import run_command
+from tuner.cliutil import run_command
 from tuner.errors import ConfigError, TunerError
 from tuner.fingerprint import cpu_name
 

@@ -1,14 +1,16 @@
 """Thin click wiring: parse, build the config, call, render errors. No engine or study logic here.
 
 autotune MODEL [MODEL ...] [options]      tune (the default command)
+autotune plan MODEL --gpus 2x24GiB        will it fit (the memory estimator, nothing loaded)
 autotune report --study NAME              rebuild a report from a stored study
+
+Slightly over 400 lines, and kept whole on purpose: half of it is the option declarations of the three
+commands, which read best next to the function they feed. The option types and the error runner are in
+tuner.cliutil, the progress display in tuner.progress.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,14 @@ import click
 
 from tuner import __version__
 from tuner.backend.base import Backend, ModelInfo
+from tuner.cliutil import Fraction, WholeNumber, run_command, say
 from tuner.config import MeasureSettings, StudyConfig, parse_bytes, parse_quant_list, slug
 from tuner.errors import ConfigError, TunerError
 from tuner.probe import Probe
 from tuner.schema import StudyMeta
+from tuner.units import GiB
 
 DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
-GIB = 1024**3
 
 
 class DefaultGroup(click.Group):
@@ -32,76 +35,6 @@ class DefaultGroup(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["tune", *args]
         return super().parse_args(ctx, args)
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "?"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
-class Progress:
-    """One line per finished trial: a bar, trial n/N, what it measured, the best so far, elapsed, ETA."""
-
-    def __init__(self, width: int = 20) -> None:
-        self.width = width
-
-    def __call__(self, event: Any) -> None:
-        r = event.record
-        filled = int(self.width * min(1.0, event.done / event.budget))
-        bar = "#" * filled + "." * (self.width - filled)
-        gpu = "auto" if r.num_gpu < 0 else str(r.num_gpu)
-        what = f"{r.tag} num_gpu={gpu} ctx={r.num_ctx if r.num_ctx > 0 else 'default'}"
-        if r.decode_tok_s is not None:
-            got = f"{r.decode_tok_s:.1f} tok/s, {(r.peak_vram_bytes or 0) / GIB:.1f} GiB"
-            if r.cpu_spill:
-                got += f", {100 * (1 - (r.gpu_fraction or 0)):.0f}% on CPU"
-            if not r.feasible:
-                got += " (violates a constraint)"
-        elif r.state == "COMPLETE":
-            got = "did not load: " + (r.error.splitlines()[0][:80] if r.error else "out of memory")
-        else:
-            got = r.state.lower()
-        best = event.best
-        best_s = (
-            f"best {best.decode_tok_s:.1f} tok/s (#{best.number}: num_gpu={'auto' if best.num_gpu < 0 else best.num_gpu} ctx={best.num_ctx})"
-            if best
-            else "best: none feasible yet"
-        )
-        _say(
-            f"[{bar}] trial {event.done}/{event.budget} | {what} -> {got} | {best_s} | "
-            f"elapsed {_fmt_s(event.elapsed_s)}, ETA {_fmt_s(event.eta_s)}"
-        )
-
-
-class PullBar:
-    def __init__(self) -> None:
-        self._last = ""
-        self._tty = sys.stderr.isatty()
-
-    def __call__(self, status: str, completed: int, total: int) -> None:
-        if total:
-            frac = completed / total
-            bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
-            line = f"  {status} [{bar}] {completed / GIB:.1f}/{total / GIB:.1f} GiB"
-        else:
-            line = f"  {status}"
-        if self._tty:
-            click.echo("\r" + line.ljust(len(self._last)), err=True, nl=False)
-            if not total or completed >= total:
-                click.echo("", err=True)
-        elif line != self._last and (not total or completed >= total):
-            _say(line)
-        self._last = line
 
 
 def _build_backend(engine: str, host: str | None, llama_server: str | None) -> tuple[Backend, Probe]:
@@ -127,6 +60,7 @@ def _resolve_variants(
 ) -> list[str]:
     if engine == "ollama":
         from tuner.backend.ollama import OllamaBackend, resolve_tags  # noqa: PLC0415
+        from tuner.progress import PullBar  # noqa: PLC0415
 
         assert isinstance(backend, OllamaBackend)
         if len(models) > 1:
@@ -156,7 +90,13 @@ def cli() -> None:
 
 @cli.command("tune")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--budget", default="40", show_default=True, help="Total finished trials in the study.")
+@click.option(
+    "--budget",
+    type=WholeNumber("--budget 40"),
+    default=40,
+    show_default=True,
+    help="Total finished trials in the study.",
+)
 @click.option("--engine", type=click.Choice(["ollama", "llama-server"]), default="ollama", show_default=True)
 @click.option("--host", default=None, help="Ollama URL (default: OLLAMA_HOST, else http://127.0.0.1:11434).")
 @click.option(
@@ -168,22 +108,44 @@ def cli() -> None:
 @click.option("--quant", default=None, help="Quantizations to compare, e.g. q4_K_M,q8_0,fp16.")
 @click.option("--tags", default=None, help="Full tags to compare, comma-separated.")
 @click.option("--pull", is_flag=True, help="Pull tags that are not local, with a progress bar.")
-@click.option("--max-ctx", default=None, help="Largest num_ctx to try (default: the trained context).")
-@click.option("--min-ctx", default=None, help="Constraint: num_ctx must be at least this.")
+@click.option(
+    "--max-ctx",
+    type=WholeNumber("--max-ctx 32768"),
+    default=None,
+    help="Largest num_ctx to try (default: the trained context).",
+)
+@click.option(
+    "--min-ctx",
+    type=WholeNumber("--min-ctx 8192"),
+    default=None,
+    help="Constraint: num_ctx must be at least this.",
+)
 @click.option("--vram-limit", default=None, help="Constraint: peak VRAM at most this, e.g. 20GiB.")
 @click.option("--gpu-only", is_flag=True, help="Constraint: no part of the model on the CPU.")
 @click.option(
     "--depth",
-    default="0",
+    type=Fraction(),
+    default=0.0,
     show_default=True,
     help="Fill this fraction of num_ctx with prompt before measuring.",
 )
-@click.option("--num-predict", default="64", show_default=True, help="Tokens per measured generation.")
 @click.option(
-    "--max-repeats", default="8", show_default=True, help="At most this many measured generations per trial."
+    "--num-predict",
+    type=WholeNumber("--num-predict 64"),
+    default=64,
+    show_default=True,
+    help="Tokens per measured generation.",
+)
+@click.option(
+    "--max-repeats",
+    type=WholeNumber("--max-repeats 8"),
+    default=8,
+    show_default=True,
+    help="At most this many measured generations per trial (at least 3 are made).",
 )
 @click.option(
     "--baseline-ctx",
+    type=WholeNumber("--baseline-ctx 4096"),
     default=None,
     help="num_ctx of the baseline trial (the engine's own placement); default: the engine's own default context.",
 )
@@ -212,21 +174,21 @@ def cli() -> None:
 @click.option("--apply", "apply_name", default=None, help="Create this Ollama model from the best config.")
 def tune_cmd(
     models: tuple[str, ...],
-    budget: str,
+    budget: int,
     engine: str,
     host: str | None,
     llama_server: str | None,
     quant: str | None,
     tags: str | None,
     pull: bool,
-    max_ctx: str | None,
-    min_ctx: str | None,
+    max_ctx: int | None,
+    min_ctx: int | None,
     vram_limit: str | None,
     gpu_only: bool,
-    depth: str,
-    num_predict: str,
-    max_repeats: str,
-    baseline_ctx: str | None,
+    depth: float,
+    num_predict: int,
+    max_repeats: int,
+    baseline_ctx: int | None,
     tune_flash_attn: bool,
     tune_kv_cache: bool,
     predict_memory: bool,
@@ -238,18 +200,8 @@ def tune_cmd(
     apply_name: str | None,
 ) -> None:
     """Tune MODEL: an Ollama tag, or GGUF files with --engine llama-server."""
-    budget_n = _positive_int(budget, "--budget", "--budget 40")
-    settings = MeasureSettings(
-        num_predict=_positive_int(num_predict, "--num-predict", "--num-predict 64"),
-        depth=_fraction(depth),
-        max_repeats=max(3, _positive_int(max_repeats, "--max-repeats", "--max-repeats 8")),
-    )
+    settings = MeasureSettings(num_predict=num_predict, depth=depth, max_repeats=max(3, max_repeats))
     limit = parse_bytes(vram_limit, "--vram-limit") if vram_limit else None
-    max_ctx_n = _positive_int(max_ctx, "--max-ctx", "--max-ctx 32768") if max_ctx else None
-    min_ctx_n = _positive_int(min_ctx, "--min-ctx", "--min-ctx 8192") if min_ctx else None
-    base_ctx_n = (
-        _positive_int(baseline_ctx, "--baseline-ctx", "--baseline-ctx 4096") if baseline_ctx else None
-    )
     if engine == "ollama" and (tune_flash_attn or tune_kv_cache):
         raise ConfigError(
             "--tune-flash-attn and --tune-kv-cache are for --engine llama-server (Ollama sets them server-wide)."
@@ -272,14 +224,14 @@ def tune_cmd(
             model=models[0],
             tags=tuple(variants),
             engine=engine,
-            budget=budget_n,
+            budget=budget,
             storage=storage,
             study_name=name,
-            max_ctx=max_ctx_n,
-            min_ctx=min_ctx_n,
+            max_ctx=max_ctx,
+            min_ctx=min_ctx,
             vram_limit_bytes=limit,
             gpu_only=gpu_only,
-            baseline_ctx=base_ctx_n,
+            baseline_ctx=baseline_ctx,
             seed=seed,
             sampler=sampler,
             tune_flash_attn=tune_flash_attn,
@@ -287,21 +239,26 @@ def tune_cmd(
             measure=settings,
         )
         from tuner.fingerprint import fingerprint  # noqa: PLC0415
+        from tuner.progress import Progress  # noqa: PLC0415
         from tuner.study import run_study, study_meta, study_space  # noqa: PLC0415
 
         space = study_space(config, infos)
         engine_args = {"binary": str(getattr(backend, "binary", ""))} if engine != "ollama" else {}
         meta = study_meta(config, infos, space, fingerprint(probe, server), engine_args)
         ladder = space.ctx_ladder
-        gpus = ", ".join(f"{g.name} {g.memory_bytes / GIB:.0f} GiB" for g in probe.gpus()) or "no GPU visible"
-        _say(
+        gpus = ", ".join(f"{g.name} {g.memory_bytes / GiB:.0f} GiB" for g in probe.gpus()) or "no GPU visible"
+        say(
             f"autotune {name}: {len(variants)} variant(s) x {space.max_layers + 1} num_gpu x {len(ladder)} contexts "
-            f"({space.size()} configs), budget {budget_n}; {server.engine} {server.version}; GPUs: {gpus}"
+            f"({space.size()} configs), budget {budget}; {server.engine} {server.version}; GPUs: {gpus}"
         )
         if probe.source == "none":
-            _say(f"note: peak VRAM falls back to the engine's own figure ({getattr(probe, 'reason', '')}).")
+            say(f"note: peak VRAM falls back to the engine's own figure ({getattr(probe, 'reason', '')}).")
         check = _fitcheck(backend, probe, server, infos) if predict_memory else None
-        meta, records = run_study(config, backend, probe, meta, space, on_trial=Progress(), fitcheck=check)
+        progress = Progress()
+        try:
+            meta, records = run_study(config, backend, probe, meta, space, on_trial=progress, fitcheck=check)
+        finally:
+            progress.close()
         paths = _write_report(meta, records, Path(out) if out else Path("reports") / name)
         if apply_name:
             _apply(backend, apply_name, meta, records)
@@ -319,7 +276,7 @@ def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelI
 
     check = study_fitcheck(backend, probe, server, infos)
     if check is None and probe.source in ("nvml", "simulator"):
-        _say("note: the engine sent no tensor list, so configs are not screened by predicted memory.")
+        say("note: the engine sent no tensor list, so configs are not screened by predicted memory.")
     return check
 
 
@@ -457,52 +414,6 @@ def report_cmd(study_name: str, storage: str, out: str | None) -> None:
     meta, records = load_records(storage, study_name)
     paths = _write_report(meta, records, Path(out) if out else Path("reports") / study_name)
     click.echo(f"report: {paths.get('report.html', '')}")
-
-
-def _positive_int(text: str, flag: str, example: str) -> int:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{flag} '{text}' is not a whole number; use e.g. {example}.") from None
-    if value < 1:
-        raise ConfigError(f"{flag} {value} must be at least 1; use e.g. {example}.")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"--depth '{text}' is not a number; use a fraction like --depth 0.5.") from None
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(f"--depth {text} must be at least 0 and below 1; use e.g. --depth 0.5.")
-    return value
-
-
-def run_command(
-    command: click.Command, argv: list[str] | None, *, prog: str, name: str, interrupted: str
-) -> None:
-    """Run a click command the house way: bad usage is one line and exit 2, a TunerError one line and its
-    exit code (1), Ctrl-C exit 130; TUNER_DEBUG=1 shows the traceback instead."""
-    debug = os.environ.get("TUNER_DEBUG") == "1"
-    try:
-        command.main(args=argv, prog_name=prog, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.UsageError as exc:
-        if debug:
-            raise
-        _say(f"{name}: {exc.format_message()} (see '{prog} --help')")
-        sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        _say(f"{name}: {interrupted}")
-        sys.exit(130)
-    except TunerError as exc:
-        if debug:
-            raise
-        _say(f"{name}: {exc}")
-        sys.exit(exc.exit_code)
-    sys.exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass
 
 from tuner.errors import ConfigError
+from tuner.units import GiB, KiB, MiB, TiB
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_BINARY = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_BINARY = {"k": KiB, "m": MiB, "g": GiB, "t": TiB}
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
 

@@ -22,11 +22,11 @@ from tuner.estimate.versions import Version, parse_version
 from tuner.probe import Probe
 from tuner.schema import TrialRecord
 from tuner.space import Config
+from tuner.units import GiB
 
 PRIOR_MARGIN = 1.6  # before any measurement; on a real H100 the guessed part was up to 1.52x (memory-h100.md)
 SLACK = 0.05  # added to the largest measured/predicted ratio
 BOUND_MARGIN = 0.5  # the num_gpu range ends where even half the predicted compute and context cannot fit
-GIB = 1 << 30
 
 
 def spec_of(info: ModelInfo) -> ModelSpec | None:
@@ -209,8 +209,8 @@ def describe_skip(v: Verdict, free: Sequence[int]) -> str:
     need = v.prediction.need_bytes(v.margin)
     worst = max((i for i, n in enumerate(need) if n and free[i] > 0), key=lambda i: need[i] / free[i])
     return (
-        f"predicted to exceed memory: GPU{worst} needs {need[worst] / GIB:.1f} GiB with compute and "
-        f"context x {v.margin:.2f}, {free[worst] / GIB:.1f} GiB free"
+        f"predicted to exceed memory: GPU{worst} needs {need[worst] / GiB:.1f} GiB with compute and "
+        f"context x {v.margin:.2f}, {free[worst] / GiB:.1f} GiB free"
     )
 
 

@@ -12,6 +12,9 @@ lines), and a file without FROM fails with `no FROM line`.
 Preset rules (llama.cpp common/preset.cpp, tools/server/README.md "Model presets"): `[section]` headers,
 `key = value` where the key is a long flag without its dashes, comments start with `;` or `#` (also after a
 value, so a value cannot hold either), values are taken literally (no quoting) and trimmed.
+
+Slightly over 400 lines, kept whole: render_artifact chooses between the two engines' artifacts, which share
+the value checks; each format's grammar is documented once, above.
 """
 
 from __future__ import annotations
@@ -23,8 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tuner.errors import ConfigError
-
-AUTO = -1  # num_gpu left to the engine (tuner.backend.base.AUTO)
+from tuner.schema import AUTO
 
 INSTRUCTIONS = (
     "from",

@@ -16,9 +16,9 @@ from typing import Any
 
 from tuner.errors import ConfigError
 from tuner.estimate import ModelSpec, Prediction, Request, SpecError, max_num_gpu, predict
-from tuner.sim.hardware import GpuSpec, parse_gpus
+from tuner.hardware import GpuSpec, parse_gpus
+from tuner.units import GiB
 
-GIB = 1 << 30
 DEFAULT_CTX = (4096, 8192, 16384, 32768, 65536, 131072)
 
 
@@ -185,15 +185,15 @@ def render(plan: Plan) -> str:
     groups: dict[tuple[str, int], int] = {}
     for g, f in zip(plan.gpus, plan.free):
         groups[(g.name, f)] = groups.get((g.name, f), 0) + 1
-    cards = ", ".join(f"{n} x {name} ({f / GIB:.1f} GiB free each)" for (name, f), n in groups.items())
+    cards = ", ".join(f"{n} x {name} ({f / GiB:.1f} GiB free each)" for (name, f), n in groups.items())
     lines = [
-        f"{plan.model}: {plan.weights_bytes / GIB:.1f} GiB of weights on {len(plan.gpus)} GPU(s): {cards}",
+        f"{plan.model}: {plan.weights_bytes / GiB:.1f} GiB of weights on {len(plan.gpus)} GPU(s): {cards}",
         f"rule: {plan.rule}; KV cache {plan.kv_type}, {plan.num_parallel} parallel slot(s), margin {plan.margin:g}",
         "",
         f"{'num_ctx':>8}  {'num_gpu':>9}  {'on GPU':>6}  {'VRAM per GPU (GiB)':<34}  Ollama's automatic placement",
     ]
     for c in plan.contexts:
-        per = " ".join(f"{b / GIB:.1f}" for b in c.vram_per_gpu) or "-"
+        per = " ".join(f"{b / GiB:.1f}" for b in c.vram_per_gpu) or "-"
         full = "100%" if c.fully_on_gpu else f"{c.gpu_fraction * 100:.0f}%"
         auto = f"num_gpu {c.auto_num_gpu}" + (" (CPU only)" if c.auto_num_gpu == 0 else "") + ", "
         auto += "loads" if c.auto_fits else "FAILS to allocate"

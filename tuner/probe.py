@@ -9,16 +9,17 @@ shorter than one interval (a simulated trial takes milliseconds) still gets meas
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import httpx
 
 from tuner.errors import ProbeError
+from tuner.hardware import flash_attention_capable
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,7 @@ class GpuInfo:
 
     @property
     def supports_flash_attention(self) -> bool:
-        """Ollama's rule: CUDA compute capability 7.0 or newer, except 7.2 (unknown: assume yes)."""
-        cc = self.compute_capability
-        return cc is None or (cc[0] >= 7 and tuple(cc) != (7, 2))
+        return flash_attention_capable(self.compute_capability)
 
 
 class Probe(Protocol):
@@ -120,14 +119,19 @@ class NvmlProbe:
 
 
 class SimProbe:
-    """The simulator's GPUs, read from its /sim/state endpoint: the same interface as NVML."""
+    """The simulator's GPUs, read from its /sim/state endpoint (httpx, one connection kept open; the
+    sampler thread and the study share it): the same interface as NVML."""
 
     source = "simulator"
 
     def __init__(self, host: str, timeout_s: float = 5.0) -> None:
         self._url = host.rstrip("/") + "/sim/state"
-        self._timeout_s = timeout_s
-        state = self._state()
+        self._http = httpx.Client(timeout=timeout_s)
+        try:
+            state = self._state()
+        except ProbeError:
+            self._http.close()
+            raise
         driver = str(state.get("driver", "sim"))
         self._gpus = [
             GpuInfo(g["index"], g["name"], int(g["total_bytes"]), driver, _cc(g.get("compute_capability")))
@@ -136,10 +140,14 @@ class SimProbe:
 
     def _state(self) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(self._url, timeout=self._timeout_s) as resp:  # noqa: S310 - loopback
-                return json.loads(resp.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            resp = self._http.get(self._url)
+            resp.raise_for_status()
+            state = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
             raise ProbeError(f"Cannot read simulated GPUs at '{self._url}' ({exc}).") from exc
+        if not isinstance(state, dict):
+            raise ProbeError(f"Cannot read simulated GPUs at '{self._url}' (not a JSON object).")
+        return state
 
     def gpus(self) -> list[GpuInfo]:
         return list(self._gpus)
@@ -148,7 +156,7 @@ class SimProbe:
         return [int(g["used_bytes"]) for g in self._state()["gpus"]]
 
     def close(self) -> None:
-        pass
+        self._http.close()
 
 
 def _cc(value: object) -> tuple[int, int] | None:
@@ -158,8 +166,6 @@ def _cc(value: object) -> tuple[int, int] | None:
 
 
 def _is_loopback(host: str) -> bool:
-    from urllib.parse import urlparse  # noqa: PLC0415
-
     hostname = urlparse(host if "://" in host else f"http://{host}").hostname or ""
     return hostname in {"localhost", "127.0.0.1", "::1", "0.0.0.0"} or hostname.startswith("127.")
 

@@ -6,10 +6,19 @@ study.load_records) and never needs the server again. Bump SCHEMA_VERSION when a
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 1
+AUTO = -1  # num_gpu left to the engine's own placement (the baseline trial)
+FULL_GPU_FRACTION = 0.999  # gpu_fraction (size_vram / size) at or above this counts as fully on the GPU
+
+
+def fully_on_gpu(gpu_fraction: float | None) -> bool:
+    """The one rule for "100% GPU" (as `ollama ps` shows it): what cpu_spill, --gpu-only, the picks, the
+    search and the benchmark all mean by a model that runs entirely in VRAM."""
+    return gpu_fraction is not None and math.isfinite(gpu_fraction) and gpu_fraction >= FULL_GPU_FRACTION
 
 
 @dataclass(frozen=True)

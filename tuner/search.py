@@ -25,7 +25,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.backend.base import AUTO
 from tuner.fitcheck import FitCheck
-from tuner.schema import TrialRecord
+from tuner.pareto import pareto_front
+from tuner.records import record_of
+from tuner.schema import TrialRecord, fully_on_gpu
 from tuner.space import Config, Space
 
 MIN_GAIN = 0.002  # stop splitting gaps whose rectangle is below this share of the front's bounding box
@@ -225,7 +227,7 @@ class StructuredSampler(optuna.samplers.BaseSampler):
                     points.append((tag, r.num_gpu, _vram(r), r.decode_tok_s))
         if len(points) < 2:
             return None
-        front = _front(points)
+        front = pareto_front(points, speed=lambda p: p[3], memory=lambda p: p[2])
         span_v = max(p[2] for p in points) - min(p[2] for p in points) or 1.0
         span_s = max(p[3] for p in points) - min(p[3] for p in points) or 1.0
         best, best_gain = None, MIN_GAIN
@@ -242,8 +244,6 @@ class StructuredSampler(optuna.samplers.BaseSampler):
 
 
 def _history(study: optuna.Study, trial: FrozenTrial) -> tuple[list[TrialRecord], set[tuple[str, int, int]]]:
-    from tuner.study import record_of  # noqa: PLC0415 - study.py imports this module
-
     records, running = [], set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
         if t.number == trial.number:
@@ -261,17 +261,8 @@ def _loaded(r: TrialRecord) -> bool:
 
 def _on_gpu(r: TrialRecord) -> bool:
     """Entirely in GPU memory (on a machine without a GPU, size_vram is 0: loaded is enough)."""
-    return (r.gpu_fraction or 0.0) >= 0.999 or not r.size_vram_bytes
+    return fully_on_gpu(r.gpu_fraction) or not r.size_vram_bytes
 
 
 def _vram(r: TrialRecord) -> float:
     return float(r.peak_vram_bytes if r.peak_vram_bytes is not None else (r.size_vram_bytes or 0))
-
-
-def _front(points: list[tuple[str, int, float, float]]) -> list[tuple[str, int, float, float]]:
-    """Points no other point beats on both VRAM (lower) and speed (higher)."""
-    return [
-        p
-        for p in points
-        if not any(q[2] <= p[2] and q[3] >= p[3] and (q[2] < p[2] or q[3] > p[3]) for q in points)
-    ]

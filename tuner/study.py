@@ -14,6 +14,9 @@ A config the estimator predicts not to fit (fitcheck.py, with the margin the stu
 loaded at all: COMPLETE, infeasible, load_failed = its predicted shortfall, error "predicted to exceed
 memory: ...". The num_gpu range ends where no variant could fit even at the smallest context.
 Everything a report needs is in user attributes ("autotune_meta" on the study, "record" on each trial).
+
+Slightly over 400 lines, kept whole: it is the one seam to Optuna (storage, samplers, resume, the objective
+and the run loop share the study's life cycle); reading trials back is tuner.records, the search tuner.search.
 """
 
 from __future__ import annotations
@@ -36,13 +39,13 @@ from tuner.errors import ConfigError
 from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
-from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
+from tuner.records import record_of
+from tuner.schema import FULL_GPU_FRACTION, SCHEMA_VERSION, StudyMeta, TrialRecord, fully_on_gpu
 from tuner.search import StructuredSampler
 from tuner.space import Config, Space
+from tuner.units import GiB
 
-GIB = 1024**3
 CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under")
-FULL_GPU = 0.999  # gpu_fraction at or above this counts as "100% GPU"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -154,21 +157,6 @@ def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRe
     return meta, [record_of(t) for t in study.get_trials(deepcopy=False)]
 
 
-def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord:
-    attrs = trial.user_attrs.get("record")
-    if attrs is not None:
-        return TrialRecord.from_attrs({**attrs, "number": trial.number, "state": trial.state.name})
-    params = trial.params
-    return TrialRecord(
-        number=trial.number,
-        state=trial.state.name,
-        tag=str(params.get("tag", "")),
-        num_gpu=int(params.get("num_gpu", AUTO)),
-        num_ctx=2 ** int(params["log2_ctx"]) if "log2_ctx" in params else 0,
-        error=str(trial.user_attrs.get("error", "")),
-    )
-
-
 # -- resume ----------------------------------------------------------------------------------------
 def _pid_alive(pid: int) -> bool:
     try:
@@ -224,7 +212,7 @@ def build_record(
     else:
         constraints["vram_over"] = -1.0 if measured else 1.0
     if study_config.gpu_only:
-        constraints["cpu_spill"] = (FULL_GPU - (gpu_fraction or 0.0)) if measured else 1.0
+        constraints["cpu_spill"] = (FULL_GPU_FRACTION - (gpu_fraction or 0.0)) if measured else 1.0
     else:
         constraints["cpu_spill"] = -1.0 if measured else 1.0
     if study_config.min_ctx:
@@ -236,7 +224,7 @@ def build_record(
     error = m.error
     if measured and not feasible:
         why = {
-            "vram_over": f"peak VRAM {peak / GIB if peak else 0:.1f} GiB is over --vram-limit {limit / GIB if limit else 0:.1f} GiB",
+            "vram_over": f"peak VRAM {peak / GiB if peak else 0:.1f} GiB is over --vram-limit {limit / GiB if limit else 0:.1f} GiB",
             "cpu_spill": f"{(1 - (gpu_fraction or 0)) * 100:.0f}% of the model is on the CPU (--gpu-only)",
             "ctx_under": f"num_ctx {config.num_ctx} is below --min-ctx {study_config.min_ctx}",
         }
@@ -258,7 +246,7 @@ def build_record(
         size_bytes=res.size_bytes if res else None,
         size_vram_bytes=res.size_vram_bytes if res else None,
         gpu_fraction=gpu_fraction,
-        cpu_spill=(gpu_fraction < FULL_GPU) if gpu_fraction is not None else None,
+        cpu_spill=not fully_on_gpu(gpu_fraction) if gpu_fraction is not None else None,
         context_length_loaded=res.context_length if res else None,
         repeats=len(m.generations),
         feasible=feasible,
@@ -341,9 +329,9 @@ class Objective:
         for key in CONSTRAINT_KEYS:
             trial.set_constraint(key, record.constraints[key])
         if record.decode_tok_s is None:
-            limit = self.config.vram_limit_bytes or self.gpu_total_bytes or record.size_bytes or GIB
-            return 0.0, limit / GIB
-        return record.decode_tok_s, (record.peak_vram_bytes or 0) / GIB
+            limit = self.config.vram_limit_bytes or self.gpu_total_bytes or record.size_bytes or GiB
+            return 0.0, limit / GiB
+        return record.decode_tok_s, (record.peak_vram_bytes or 0) / GiB
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -357,6 +345,17 @@ class TrialEvent:
     best: TrialRecord | None
     elapsed_s: float
     eta_s: float | None
+
+
+def _collect_into(
+    ran: list[optuna.trial.FrozenTrial],
+) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback that keeps each trial the study finishes."""
+
+    def collect(_study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        ran.append(trial)
+
+    return collect
 
 
 def best_feasible(records: Sequence[TrialRecord]) -> TrialRecord | None:
@@ -425,7 +424,7 @@ def run_study(
                 warnings.simplefilter("ignore")
                 study.enqueue_trial(params, user_attrs=attrs)
         ran: list[optuna.trial.FrozenTrial] = []
-        study.optimize(objective, n_trials=1, callbacks=[lambda _s, t, ran=ran: ran.append(t)])
+        study.optimize(objective, n_trials=1, callbacks=[_collect_into(ran)])
         session_trials += 1
         records = [record_of(t) for t in study.get_trials(deepcopy=False)]
         if on_trial is not None and ran:

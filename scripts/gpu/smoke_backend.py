@@ -17,11 +17,11 @@ from tuner.backend.base import AUTO, EngineOptions
 from tuner.backend.llamaserver import LlamaServerBackend
 from tuner.errors import BackendError, OutOfMemory, ProbeError
 from tuner.probe import NullProbe, NvmlProbe, PeakSampler
+from tuner.units import GiB
 
 PROMPT = (
     "The quick brown fox jumps over the lazy dog while the tuner measures tokens per second. " * 6
 ).strip()
-GIB = 2**30
 
 
 def case(backend, probe, model, options, repeats=3, num_predict=128):
@@ -51,9 +51,9 @@ def case(backend, probe, model, options, repeats=3, num_predict=128):
             prompt_n=gens[0].prompt_tokens,
             eval_n=gens[0].eval_tokens,
             layers=f"{res.layers_offloaded}" if res else "?",
-            size_gib=res.size_bytes / GIB if res else None,
-            vram_gib=res.size_vram_bytes / GIB if res else None,
-            nvml_gib=peak.total_bytes / GIB,
+            size_gib=res.size_bytes / GiB if res else None,
+            vram_gib=res.size_vram_bytes / GiB if res else None,
+            nvml_gib=peak.total_bytes / GiB,
             ctx_loaded=res.context_length if res else None,
         )
         sizes = backend.buffer_sizes()

@@ -17,9 +17,10 @@ import statistics
 from pathlib import Path
 
 from tuner.report import pareto_front
+from tuner.schema import fully_on_gpu
 from tuner.study import load_records
+from tuner.units import GiB
 
-GIB = 1024**3
 N_VOCAB, N_EMBD = 128256, 4096  # llama3-8b shape of tuner.ggufgen
 
 
@@ -58,7 +59,7 @@ def main() -> None:
         b = bench.get(r.number, {})
         tg = b.get("tg")
         ratio = r.decode_tok_s / tg if tg else None
-        full = r.gpu_fraction is not None and r.gpu_fraction >= 0.999
+        full = fully_on_gpu(r.gpu_fraction)
         frac = None
         if full and b:
             bytes_per_weight = b["model_size"] / b["n_params"]
@@ -78,7 +79,7 @@ def main() -> None:
         if tg:
             rows[-1] += (
                 f"{frac * 100:.0f}% | " if frac is not None else "partial offload | "
-            ) + f"{(r.peak_vram_bytes or 0) / GIB:.2f} | {(r.size_vram_bytes or 0) / GIB:.2f} |"
+            ) + f"{(r.peak_vram_bytes or 0) / GiB:.2f} | {(r.size_vram_bytes or 0) / GiB:.2f} |"
     print(
         f"{meta.model}: {sum(r.state == 'COMPLETE' for r in records)} trials, {len(front)} on the feasible Pareto front\n"
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tuner import installs
 from tuner.backend.base import EngineOptions
 from tuner.backend.llamaserver import (
     LlamaServerBackend,
@@ -16,11 +17,9 @@ from tuner.backend.llamaserver import (
     quantization_name,
     read_model_info,
 )
-from tuner.engines import cache, llamacpp
 from tuner.errors import BackendError, BackendTimeout, ConfigError, ModelNotFound, OutOfMemory
 from tuner.ggufgen import SHAPES, ensure_model, model_filename, tensor_shapes, vocabulary
-
-MIB = 2**20
+from tuner.units import MiB
 
 # Lines as llama.cpp b0c1e570 prints them (src/llama-model.cpp, llama-kv-cache.cpp, llama-context.cpp).
 PARTIAL_OFFLOAD_LOG = """\
@@ -43,10 +42,10 @@ def test_parse_log_splits_host_and_device_buffers() -> None:
     sizes = parse_log(PARTIAL_OFFLOAD_LOG)
     assert sizes.layers_offloaded == 16 and sizes.layers_total == 33
     assert sizes.context_length == 4096
-    assert sizes.total("KV") == 512 * MIB
-    assert sizes.total("KV", device=True) == 256 * MIB
-    assert sizes.size_vram_bytes == round((2187.00 + 256 + 560) * MIB)
-    assert sizes.size_bytes == round((2216.53 + 2187.00 + 0.49 + 512 + 560 + 16.01) * MIB)
+    assert sizes.total("KV") == 512 * MiB
+    assert sizes.total("KV", device=True) == 256 * MiB
+    assert sizes.size_vram_bytes == round((2187.00 + 256 + 560) * MiB)
+    assert sizes.size_bytes == round((2216.53 + 2187.00 + 0.49 + 512 + 560 + 16.01) * MiB)
 
 
 def test_parse_log_keeps_only_the_last_load_and_counts_cpu_builds_as_zero_layers() -> None:
@@ -58,7 +57,7 @@ def test_parse_log_keeps_only_the_last_load_and_counts_cpu_builds_as_zero_layers
     )
     sizes = parse_log(cpu_log)
     assert sizes.size_vram_bytes == 0
-    assert sizes.size_bytes == round(21.5 * MIB)
+    assert sizes.size_bytes == round(21.5 * MiB)
     assert sizes.layers_offloaded in (0, 16)  # the offload line of the earlier load is not a buffer
     assert parse_log("").size_bytes == 0 and parse_log("").layers_offloaded is None
 
@@ -130,13 +129,13 @@ def test_binary_from_env_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("LLAMA_SERVER")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
-    root = cache.install_dir("llama.cpp", llamacpp.version_name(), "cpu")
+    root = installs.install_dir("llama.cpp", installs.llama_cpp_version(), "cpu")
     (root / "bin").mkdir(parents=True)
     cached = root / "bin" / "llama-server"
     cached.write_bytes(fake.read_bytes())
     cached.chmod(0o755)
-    assert llamacpp.find() is None  # no marker yet: an unfinished install does not count
-    (root / cache.MARKER).write_text(
+    assert installs.find_llama_cpp() is None  # no marker yet: an unfinished install does not count
+    (root / installs.MARKER).write_text(
         json.dumps({"product": "llama.cpp", "variant": "cpu", "tools": ["llama-server"]})
     )
     assert find_binary() == cached

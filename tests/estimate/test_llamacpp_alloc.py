@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.estimate.specs import spec
 from tuner.estimate.llamacpp import CPU, allocate, kv_cells, kv_layer_bytes, layer_devices
-from tuner.sim.hardware import MiB
+from tuner.units import MiB
 
 
 def test_last_n_layers_contiguous_in_proportion_to_the_split() -> None:

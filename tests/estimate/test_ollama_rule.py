@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.estimate.specs import spec
 from tuner.estimate.ollama import MINIMUM_MEMORY, estimate_gpu_layers, graph_size, pick_gpus
 from tuner.estimate.versions import human_bytes2 as hb
-from tuner.sim.hardware import GiB
+from tuner.units import GiB
 
 
 def _est(

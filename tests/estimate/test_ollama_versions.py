@@ -3,7 +3,6 @@ reports/memory-validation.md), and the vision graph the Ollama engine reserves (
 
 from __future__ import annotations
 
-from tuner.estimate import public_models as P
 from tuner.estimate.llamacpp import allocate
 from tuner.estimate.ollama import (
     METAL_MINIMUM_MEMORY,
@@ -13,8 +12,8 @@ from tuner.estimate.ollama import (
     vision_graph,
 )
 from tuner.estimate.versions import human_bytes2 as hb
-
-GiB = 1 << 30
+from tuner.units import GiB
+from validation import public_models as P
 
 
 def _est(spec, free_gib, ctx, version, parallel=1, **kw):  # type: ignore[no-untyped-def]

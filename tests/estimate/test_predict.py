@@ -10,9 +10,7 @@ from tuner.estimate.llamacpp import kv_layer_bytes
 from tuner.sim import Simulation
 from tuner.sim.catalog import lookup
 from tuner.sim.modelinfo import details, model_info
-
-GiB = 1 << 30
-MiB = 1 << 20
+from tuner.units import GiB, MiB
 
 
 def show_of(tag: str) -> dict:

@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 
+from tuner.estimate.ggml import tensor_bytes
 from tuner.sim.catalog import CATALOG_NAMES, DEFAULT_TAGS, lookup
 from tuner.sim.modelinfo import model_info
-from tuner.sim.quant import tensor_bytes
 
 # Sizes ollama.com lists for each tag, in GB (10^9 bytes).
 OLLAMA_SIZES_GB = {

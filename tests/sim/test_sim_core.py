@@ -6,7 +6,7 @@ import pytest
 
 from tuner.errors import is_out_of_memory
 from tuner.sim import Simulation
-from tuner.sim.hardware import GiB
+from tuner.units import GiB
 
 
 def test_default_context_and_caps_follow_the_version() -> None:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.sim.hardware import GiB, MiB, make_host, parse_bytes, parse_gpus
+from tuner.hardware import parse_bytes, parse_gpus
+from tuner.sim.hardware import make_host
+from tuner.units import GiB, MiB
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The engine seam: one small Protocol that the study talks to, and the records that cross it.
 
 An engine is anything that can load one model variant with (num_gpu, num_ctx, ...) and generate
-from it: Ollama (backend/ollama.py) or llama.cpp's llama-server (backend/llamaserver.py).
+from it: Ollama (backend/ollama.py) or llama.cpp's llama-server (backend/llamaserver/).
 Nothing outside backend/ knows which engine it is talking to, apart from the engine name that is
 stored with the study (so the report can render the right artifact: a Modelfile or a command line).
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-AUTO = -1  # num_gpu left to the engine's own placement
+from tuner.schema import AUTO as AUTO  # num_gpu left to the engine's own placement
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ so every trial unloads everything first.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -247,7 +248,9 @@ class OllamaBackend:
         for entry in self._call("ps", self._client.ps).models:
             name = entry.model or entry.name or ""
             self._call(
-                "the unload", lambda n=name: self._client.generate(model=n, prompt="", keep_alive=0), name
+                "the unload",
+                functools.partial(self._client.generate, model=name, prompt="", keep_alive=0),
+                name,
             )
         deadline = self._clock() + self._unload_wait_s
         while self._call("ps", self._client.ps).models:

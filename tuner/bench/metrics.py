@@ -9,32 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-GIB = 1024**3
+from tuner.pareto import pareto_front
+
 Point2 = tuple[float, float]  # (decode tok/s, peak VRAM GiB)
 
 
-def pareto_front(points: Iterable[Point2]) -> list[Point2]:
-    """The non-dominated points (maximize decode, minimize memory), by memory ascending, without repeats."""
-    front: list[Point2] = []
-    for decode, vram in sorted(set(points), key=lambda p: (p[1], -p[0])):
-        if not front or decode > front[-1][0]:
-            front.append((decode, vram))
-    return front
+def point_front(points: Iterable[Point2]) -> list[Point2]:
+    """The non-dominated points (tuner.pareto: maximize decode, minimize memory), by memory, without repeats."""
+    return pareto_front(set(points), speed=lambda p: p[0], memory=lambda p: p[1])
 
 
 def hypervolume(points: Iterable[Point2], ref_vram_gib: float) -> float:
     """Area dominated by `points` within the reference box (see the module docstring)."""
     inside = [(d, v) for d, v in points if d > 0 and v < ref_vram_gib]
-    front = pareto_front(inside)
+    front = point_front(inside)
     area = 0.0
     for i, (decode, vram) in enumerate(front):
         right = front[i + 1][1] if i + 1 < len(front) else ref_vram_gib
         area += decode * (right - vram)
     return area
-
-
-def median(values: list[float]) -> float:
-    """The median of a non-empty list (the mean of the middle two for an even count)."""
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

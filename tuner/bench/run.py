@@ -111,6 +111,7 @@ def truth_job(scenario: Scenario) -> ScenarioTruth:
             space = study_inputs(scenario, backend, probe, study_name="truth").space
         finally:
             backend.close()
+            probe.close()
     return dataclasses.replace(compute_truth(scenario, space), eval_s=time.perf_counter() - start)
 
 

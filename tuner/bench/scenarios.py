@@ -33,6 +33,7 @@ from typing import Any
 
 from tuner.config import bytes_of
 from tuner.errors import ConfigError
+from tuner.units import GiB
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,7 +75,7 @@ class Scenario:
         if self.max_ctx:
             parts.append(f"--max-ctx {self.max_ctx}")
         if self.vram_limit_bytes:
-            parts.append(f"--vram-limit {self.vram_limit_bytes / 2**30:g}GiB")
+            parts.append(f"--vram-limit {self.vram_limit_bytes / GiB:g}GiB")
         if self.gpu_only:
             parts.append("--gpu-only")
         return " ".join(parts)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import median
 
-from tuner.bench.metrics import median
 from tuner.bench.run import RunScore
 from tuner.bench.truth import ScenarioTruth
 

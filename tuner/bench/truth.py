@@ -9,19 +9,20 @@ For each config, as the study would see it with noise 0:
     decode_tok_s   Simulation.speed(...).decode_tok_s (depth 0)
     peak VRAM      sum of the placement's gpu_bytes: what the study's probe measures (used minus idle)
     feasible       loads, and the scenario's constraints hold with tuner.study.build_record's meaning:
-                   peak <= vram_limit; gpu_only: size_vram / size >= 0.999; context >= min_ctx
+                   peak <= vram_limit; gpu_only: tuner.schema.fully_on_gpu(size_vram / size); context >= min_ctx
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tuner.bench.metrics import GIB, Point2, hypervolume, pareto_front
+from tuner.bench.metrics import Point2, hypervolume, point_front
 from tuner.bench.scenarios import Scenario
+from tuner.schema import fully_on_gpu
 from tuner.sim import Simulation
 from tuner.space import Space
+from tuner.units import GiB
 
-FULL_GPU = 0.999  # the same threshold as tuner.study.FULL_GPU
 Key = tuple[str, int, int | None]
 
 
@@ -43,7 +44,7 @@ class TruePoint:
 
     @property
     def objectives(self) -> Point2:
-        return (self.decode_tok_s, self.peak_vram_bytes / GIB)
+        return (self.decode_tok_s, self.peak_vram_bytes / GiB)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def evaluate(sim: Simulation, scenario: Scenario, tag: str, num_gpu: int, num_ct
     fraction = p.size_vram_bytes / p.size_bytes if p.size_bytes else 0.0
     feasible = (
         (not scenario.vram_limit_bytes or peak <= scenario.vram_limit_bytes)
-        and (not scenario.gpu_only or fraction >= FULL_GPU)
+        and (not scenario.gpu_only or fully_on_gpu(fraction))
         and (not scenario.min_ctx or context_used >= scenario.min_ctx)
     )
     decode = sim.speed(p).decode_tok_s
@@ -111,7 +112,7 @@ def compute_truth(scenario: Scenario, space: Space, eval_s: float = 0.0) -> Scen
     sim = make_simulation(scenario)
     points = {k: evaluate(sim, scenario, *k) for k in space_keys(space, scenario.baseline_ctx)}
     total = sum(g.memory_bytes for g in sim.gpus)
-    ref = (scenario.vram_limit_bytes or total) / GIB
+    ref = (scenario.vram_limit_bytes or total) / GiB
     feasible = [p.objectives for p in points.values() if p.feasible]
     return ScenarioTruth(
         scenario=scenario,
@@ -119,7 +120,7 @@ def compute_truth(scenario: Scenario, space: Space, eval_s: float = 0.0) -> Scen
         points=points,
         total_gpu_bytes=total,
         ref_vram_gib=ref,
-        front=pareto_front(feasible),
+        front=point_front(feasible),
         hypervolume=hypervolume(feasible, ref),
         best_decode_tok_s=max((d for d, _ in feasible), default=0.0),
         eval_s=eval_s,

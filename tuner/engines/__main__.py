@@ -15,9 +15,9 @@ from __future__ import annotations
 import click
 
 from tuner.engines import llamacpp, ollama
-from tuner.engines.cache import cache_root, installs
 from tuner.engines.steps import fmt_s
 from tuner.errors import TunerError
+from tuner.installs import cache_root, find_llama_cpp, find_ollama, installs, ollama_release
 
 CI_OLLAMA = ("A", "B", "C")
 
@@ -33,7 +33,7 @@ def build_group() -> None:
 
 
 def _versions(text: str) -> list[str]:
-    return [ollama.normalize(v.strip()) for v in text.split(",") if v.strip()]
+    return [ollama_release(v.strip()) for v in text.split(",") if v.strip()]
 
 
 @build_group.command("ollama")
@@ -107,11 +107,11 @@ def build_ci(jobs: int | None) -> None:
 def path_cmd(engine: str, version: str, tool: str, variant: str | None) -> None:
     """Print a cached binary's path (exit 1 if it is not built)."""
     if engine == "ollama":
-        inst = ollama.find(version, variant)
+        inst = find_ollama(version, variant)
         hint = f"python -m tuner.engines build ollama --version {version}"
         name = "ollama"
     else:
-        inst = llamacpp.find(variant, tool)
+        inst = find_llama_cpp(variant, tool)
         hint = "python -m tuner.engines build llama-server" + (" --cuda" if variant == "cuda" else "")
         name = tool
     if inst is None:
@@ -138,7 +138,7 @@ def list_cmd() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tuner.cli import run_command  # the house way: one-line errors, exit codes, Ctrl-C
+    from tuner.cliutil import run_command  # the house way: one-line errors, exit codes, Ctrl-C
 
     run_command(
         cli,

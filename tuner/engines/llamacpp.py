@@ -13,28 +13,14 @@ import shutil
 import time
 from pathlib import Path
 
-from tuner.engines.cache import Install, install_dir, locked, read_install, work_dir, write_marker
-from tuner.engines.sources import LLAMA_CPP_BUILD, copy_tree, llama_cpp_source
+from tuner.engines.sources import copy_tree, llama_cpp_source
 from tuner.engines.steps import BuildError, fmt_s, run_step, say
+from tuner.engines.work import locked, work_dir, write_marker
 from tuner.errors import ConfigError
+from tuner.installs import LLAMA_CPP_BUILD, Install, install_dir, llama_cpp_version, read_install
 
 DEFAULT_TOOLS = ("llama-server", "llama-bench", "llama-quantize")
 CUDA_ARCHITECTURES = "90"  # Hopper (H100/H200); --cuda-arch overrides
-
-
-def version_name(build: int = LLAMA_CPP_BUILD) -> str:
-    return f"b{build}"
-
-
-def find(
-    variant: str | None = None, tool: str = "llama-server", build: int = LLAMA_CPP_BUILD
-) -> Install | None:
-    """A finished install that has `tool`; with no variant, CUDA first, then CPU."""
-    for v in [variant] if variant else ["cuda", "cpu"]:
-        inst = read_install(install_dir("llama.cpp", version_name(build), v))
-        if inst is not None and tool in inst.tools:
-            return inst
-    return None
 
 
 def cmake_args(
@@ -87,7 +73,7 @@ def build(
     """Build (or find in the cache) the llama.cpp `tools` for `variant`."""
     if variant not in ("cpu", "cuda"):
         raise ConfigError(f"Unknown llama.cpp variant '{variant}'; use cpu or cuda.")
-    version = version_name(build_number)
+    version = llama_cpp_version(build_number)
     root = install_dir("llama.cpp", version, variant)
 
     def cached() -> Install | None:

@@ -23,7 +23,6 @@ import shutil
 import time
 from pathlib import Path
 
-from tuner.engines.cache import Install, install_dir, locked, read_install, work_dir, write_marker
 from tuner.engines.sources import (
     copy_tree,
     go_env,
@@ -32,42 +31,12 @@ from tuner.engines.sources import (
     ollama_module,
 )
 from tuner.engines.steps import BuildError, fmt_s, run_step, say
+from tuner.engines.work import locked, work_dir, write_marker
 from tuner.errors import ConfigError
-from tuner.estimate.versions import Version, parse_version
+from tuner.installs import Install, cpu_march, install_dir, ollama_release, read_install, usable
+from tuner.releases import era as era_of
 
-ERA_RELEASES = {"A": "0.12.10", "B": "0.24.0", "C": "0.32.15"}
 VENDORED_HEADERS = ("nlohmann", "miniaudio", "stb")  # what Era A/B's cgo sources include from vendor/
-
-
-def era_of(version: str) -> str:
-    return Version(version).era
-
-
-def normalize(version: str) -> str:
-    """'A' -> '0.12.10', 'v0.24.0' -> '0.24.0'; ConfigError for anything else."""
-    if version.upper() in ERA_RELEASES:
-        return ERA_RELEASES[version.upper()]
-    try:
-        major, minor, patch = parse_version(version)
-    except ValueError as exc:
-        raise ConfigError(f"Ollama version '{version}': {exc}") from None
-    return f"{major}.{minor}.{patch}"
-
-
-def _usable(inst: Install | None) -> Install | None:
-    """None for a build whose CPU code this machine cannot run (the cache moved to another CPU)."""
-    if inst is None:
-        return None
-    march = str(inst.meta.get("march") or "")
-    return inst if not march or cpu_march() == march else None
-
-
-def find(version: str, variant: str | None = None) -> Install | None:
-    for v in [variant] if variant else ["cuda", "cpu"]:
-        inst = _usable(read_install(install_dir("ollama", normalize(version), v)))
-        if inst is not None:
-            return inst
-    return None
 
 
 def _ldflags(version: str) -> str:
@@ -75,30 +44,6 @@ def _ldflags(version: str) -> str:
         f"-s -w -X=github.com/ollama/ollama/version.Version={version} "
         "-X=github.com/ollama/ollama/server.mode=release"
     )
-
-
-def cpu_march() -> str:
-    """'x86-64-v3' where this CPU has AVX2, FMA, F16C and BMI2, else '' (generic code).
-
-    A plain `go build` compiles ggml's CPU backend with no SIMD flags: 25x slower decode than Ollama's
-    release (24 against 613 tok/s for the tiny test model here). Ollama's packages ship CPU variants built
-    by cmake; building all of them would double the build, so Eras A/B get the one variant this machine
-    runs, and the install records it (find() rebuilds on a CPU that lacks it).
-    """
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return ""
-    try:
-        flags = next(
-            (
-                line.split(":", 1)[1].split()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("flags")
-            ),
-            [],
-        )
-    except OSError:
-        return ""
-    return "x86-64-v3" if {"avx2", "fma", "f16c", "bmi2"} <= set(flags) else ""
 
 
 def _build_cgo(version: str, src: Path, out: Path, log: Path, jobs: int, march: str) -> None:
@@ -162,7 +107,7 @@ def _build_superbuild(version: str, src: Path, work: Path, root: Path, log: Path
 
 def build(version: str, *, variant: str = "cpu", jobs: int | None = None, force: bool = False) -> Install:
     """Build (or find in the cache) Ollama `version` ('0.12.10', or an era letter)."""
-    version = normalize(version)
+    version = ollama_release(version)
     if variant != "cpu":
         raise ConfigError(
             f"Ollama variant '{variant}' is not built by this installer yet; build the cpu variant, and "
@@ -172,7 +117,7 @@ def build(version: str, *, variant: str = "cpu", jobs: int | None = None, force:
     root = install_dir("ollama", version, variant)
 
     def cached() -> Install | None:
-        return None if force else _usable(read_install(root))
+        return None if force else usable(read_install(root))
 
     if (hit := cached()) is not None:
         say(f"ollama {version} (Era {era}, {variant}): cached in {root} (built in {fmt_s(hit.build_s)})")

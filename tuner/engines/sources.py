@@ -21,10 +21,10 @@ import sys
 import tarfile
 from pathlib import Path
 
-from tuner.engines.cache import cache_root, locked
 from tuner.engines.steps import BuildError, say
+from tuner.engines.work import locked
+from tuner.installs import LLAMA_CPP_BUILD, cache_root
 
-LLAMA_CPP_BUILD = 10488  # llama.cpp b10488: what Ollama 0.32.15 pins (its LLAMA_CPP_VERSION file)
 OLLAMA_MODULE = "github.com/ollama/ollama"
 # Parts of the llama.cpp tree no build here needs: vocab test models (75 MB), docs, media, CI files.
 _SKIP_DIRS = ("models", "docs", "media", "benches", ".github", ".devops", "pocs")

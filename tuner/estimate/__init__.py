@@ -9,8 +9,9 @@
 Modules: spec (ModelSpec from /api/show), ggml (tensor and KV block sizes), ollama (Ollama's own Era A/B
 estimate, as its log prints it, by release), llamacpp (what the runner allocates per device), placement (the
 engine's rule: which GPUs, which layers, and the prediction), versions (what changes with Ollama's version).
-Checks against reality: validate (`python -m tuner.estimate.validate`: logdata + logrows + public_models,
-the public Ollama logs in ../shared/data) and realgpu (`python -m tuner.estimate.realgpu`: a real H100 study).
+It knows no particular model and imports nothing from the simulator or the validation. Its checks against
+reality live outside the product, in the top-level `validation` package (`python -m validation.public_logs`,
+`python -m validation.realgpu`).
 """
 
 from tuner.estimate.placement import ENGINES, Device, Prediction, Request, max_num_gpu, predict

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 
 from tuner.estimate.ggml import kv_bytes
 from tuner.estimate.spec import ModelSpec
-
-MiB = 1 << 20
+from tuner.units import MiB
 
 CUDA_CONTEXT_BYTES = 320 * MiB
 CPU = -1

@@ -21,8 +21,8 @@ from tuner.estimate.llamacpp import CPU, Allocation
 from tuner.estimate.ollama import Estimate, estimate_gpu_layers, pick_gpus
 from tuner.estimate.spec import ModelSpec
 from tuner.estimate.versions import Version
+from tuner.units import GiB
 
-GiB = 1 << 30
 FIT_MARGIN_BYTES = 1 * GiB  # llama.cpp --fit target per device (LLAMA_ARG_FIT_TARGET default 1024 MiB)
 ENGINES = ("ollama", "llama-server")
 

@@ -8,10 +8,12 @@ Era C (>= 0.30): llama-server decides placement itself (--fit); /api/ps shows th
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-GiB = 1 << 30
+from tuner.releases import era, parse_version
+from tuner.units import GiB, KiB, MiB, TiB
+
+__all__ = ["Version", "human_bytes2", "parse_version"]
 
 _ENGINE_ARCHS_A = frozenset(
     "gemma3 gemma3n gptoss gpt-oss llama4 mistral3 mllama qwen25vl qwen3 qwen3moe qwen3vl qwen3vlmoe".split()
@@ -20,20 +22,6 @@ _ENGINE_ARCHS_B = _ENGINE_ARCHS_A | frozenset(
     "bert deepseek2 deepseekocr gemma4 laguna nemotron_h nemotron_h_moe nemotron_h_omni nomic-bert olmo3 "
     "qwen35 qwen35moe qwen3next glm4moelite glmocr lfm2 lfm2moe".split()
 )
-
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    match = _VERSION_RE.match(str(text).strip())
-    if not match:
-        raise ValueError(
-            f"Invalid Ollama version {text!r}: use a release number such as '0.12.10' or '0.32.0'."
-        )
-    major, minor, patch = (int(g) if g else 0 for g in match.groups())
-    if (major, minor, patch) < (0, 1, 0):
-        raise ValueError(f"Invalid Ollama version {text!r}: use a release number such as '0.12.10'.")
-    return major, minor, patch
 
 
 @dataclass(frozen=True)
@@ -46,12 +34,7 @@ class Version:
 
     @property
     def era(self) -> str:
-        n = self.number
-        if n <= (0, 12, 10):
-            return "A"
-        if n < (0, 30, 0):
-            return "B"
-        return "C"
+        return era(self.number)
 
     @property
     def layers_ascending(self) -> bool:
@@ -152,7 +135,7 @@ def human_bytes2(value: int) -> str:
     """Ollama's format.HumanBytes2: binary units, one decimal ('7.2 GiB', '457.0 MiB', '0 B')."""
     if value < 1024:
         return f"{value} B"
-    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    for unit, scale in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if value >= scale:
             return f"{value / scale:.1f} {unit}"
     return f"{value} B"  # pragma: no cover

@@ -1,5 +1,9 @@
 """The report's text as a list of blocks built from the study (pure); render.py turns them into
-Markdown and HTML."""
+Markdown and HTML.
+
+About 500 lines, kept whole: one function per section of the report, in the order the report shows them,
+so the file reads like the page it builds.
+"""
 
 from __future__ import annotations
 

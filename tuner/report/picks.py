@@ -10,10 +10,12 @@ import math
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
-from tuner.schema import StudyMeta, TrialRecord
+from tuner.pareto import pareto_front as front_of
+from tuner.schema import StudyMeta, TrialRecord, fully_on_gpu
+from tuner.units import GiB
 
-ON_GPU_FRACTION = 0.999  # gpu_fraction at or above this counts as fully on the GPU
 PICK_NAMES = ("fastest", "leanest", "balanced", "largest_ctx_on_gpu")
 PICK_TITLES = {
     "fastest": "Fastest",
@@ -21,7 +23,6 @@ PICK_TITLES = {
     "balanced": "Balanced (knee of the front)",
     "largest_ctx_on_gpu": "Largest context fully on the GPU",
 }
-GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class BaselineComparison:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def finite(value: object) -> bool:
+def finite(value: object) -> TypeGuard[float]:
+    """A real number that is not NaN or infinite (the report's records may come back from a CSV with NaN)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -71,12 +73,12 @@ def is_feasible(record: TrialRecord) -> bool:
 
 
 def is_on_gpu(record: TrialRecord) -> bool:
-    """Fully on the GPU: cpu_spill is False, or (unknown spill) gpu_fraction >= 0.999."""
+    """Fully on the GPU: cpu_spill is False, or (unknown spill) tuner.schema.fully_on_gpu(gpu_fraction)."""
     if record.cpu_spill is not None and not (
         isinstance(record.cpu_spill, float) and math.isnan(record.cpu_spill)
     ):
         return not is_true(record.cpu_spill)
-    return finite(record.gpu_fraction) and record.gpu_fraction >= ON_GPU_FRACTION
+    return fully_on_gpu(record.gpu_fraction)
 
 
 def is_spilled(record: TrialRecord) -> bool:
@@ -84,11 +86,21 @@ def is_spilled(record: TrialRecord) -> bool:
         isinstance(record.cpu_spill, float) and math.isnan(record.cpu_spill)
     ):
         return is_true(record.cpu_spill)
-    return finite(record.gpu_fraction) and record.gpu_fraction < ON_GPU_FRACTION
+    return finite(record.gpu_fraction) and not fully_on_gpu(record.gpu_fraction)
 
 
 def has_vram(record: TrialRecord) -> bool:
     return finite(record.peak_vram_bytes)
+
+
+def decode_of(record: TrialRecord) -> float:
+    """Decode tok/s as a number: the measured value, NaN where there is none (never a placeholder 0)."""
+    return float(record.decode_tok_s) if finite(record.decode_tok_s) else math.nan
+
+
+def vram_of(record: TrialRecord) -> float:
+    """Peak VRAM bytes as a number: the measured value, NaN where there is none."""
+    return float(record.peak_vram_bytes) if finite(record.peak_vram_bytes) else math.nan
 
 
 def effective_ctx(record: TrialRecord) -> int:
@@ -109,18 +121,8 @@ def feasible_trials(records: Iterable[TrialRecord]) -> list[TrialRecord]:
 
 def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     """Feasible COMPLETE trials not dominated on (max decode_tok_s, min peak_vram_bytes), by VRAM."""
-    candidates = [r for r in feasible_trials(records) if has_vram(r)]
-    front = [
-        r
-        for r in candidates
-        if not any(
-            o.decode_tok_s >= r.decode_tok_s
-            and o.peak_vram_bytes <= r.peak_vram_bytes
-            and (o.decode_tok_s > r.decode_tok_s or o.peak_vram_bytes < r.peak_vram_bytes)
-            for o in candidates
-        )
-    ]
-    return sorted(front, key=lambda r: (r.peak_vram_bytes, -r.decode_tok_s, r.number))
+    candidates = sorted((r for r in feasible_trials(records) if has_vram(r)), key=lambda r: r.number)
+    return front_of(candidates, speed=decode_of, memory=vram_of)
 
 
 def picks(meta: StudyMeta, records: Sequence[TrialRecord]) -> dict[str, Pick]:
@@ -141,7 +143,7 @@ def _decide(meta: StudyMeta, records: Sequence[TrialRecord]) -> tuple[dict[str, 
         why = _no_feasible_reason(records)
         return {}, {name: why for name in PICK_NAMES}
 
-    fastest = min(feasible, key=lambda r: (-r.decode_tok_s, _vram_or_inf(r), r.number))
+    fastest = min(feasible, key=lambda r: (-decode_of(r), _vram_or_inf(r), r.number))
     chosen["fastest"] = Pick(
         "fastest",
         fastest,
@@ -151,20 +153,20 @@ def _decide(meta: StudyMeta, records: Sequence[TrialRecord]) -> tuple[dict[str, 
 
     with_vram = [r for r in feasible if has_vram(r)]
     if with_vram:
-        leanest = min(with_vram, key=lambda r: (r.peak_vram_bytes, -r.decode_tok_s, r.number))
+        leanest = min(with_vram, key=lambda r: (vram_of(r), -decode_of(r), r.number))
         chosen["leanest"] = Pick(
             "leanest",
             leanest,
             f"Least peak VRAM of the feasible trials: {fmt_gib(leanest.peak_vram_bytes)}, "
             f"at {fmt_tok_s(leanest.decode_tok_s)} tok/s "
-            f"({_percent(leanest.decode_tok_s / fastest.decode_tok_s)} of the fastest).",
+            f"({_percent(decode_of(leanest) / decode_of(fastest))} of the fastest).",
         )
         balanced, how = _knee(pareto_front(feasible))
         chosen["balanced"] = Pick(
             "balanced",
             balanced,
             f"{how}: {fmt_tok_s(balanced.decode_tok_s)} tok/s "
-            f"({_percent(balanced.decode_tok_s / fastest.decode_tok_s)} of the fastest) "
+            f"({_percent(decode_of(balanced) / decode_of(fastest))} of the fastest) "
             f"for {fmt_gib(balanced.peak_vram_bytes)} peak VRAM.",
         )
     else:
@@ -174,7 +176,7 @@ def _decide(meta: StudyMeta, records: Sequence[TrialRecord]) -> tuple[dict[str, 
 
     on_gpu = [r for r in feasible if is_on_gpu(r)]
     if on_gpu:
-        largest = min(on_gpu, key=lambda r: (-effective_ctx(r), -r.decode_tok_s, r.number))
+        largest = min(on_gpu, key=lambda r: (-effective_ctx(r), -decode_of(r), r.number))
         ctx = effective_ctx(largest)
         capped = f" (the engine caps num_ctx {largest.num_ctx} at {ctx})" if ctx != largest.num_ctx else ""
         trained = meta.context_length.get(largest.tag) if isinstance(meta.context_length, dict) else None
@@ -204,8 +206,8 @@ def _knee(front: list[TrialRecord]) -> tuple[TrialRecord, str]:
     """
     if len(front) == 1:
         return front[0], "The only point on the speed/VRAM front"
-    speeds = [r.decode_tok_s for r in front]
-    vrams = [float(r.peak_vram_bytes) for r in front]
+    speeds = [decode_of(r) for r in front]
+    vrams = [vram_of(r) for r in front]
     s_lo, s_span = min(speeds), (max(speeds) - min(speeds)) or 1.0
     v_lo, v_span = min(vrams), (max(vrams) - min(vrams)) or 1.0
     points = [((v - v_lo) / v_span, (s - s_lo) / s_span) for v, s in zip(vrams, speeds)]
@@ -243,7 +245,7 @@ def _no_feasible_reason(records: Sequence[TrialRecord]) -> str:
 def baseline_comparison(records: Sequence[TrialRecord]) -> BaselineComparison:
     """The engine's own placement (the baseline trial, num_gpu -1) against the fastest feasible trial."""
     feasible = feasible_trials(records)
-    best = min(feasible, key=lambda r: (-r.decode_tok_s, _vram_or_inf(r), r.number)) if feasible else None
+    best = min(feasible, key=lambda r: (-decode_of(r), _vram_or_inf(r), r.number)) if feasible else None
     baselines = sorted((r for r in records if is_true(r.baseline)), key=lambda r: r.number)
     if not baselines:
         return BaselineComparison(
@@ -284,7 +286,7 @@ def baseline_comparison(records: Sequence[TrialRecord]) -> BaselineComparison:
             None,
             f"{label} ran at {fmt_tok_s(baseline.decode_tok_s)} tok/s; no feasible trial to compare it with.{note}",
         )
-    speedup = best.decode_tok_s / baseline.decode_tok_s
+    speedup = decode_of(best) / decode_of(baseline)
     alike_text = ""
     same = [
         r
@@ -292,16 +294,16 @@ def baseline_comparison(records: Sequence[TrialRecord]) -> BaselineComparison:
         if r.tag == baseline.tag and r.num_ctx == baseline.num_ctx and not is_true(r.baseline)
     ]
     if same and best.number != baseline.number:
-        alike = min(same, key=lambda r: (-r.decode_tok_s, _vram_or_inf(r), r.number))
+        alike = min(same, key=lambda r: (-decode_of(r), _vram_or_inf(r), r.number))
         if alike.number != best.number:
             alike_text = (
                 f" At the baseline's own tag and context, the fastest feasible num_gpu is {alike.num_gpu} "
                 f"(trial #{alike.number}): {fmt_tok_s(alike.decode_tok_s)} tok/s, "
-                f"{alike.decode_tok_s / baseline.decode_tok_s:.2f}x."
+                f"{decode_of(alike) / decode_of(baseline):.2f}x."
             )
     vram_ratio = (
-        best.peak_vram_bytes / baseline.peak_vram_bytes
-        if has_vram(best) and has_vram(baseline) and baseline.peak_vram_bytes > 0
+        vram_of(best) / vram_of(baseline)
+        if has_vram(best) and has_vram(baseline) and vram_of(baseline) > 0
         else None
     )
     if best.number == baseline.number:
@@ -327,7 +329,7 @@ def fmt_tok_s(value: object) -> str:
 
 
 def fmt_gib(value: object) -> str:
-    return f"{value / GIB:.2f} GiB" if finite(value) else "n/a"
+    return f"{value / GiB:.2f} GiB" if finite(value) else "n/a"
 
 
 def _percent(value: object) -> str:
@@ -335,4 +337,4 @@ def _percent(value: object) -> str:
 
 
 def _vram_or_inf(record: TrialRecord) -> float:
-    return float(record.peak_vram_bytes) if has_vram(record) else math.inf
+    return vram_of(record) if has_vram(record) else math.inf

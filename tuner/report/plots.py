@@ -4,6 +4,9 @@
 Conventions in every plot: one colour per tag (or per context), filled markers = feasible and fully on
 the GPU, triangles = part of the model spilled to the CPU, hollow markers = loaded but broke a constraint,
 x = did not load (drawn in a shaded "did not load" band, never at 0 tok/s).
+
+About 500 lines, kept whole: three figure functions and the styling helpers they share (markers, capacity
+lines, pick labels, legends); split by figure, each file would import the same helpers back.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from tuner.report.picks import (
-    GIB,
     Pick,
+    decode_of,
     did_not_load,
     finite,
     has_vram,
@@ -31,8 +34,10 @@ from tuner.report.picks import (
     is_spilled,
     is_true,
     pareto_front,
+    vram_of,
 )
 from tuner.schema import StudyMeta, TrialRecord
+from tuner.units import GiB
 
 DPI = 110
 MAX_PANELS = 9
@@ -91,13 +96,13 @@ def plot_pareto(
     capacity = gpu_memory_bytes(meta)
 
     for r in placed:
-        _scatter_trial(ax, r.peak_vram_bytes / GIB, r.decode_tok_s, r, colors[r.tag])
+        _scatter_trial(ax, vram_of(r) / GiB, decode_of(r), r, colors[r.tag])
 
     front = pareto_front(records)
     if front:
         ax.plot(
-            [r.peak_vram_bytes / GIB for r in front],
-            [r.decode_tok_s for r in front],
+            [vram_of(r) / GiB for r in front],
+            [decode_of(r) for r in front],
             color="black",
             lw=1.4,
             alpha=0.75,
@@ -105,8 +110,8 @@ def plot_pareto(
             drawstyle="steps-post" if len(front) > 1 else "default",
         )
         ax.scatter(
-            [r.peak_vram_bytes / GIB for r in front],
-            [r.decode_tok_s for r in front],
+            [vram_of(r) / GiB for r in front],
+            [decode_of(r) for r in front],
             s=190,
             facecolors="none",
             edgecolors="black",
@@ -114,9 +119,9 @@ def plot_pareto(
             zorder=4,
         )
 
-    top = max((r.decode_tok_s for r in placed), default=1.0) * 1.12
-    x_values = [r.peak_vram_bytes / GIB for r in placed]
-    x_right = max([*x_values, (capacity or 0) / GIB, 1.0])
+    top = max((decode_of(r) for r in placed), default=1.0) * 1.12
+    x_values = [vram_of(r) / GiB for r in placed]
+    x_right = max([*x_values, (capacity or 0) / GiB, 1.0])
     if failed:
         band = 0.13 * top
         ax.axhspan(-band, 0, color=_FAIL_BAND, zorder=0)
@@ -134,7 +139,7 @@ def plot_pareto(
         for i, r in enumerate(failed):
             # At the size it asked for when known, else just past the GPU's memory.
             x = (
-                r.size_bytes / GIB
+                r.size_bytes / GiB
                 if finite(r.size_bytes) and r.size_bytes > 0
                 else x_right * (1.02 + 0.015 * (i % 6))
             )
@@ -154,7 +159,7 @@ def plot_pareto(
         if is_true(r.baseline):
             ax.annotate(
                 "engine's own placement",
-                xy=(r.peak_vram_bytes / GIB, r.decode_tok_s),
+                xy=(vram_of(r) / GiB, decode_of(r)),
                 xytext=(7, -9),
                 textcoords="offset points",
                 fontsize=7,
@@ -205,7 +210,7 @@ def plot_speed_vs_num_gpu(meta: StudyMeta, records: Sequence[TrialRecord]) -> Fi
     nrows = max(1, math.ceil(len(shown) / ncols))
     fig = Figure(figsize=(max(9.5, 4.2 * ncols + 2.6), 3.8 * nrows + 0.8), dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
-    top = max((r.decode_tok_s for r in records if is_complete(r) and is_measured(r)), default=1.0) * 1.12
+    top = max((decode_of(r) for r in records if is_complete(r) and is_measured(r)), default=1.0) * 1.12
     any_failed = any(did_not_load(r) and r.num_gpu >= 0 and r.tag in shown for r in records)
     band = 0.13 * top if any_failed else 0.0
     for index, ax in enumerate(axes.flat):
@@ -229,7 +234,7 @@ def plot_speed_vs_num_gpu(meta: StudyMeta, records: Sequence[TrialRecord]) -> Fi
                     zorder=2,
                 )
             for r in runs:
-                _scatter_trial(ax, r.num_gpu, r.decode_tok_s, r, ctx_colors[ctx])
+                _scatter_trial(ax, r.num_gpu, decode_of(r), r, ctx_colors[ctx])
             for r in mine:
                 if r.num_ctx == ctx and r.num_gpu < 0 and is_measured(r):
                     ax.axhline(r.decode_tok_s, color=ctx_colors[ctx], ls=":", lw=1.4, zorder=1)
@@ -319,15 +324,15 @@ def plot_vram_vs_num_ctx(meta: StudyMeta, records: Sequence[TrialRecord]) -> Fig
             ctx_sorted = sorted(full)
             ax.plot(
                 ctx_sorted,
-                [full[c].peak_vram_bytes / GIB for c in ctx_sorted],
+                [vram_of(full[c]) / GiB for c in ctx_sorted],
                 color=color,
                 lw=1.2,
                 alpha=0.7,
                 zorder=2,
             )
     for r in placed:
-        _scatter_trial(ax, r.num_ctx, r.peak_vram_bytes / GIB, r, colors[r.tag])
-    ceiling = max([r.peak_vram_bytes / GIB for r in placed] + [(capacity or 0) / GIB, 1.0]) * 1.08
+        _scatter_trial(ax, r.num_ctx, vram_of(r) / GiB, r, colors[r.tag])
+    ceiling = max([vram_of(r) / GiB for r in placed] + [(capacity or 0) / GiB, 1.0]) * 1.08
     if failed:
         band = 0.12 * ceiling
         ax.axhspan(ceiling, ceiling + band, color=_FAIL_BAND, zorder=0)
@@ -389,12 +394,12 @@ def _capacity_lines(ax, meta: StudyMeta, capacity: int | None, *, vertical: bool
     for value, label, style in ((capacity, "GPU memory", "--"), (meta.vram_limit_bytes, "VRAM limit", "-.")):
         if not (finite(value) and value > 0):
             continue
-        text = f"{label} {value / GIB:.1f} GiB"
+        text = f"{label} {value / GiB:.1f} GiB"
         if vertical:
-            ax.axvline(value / GIB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
+            ax.axvline(value / GiB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
             ax.annotate(
                 text,
-                xy=(value / GIB, 1),
+                xy=(value / GiB, 1),
                 xycoords=("data", "axes fraction"),
                 xytext=(-4, -4),
                 textcoords="offset points",
@@ -404,10 +409,10 @@ def _capacity_lines(ax, meta: StudyMeta, capacity: int | None, *, vertical: bool
                 va="top",
             )
         else:
-            ax.axhline(value / GIB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
+            ax.axhline(value / GiB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
             ax.annotate(
                 text,
-                xy=(1, value / GIB),
+                xy=(1, value / GiB),
                 xycoords=("axes fraction", "data"),
                 xytext=(-4, 3),
                 textcoords="offset points",
@@ -430,7 +435,7 @@ def _annotate_picks(ax, chosen: dict[str, Pick]) -> None:
         label = " + ".join(_PICK_LABELS.get(n, n) for n in names)
         ax.annotate(
             label,
-            xy=(r.peak_vram_bytes / GIB, r.decode_tok_s),
+            xy=(vram_of(r) / GiB, decode_of(r)),
             xytext=offsets[i % len(offsets)],
             textcoords="offset points",
             fontsize=8,

@@ -15,8 +15,7 @@ from matplotlib.figure import Figure
 from tuner.report.picks import finite, is_complete, is_measured
 from tuner.report.plots import DPI, short_tag, tag_colors
 from tuner.schema import StudyMeta, TrialRecord
-
-GIB = 1 << 30
+from tuner.units import GiB
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ def _pairs(records: Sequence[TrialRecord]) -> list[tuple[TrialRecord, float, flo
         if not (is_complete(r) and is_measured(r) and finite(predicted) and finite(peak)):
             continue
         if predicted is not None and peak is not None and predicted > 0:
-            out.append((r, predicted / GIB, peak / GIB))
+            out.append((r, predicted / GiB, peak / GiB))
     return out
 
 

@@ -16,9 +16,10 @@ scheduler (loaded runners, reload rules, keep-alive), registry (local models), o
 api (the endpoints), server (HTTP), calibrate (python -m tuner.sim.calibrate).
 """
 
+from tuner.hardware import GpuSpec, parse_bytes, parse_gpus
 from tuner.sim.catalog import CATALOG_NAMES, DEFAULT_TAGS, ModelFile, lookup
 from tuner.sim.core import Simulation
-from tuner.sim.hardware import GpuSpec, HostSpec, make_host, parse_bytes, parse_gpus
+from tuner.sim.hardware import HostSpec, make_host
 from tuner.sim.perf import Speed
 from tuner.sim.placement import Placement
 from tuner.sim.server import SimServer

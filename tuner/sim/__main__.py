@@ -11,12 +11,13 @@ import argparse
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 from tuner.sim.server import SimServer
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         sys.stderr.write(f"tuner.sim: {message}; see 'python -m tuner.sim --help'.\n")
         raise SystemExit(2)
 

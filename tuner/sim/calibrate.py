@@ -17,10 +17,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tuner.estimate.llamacpp import layer_devices
-from tuner.sim import arch as A
+from tuner.hardware import KNOWN_CARDS, GpuSpec
+from tuner.models import arch as A
 from tuner.sim import perf
 from tuner.sim.catalog import Family, ModelFile, build_file, lookup
-from tuner.sim.hardware import KNOWN_CARDS, GiB, GpuSpec, HostSpec
+from tuner.sim.hardware import HostSpec
+from tuner.units import GiB
 
 DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "throughput-public.csv"
 

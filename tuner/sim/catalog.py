@@ -1,4 +1,4 @@
-"""The model catalog: Ollama tags, their GGUF tensors with real per-tensor types, and what /api/show says.
+"""The simulator's model catalog: Ollama tags, their GGUF tensors with real per-tensor types (tuner.models).
 
 Sizes come from summing exact ggml block sizes over the generated tensors; they land within a few percent of
 what ollama.com lists (tests/sim/test_catalog.py checks them).
@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from tuner.sim import arch as A
-from tuner.sim.quant import choose_type, tensor_bytes
+from tuner.estimate.ggml import tensor_bytes
+from tuner.models import arch as A
+from tuner.models.gguf import file_tensors
 
 QUANTS = {"q4_K_M": "Q4_K_M", "q8_0": "Q8_0", "fp16": "F16"}
 
@@ -205,18 +206,10 @@ def model_file(fam_index: int, quant: str) -> ModelFile:
 def build_file(fam: Family, ftype: str, tag: str) -> ModelFile:
     """Generate the GGUF tensor list of `fam` at file type `ftype` ('Q4_K_M', 'Q8_0', 'F16', 'Q4_0')."""
     a = fam.arch
-    tensors = []
-    for name, shape in A.tensor_shapes(a):
-        gtype = choose_type(
-            ftype,
-            name,
-            shape,
-            layer=_layer_of(name),
-            n_layers=a.block_count,
-            has_output=not a.tied_output,
-            is_70b=fam.size == "70b",
-        )
-        tensors.append(TensorInfo(name, gtype, shape, tensor_bytes(gtype, shape)))
+    tensors = [
+        TensorInfo(name, gtype, shape, tensor_bytes(gtype, shape))
+        for name, shape, gtype in file_tensors(a, ftype, is_70b=fam.size == "70b")
+    ]
     meta = a.vocab_size * 24 + 64 * 1024  # tokenizer strings, types, merges, and the other keys
     return assemble_file(fam, ftype, tag, tensors, meta)
 

@@ -18,11 +18,13 @@ from dataclasses import replace
 from tuner.estimate import Request, predict
 from tuner.estimate.llamacpp import Allocation
 from tuner.estimate.versions import Version, parse_version
+from tuner.hardware import GpuSpec, parse_gpus
 from tuner.sim import perf
 from tuner.sim.catalog import ModelFile, lookup
-from tuner.sim.hardware import GpuSpec, HostSpec, MiB, make_host, parse_gpus
+from tuner.sim.hardware import HostSpec, make_host
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
+from tuner.units import MiB
 
 
 class Simulation:

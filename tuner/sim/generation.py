@@ -17,6 +17,7 @@ from tuner.sim.core import Simulation
 from tuner.sim.registry import LocalModel, utc_time
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import Runner
+from tuner.units import MiB
 
 REQUEST_OVERHEAD_S = 0.002  # templating, tokenising, HTTP
 FILLER = (
@@ -188,7 +189,7 @@ def pull_lines(mf: ModelFile, already: bool) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     for digest, total in _layers(mf):
         head = {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": total}
-        steps = [total] if already or total < 1 << 20 else [total * k // 4 for k in range(1, 5)]
+        steps = [total] if already or total < MiB else [total * k // 4 for k in range(1, 5)]
         lines += [{**head, "completed": c} for c in steps]
     return lines + [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}]
 

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuner.sim import arch as A
+from tuner.models import arch as A
+from tuner.models.quant import FILE_TYPES
 from tuner.sim.catalog import Family, ModelFile, TensorInfo, assemble_file, lookup, register_file
-from tuner.sim.quant import FILE_TYPES
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 _FILE_TYPE_NAMES = {v: k for k, v in FILE_TYPES.items()} | {

@@ -127,7 +127,8 @@ def needs_reload(loaded: dict[str, Any], new: dict[str, Any], *, era: str, train
         if key == "num_ctx" and era == "C":
             if loaded.get("auto_ctx") and new.get("auto_ctx"):
                 continue
-            old, cur = min(old, trained_ctx), min(cur, trained_ctx)
+            if old is not None and cur is not None:
+                old, cur = min(old, trained_ctx), min(cur, trained_ctx)
         if old != cur:
             return True
     return False

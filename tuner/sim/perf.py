@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuner.hardware import GpuSpec
 from tuner.sim.catalog import ModelFile
-from tuner.sim.hardware import GpuSpec, HostSpec
+from tuner.sim.hardware import HostSpec
 
 GPU_BW_EFFICIENCY = 0.82  # fraction of peak memory bandwidth a decode kernel sustains
 # Datacenter HBM parts and older generations sustain less of their peak in llama.cpp's decode kernels

@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tuner.hardware import GpuSpec
 from tuner.sim.api import Api
 from tuner.sim.core import Simulation
-from tuner.sim.hardware import GpuSpec
 from tuner.sim.registry import Registry
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import Scheduler
@@ -239,7 +239,7 @@ class SimServer:
         if self._httpd is None:
             raise RuntimeError("SimServer is not running; call start() or use it as a context manager.")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> SimServer:
         if self._httpd is None:

@@ -4,7 +4,7 @@ That study ran llama-server on one H100 80GB with Llama-3-8B-shaped models (tune
 F16) and measured peak VRAM with NVML. Here each trial's config is predicted (engine llama-server) and set
 beside what NVML measured.
 
-    python -m tuner.estimate.realgpu [--out reports/memory-h100.md]
+    python -m validation.realgpu [--out reports/memory-h100.md]
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from pathlib import Path
 
 from tuner.estimate import ModelSpec, Request, predict
 from tuner.ggufgen import SHAPES, tensor_shapes
+from tuner.units import GiB, MiB
 
-GIB = 1 << 30
-MIB = 1 << 20
-STUDY = Path(__file__).resolve().parents[2] / "reports" / "examples" / "h100-llama3-8b"
-H100_TOTAL = 81559 * MIB  # nvidia-smi memory.total of the card (gpu.txt)
+STUDY = Path(__file__).resolve().parents[1] / "reports" / "examples" / "h100-llama3-8b"
+H100_TOTAL = 81559 * MiB  # nvidia-smi memory.total of the card (gpu.txt)
 
 
 @dataclass(frozen=True)
@@ -98,14 +97,14 @@ def render(data: list[Row]) -> str:
     lines = [
         "# The memory estimator against a real H100",
         "",
-        "Made by `python -m tuner.estimate.realgpu`: every loaded trial of the budget-32 llama-server study in",
+        "Made by `python -m validation.realgpu --out reports/memory-h100.md`: every loaded trial of the budget-32 llama-server study in",
         "`reports/examples/h100-llama3-8b/` (one H100 80GB, Llama-3-8B shapes), predicted with",
         "`tuner.estimate.predict(engine='llama-server')` and set beside NVML's measured peak.",
         "",
         f"- {len(data)} trials; total VRAM error: median {statistics.median(errors) * 100:.1f}%, "
         f"worst {max(errors) * 100:.1f}%; the prediction is low in {sum(r.error < 0 for r in data)} of them.",
-        f"- The absolute miss is {min(r.measured - r.predicted for r in data) / MIB:.0f} to "
-        f"{max(r.measured - r.predicted for r in data) / MIB:.0f} MiB: the CUDA context on this H100 was about "
+        f"- The absolute miss is {min(r.measured - r.predicted for r in data) / MiB:.0f} to "
+        f"{max(r.measured - r.predicted for r in data) / MiB:.0f} MiB: the CUDA context on this H100 was about "
         "600 MiB where the estimator assumes 320 MiB. The worst relative error is the smallest config.",
         f"- measured/predicted of the guessed part (compute buffers + CUDA context): median "
         f"{statistics.median(ratios):.2f}, largest {max(ratios):.2f}. A study starts with a margin of 1.6 on that "
@@ -117,15 +116,13 @@ def render(data: list[Row]) -> str:
     for r in data:
         lines.append(
             f"| {r.ggml_type} | {r.num_gpu} | {r.num_ctx} | {r.flash_attn} | {r.kv_type} | "
-            f"{r.predicted / GIB:.2f} | {r.measured / GIB:.2f} | {r.error * 100:+.1f}% |"
+            f"{r.predicted / GiB:.2f} | {r.measured / GiB:.2f} | {r.error * 100:+.1f}% |"
         )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tuner.estimate.realgpu", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m validation.realgpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="also write the markdown page here")
     args = parser.parse_args(argv)
     text = render(rows())

@@ -1,6 +1,6 @@
 """The public Ollama memory logs as data: the CSV rows, their printed sizes, and what a check compares.
 
-Used by logrows.py (one check per usable row) and validate.py (running them and writing the page).
+Used by logrows.py (one check per usable row) and public_logs.py (running them and writing the page).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from tuner.estimate.llamacpp import Allocation, allocate
 from tuner.estimate.ollama import Estimate, estimate_gpu_layers
 from tuner.estimate.spec import ModelSpec
 from tuner.estimate.versions import human_bytes2
+from tuner.units import GiB, KiB, MiB, TiB
 
-KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 GOAL_TOTAL = 0.05
 GOAL_LAYERS = 1
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ollama_memory-public.csv"
-UNITS = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": 1 << 40}
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ollama_memory-public.csv"
+UNITS = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": TiB}
 
 
 class DataMissing(FileNotFoundError):

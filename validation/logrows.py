@@ -2,6 +2,10 @@
 
 Each row function builds the row's inputs (its model from public_models.py or from its own printed figures),
 runs the estimator, and returns `Check`s comparing each figure the server printed with the prediction.
+
+Longer than the ~400 lines a module usually gets, on purpose: it is one function per CSV row, each reading
+only its own row and saying in its own words what it inferred and why; splitting the rows over files would
+separate each check from its neighbours without making any of them simpler.
 """
 
 from __future__ import annotations
@@ -9,9 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from tuner.estimate import public_models as P
 from tuner.estimate.llamacpp import Allocation, allocate, layer_devices
-from tuner.estimate.logdata import (
+from tuner.estimate.ollama import graph_size, vision_graph
+from tuner.estimate.spec import ModelSpec
+from tuner.estimate.versions import human_bytes2
+from validation import public_models as P
+from validation.logdata import (
     Check,
     Figure,
     GiB,
@@ -28,9 +35,6 @@ from tuner.estimate.logdata import (
     size_list,
     split_counts,
 )
-from tuner.estimate.ollama import graph_size, vision_graph
-from tuner.estimate.spec import ModelSpec
-from tuner.estimate.versions import human_bytes2
 
 # --- the rows ----------------------------------------------------------------------------------------------
 RowFn = Callable[[dict[str, str]], list[Check]]
@@ -47,7 +51,7 @@ def row(row_id: int) -> Callable[[RowFn], RowFn]:
 
 @row(1)
 def _row1(r: dict[str, str]) -> list[Check]:
-    spec = P.catalog("llama3.3:70b-instruct-q8_0")
+    spec = P.catalog("llama3.3:70b", "Q8_0")
     e = _est(spec, size_list(r["vram_available"]), ctx=64000, version="0.5.11")
     return [
         _estimate_check(
@@ -138,7 +142,7 @@ def _row7(r: dict[str, str]) -> list[Check]:
 
 @row(9)
 def _row9(r: dict[str, str]) -> list[Check]:
-    spec = P.catalog("llama3.1:8b-instruct-q8_0")
+    spec = P.catalog("llama3.1:8b", "Q8_0")
     e = _est(spec, size_list(r["vram_available"]), ctx=80000, version="0.2.8")
     return [
         _estimate_check(

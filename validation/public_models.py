@@ -2,13 +2,15 @@
 
 Each model is a GGUF tensor list (names, shapes, ggml types) generated from the model's published
 hyper-parameters, turned into an /api/show-shaped dict and parsed by `ModelSpec.from_show`, so the estimator
-sees exactly what it sees for a real server. Where a row names no model, the spec is built from the row's own
-figures (`uniform_spec`), and the report says so.
+sees exactly what it sees for a real server. Where a row names no model, the model is inferred from the row's
+own figures (block count, KV bytes per token, printed weight sizes) and one of the specs below is used; the
+row's check says "inferred" and from what (logrows.py).
 
 Sources of the hyper-parameters (config.json of each model or of a fine-tune that copies it; read through
 the project's stored copies of public pages, not guessed):
 
-* llama3.1:8b, llama3.3:70b, gemma3:12b, deepseek-r1:671b: tuner/sim/arch.py (its sources are listed there).
+* llama3.1:8b, llama3.3:70b, gemma3:12b, deepseek-r1:671b: tuner/models/arch.py (its sources are listed there;
+  the simulator serves the same models).
 * gemma3:27b: text_config head_dim 128, hidden 5376, intermediate 21504, 32 heads, 16 KV heads, vision
   SigLIP (1152 wide, 27 blocks, 4304 ffn, image 896, patch 14) in NVIDIA TensorRT-LLM
   tests/unittest/_torch/modeling/test_modeling_gemma3.py (GEMMA3_27B_CONFIG, copied from
@@ -38,7 +40,8 @@ the project's stored copies of public pages, not guessed):
   27 layers, hidden 2048, ffn 10944 (layer 0), 64 experts of 1408 (6 used, 2 shared), 16 heads, no q-LoRA,
   kv_lora 512, qk 128 + 64 rope, v 128, vocab 102400.
 
-File types: Q4_K_M, Q8_0, F16 and Q4_0 follow llama.cpp's per-tensor rules (tuner/sim/quant.py); Q6_K and
+Over 400 lines on purpose: one function per public model, each beside its sources above; nothing else lives
+here. File types: Q4_K_M, Q8_0, F16 and Q4_0 follow llama.cpp's per-tensor rules (tuner/models/quant.py); Q6_K and
 Q4_K_S below follow llama.cpp llama_tensor_get_type (Q4_K_S: attn_v of the first 4 layers and ffn_down of the
 first eighth in Q5_K; k-quants fall back to Q5_0 / Q5_1 / Q8_0 where a row is not a multiple of 256).
 """
@@ -51,20 +54,16 @@ from functools import cache
 from typing import Any
 
 from tuner.estimate.spec import ModelSpec
-from tuner.sim import arch as A
-from tuner.sim.catalog import lookup
-from tuner.sim.modelinfo import spec_of
-from tuner.sim.quant import choose_type
-
-GiB = 1 << 30
-MiB = 1 << 20
+from tuner.models import arch as A
+from tuner.models import gguf
+from tuner.models.quant import choose_type
 
 Tensor = tuple[str, tuple[int, ...], str]  # name, shape (ne0 first), ggml type
 
 _KQUANT_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 
-# --- architectures that tuner/sim/arch.py can generate --------------------------------------------------
+# --- architectures that tuner/models/arch.py can generate --------------------------------------------------
 GEMMA3_27B = replace(
     A.GEMMA3_12B,
     block_count=62,
@@ -170,13 +169,21 @@ def _arch_hparams(a: A.Arch) -> dict[str, Any]:
 
 
 # --- the models ----------------------------------------------------------------------------------------
+CATALOG: dict[str, A.Arch] = {  # the models of tuner/models/arch.py, by Ollama name
+    "deepseek-r1:32b": A.QWEN2_32B,
+    "llama3.1:8b": A.LLAMA31_8B,
+    "gemma3:12b": A.GEMMA3_12B,
+    "llama3.3:70b": A.LLAMA33_70B,
+    "deepseek-r1:671b": A.DEEPSEEK2_671B,
+}
+
+
 @cache
-def catalog(tag: str) -> ModelSpec:
-    """A model of the simulator's catalog (llama3.1:8b, llama3.3:70b, gemma3:12b, deepseek-r1:671b ...)."""
-    mf = lookup(tag)
-    if mf is None:
-        raise KeyError(tag)
-    return spec_of(mf)
+def catalog(model: str, ftype: str = "Q4_K_M") -> ModelSpec:
+    """A model whose architecture tuner.models knows (llama3.1:8b, llama3.3:70b, gemma3:12b, deepseek-r1:671b
+    ...) in file type `ftype`, with llama.cpp's extra attn_v bits for the 70B."""
+    show = gguf.show(CATALOG[model], ftype, is_70b=model.endswith(":70b"))
+    return ModelSpec.from_show(show, name=f"{model} {ftype}")
 
 
 @cache

@@ -1,13 +1,9 @@
-"""llama.cpp's per-tensor quantization choice (llama-quant.cpp llama_tensor_get_type), for the catalog's files.
+"""llama.cpp's per-tensor quantization choice (llama-quant.cpp llama_tensor_get_type), for generated model files.
 
 Ollama's own quantizer (server/quantization.go) follows the same rules; block sizes are in tuner.estimate.ggml.
 """
 
 from __future__ import annotations
-
-from tuner.estimate.ggml import tensor_bytes
-
-__all__ = ["FILE_TYPES", "choose_type", "tensor_bytes", "use_more_bits"]
 
 # Ollama's file types (general.file_type) and the name it shows as quantization_level.
 FILE_TYPES: dict[str, int] = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import statistics
 
-from tuner.estimate.realgpu import MIB, render, rows
 from tuner.fitcheck import PRIOR_MARGIN
+from tuner.units import MiB
+from validation.realgpu import render, rows
 
 
 def test_predictions_of_the_h100_study_are_close_and_the_prior_margin_covers_them() -> None:
@@ -13,7 +14,7 @@ def test_predictions_of_the_h100_study_are_close_and_the_prior_margin_covers_the
     assert len(data) == 32
     assert statistics.median(abs(r.error) for r in data) < 0.10
     assert all(
-        -50 * MIB < r.measured - r.predicted < 400 * MIB for r in data
+        -50 * MiB < r.measured - r.predicted < 400 * MiB for r in data
     )  # the CUDA context is larger there
     assert max(r.variable_ratio for r in data) < PRIOR_MARGIN  # the first loads of a study would not fail
     assert "| Q4_0 | 33 | 2048 |" in render(data)

@@ -1,6 +1,6 @@
 """Every usable row of ../shared/data/ollama_memory-public.csv meets the goal: total within 5 %, layers within 1.
 
-The figures come from the CSV (tuner/estimate/logdata.py reads them); the rows that cannot be used are listed
+The figures come from the CSV (validation/logdata.py reads them); the rows that cannot be used are listed
 with a reason in logrows.UNUSABLE and in reports/memory-validation.md. A missing CSV fails, it does not skip.
 """
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.estimate import logdata as D
-from tuner.estimate import validate as V
+from validation import logdata as D
+from validation import public_logs as V
 
 
 @pytest.fixture(scope="module")
