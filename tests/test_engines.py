@@ -227,3 +227,11 @@ def test_a_build_for_a_cpu_this_machine_lacks_is_not_used(
     assert installs.find_ollama("B") is not None
     monkeypatch.setattr(installs, "cpu_march", lambda: "")
     assert installs.find_ollama("B") is None  # the cache moved to an older CPU: rebuild rather than crash
+
+
+def test_pack_writes_a_slim_source_that_builds_elsewhere(cache_dir: Path, tmp_path: Path) -> None:
+    slim = sources.pack_llama_cpp(tmp_path / "slim.tar.gz")
+    dest = tmp_path / "again"
+    sources.extract_llama_cpp(slim, dest)  # what a machine with no network does with AUTOTUNE_LLAMA_SDIST
+    assert (dest / "tools/server/server.cpp").is_file() and (dest / "vendor/stb/stb_image.h").is_file()
+    assert not (dest / "models").exists() and not (dest / ".complete").exists()

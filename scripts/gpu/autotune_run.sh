@@ -7,14 +7,14 @@
 #   PHASE=run:   autotune on the three files (budget $BUDGET, flash attention and KV cache type tuned too),
 #                then llama-bench on every config of the feasible Pareto front.
 #
-# Carry: .build/sdist/llama.cpp-src-0.3.36.tar.gz (python -m tuner.llamacpp pack) and .whl (gguf, optuna
+# Carry: .build/sdist/llama.cpp-src-b10488.tar.gz (python -m tuner.engines pack) and .whl (gguf, optuna
 # and its SQL dependencies, which the device image lacks).
 set -uo pipefail
 
 PHASE=${PHASE:-run}
 BUDGET=${BUDGET:-32}
 OUT=${OUT:-$PWD/.build/gpu-out}
-SDIST=${SDIST:-.build/sdist/llama.cpp-src-0.3.36.tar.gz}
+SDIST=${SDIST:-.build/sdist/llama.cpp-src-b10488.tar.gz}
 MODELS=/tmp/models
 export AUTOTUNE_CACHE=/tmp/autotune-cache PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$MODELS"
@@ -28,9 +28,9 @@ export PYTHONPATH=$PWD:/tmp/site PATH=$PATH:/usr/local/cuda/bin
 build() {
   log "build start"
   python3 -m tuner.ggufgen "$MODELS/llama3-8b-F16.gguf" --shape llama3-8b --type F16 >"$OUT/ggufgen.log" 2>&1 &
-  python3 -m tuner.llamacpp build --cuda --jobs "$(nproc)" --sdist "$SDIST" >"$OUT/build-tail.log" 2>&1 || { tail -30 "$OUT/build-tail.log"; exit 1; }
+  AUTOTUNE_LLAMA_SDIST="$SDIST" python3 -m tuner.engines build llama-server --cuda --jobs "$(nproc)" >"$OUT/build-tail.log" 2>&1 || { tail -30 "$OUT/build-tail.log"; exit 1; }
   wait
-  BIN=$(dirname "$(python3 -m tuner.llamacpp path --cuda)")
+  BIN=$(dirname "$(python3 -m tuner.engines path llama-server --cuda)")
   for q in Q4_0 Q8_0; do
     "$BIN/llama-quantize" "$MODELS/llama3-8b-F16.gguf" "$MODELS/llama3-8b-$q.gguf" "$q" "$(nproc)" >/dev/null 2>&1
   done
@@ -38,12 +38,12 @@ build() {
   log "build done"
 }
 
-if [ "$PHASE" = build ] || ! python3 -m tuner.llamacpp path --cuda >/dev/null 2>&1 || [ ! -f "$MODELS/llama3-8b-Q8_0.gguf" ]; then
+if [ "$PHASE" = build ] || ! python3 -m tuner.engines path llama-server --cuda >/dev/null 2>&1 || [ ! -f "$MODELS/llama3-8b-Q8_0.gguf" ]; then
   build
 fi
 [ "$PHASE" = build ] && exit 0
 
-BIN=$(dirname "$(python3 -m tuner.llamacpp path --cuda)")
+BIN=$(dirname "$(python3 -m tuner.engines path llama-server --cuda)")
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt"
 log "autotune start (budget $BUDGET)"
 timeout 420 python3 -m tuner "$MODELS/llama3-8b-Q4_0.gguf" "$MODELS/llama3-8b-Q8_0.gguf" "$MODELS/llama3-8b-F16.gguf" \

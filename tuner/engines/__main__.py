@@ -6,15 +6,20 @@
     python -m tuner.engines path ollama [--version 0.12.10]
     python -m tuner.engines path llama-server [--tool llama-quantize] [--cpu | --cuda]
     python -m tuner.engines list                # what the cache holds, with build times
+    python -m tuner.engines pack OUT.tar.gz     # the llama.cpp source, slim, for a machine with no network
+                                                # (there: AUTOTUNE_LLAMA_SDIST=OUT.tar.gz ... build ...)
 
 Every build is cached (see tuner/engines/cache.py); building again returns at once.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from tuner.engines import llamacpp, ollama
+from tuner.engines.sources import pack_llama_cpp
 from tuner.engines.steps import fmt_s
 from tuner.errors import TunerError
 from tuner.installs import cache_root, find_llama_cpp, find_ollama, installs, ollama_release
@@ -129,6 +134,13 @@ def _list() -> None:
             f"{inst.product} {inst.version}{era} {inst.variant}: built in {fmt_s(inst.build_s)} on "
             f"{inst.meta.get('cores', '?')} cores at {inst.meta.get('built_at', '?')}; {inst.bin_dir}"
         )
+
+
+@cli.command("pack")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def pack_cmd(out: Path) -> None:
+    """Write the llama.cpp source as a slim tarball, for a build on a machine with no network."""
+    click.echo(pack_llama_cpp(out))
 
 
 @cli.command("list")

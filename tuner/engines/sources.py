@@ -99,6 +99,16 @@ def extract_llama_cpp(archive: Path, dest: Path) -> None:
         raise BuildError(f"The llama.cpp in '{archive}' has no tools/server; use a newer source.")
 
 
+def pack_llama_cpp(out: Path, build: int = LLAMA_CPP_BUILD) -> Path:
+    """A slim tarball of the llama.cpp source (what builds need, under llama.cpp/) for a machine with no
+    network: pass it there as AUTOTUNE_LLAMA_SDIST."""
+    source = llama_cpp_source(build)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(source, arcname="llama.cpp", filter=lambda t: None if t.name.endswith(_COMPLETE) else t)
+    return out
+
+
 def llama_cpp_source(build: int = LLAMA_CPP_BUILD) -> Path:
     """The extracted llama.cpp b`build` tree (read-only: copy it before patching or building in it)."""
     dest = cache_root() / "src" / f"llama.cpp-b{build}"

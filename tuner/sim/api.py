@@ -15,7 +15,15 @@ from tuner.sim import generation as gen
 from tuner.sim.catalog import lookup
 from tuner.sim.imported import BlobError, BlobStore, parse_digest, read_gguf
 from tuner.sim.options import DurationError, OptionError, parse_keep_alive, parse_options, runner_options
-from tuner.sim.registry import Registry, local_time, show_payload, tags_entry, utc_time, valid_name
+from tuner.sim.registry import (
+    MODELS_DIR,
+    Registry,
+    local_time,
+    show_payload,
+    tags_entry,
+    utc_time,
+    valid_name,
+)
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import LoadFailed, Scheduler
 
@@ -328,8 +336,12 @@ class Api:
             return error(400, str(exc))
         lines: list[dict[str, Any]] = [{"status": "parsing GGUF"}]
         lines += gen.create_lines(mf, req)
+        # /api/show in Eras A/B names the blob a GGUF was imported from as its parent model; Era C does not.
+        source = "" if self.sim.version.era == "C" else f"{MODELS_DIR}/blobs/sha256-{mf.blob_digest}"
         with self.sched.lock:
-            self.registry.add_imported(name, mf, self.clock(), parameters=req.get("parameters"))
+            self.registry.add_imported(
+                name, mf, self.clock(), parameters=req.get("parameters"), imported_from=source
+            )
         return gen.progress_reply(lines + [{"status": "success"}], req.get("stream") is not False)
 
     def blob_head(self, digest: str) -> Reply:

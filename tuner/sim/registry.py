@@ -22,6 +22,7 @@ from tuner.sim.catalog import (
 )
 from tuner.sim.modelinfo import details, model_info
 
+MODELS_DIR = "/root/.ollama/models"  # where the simulated server keeps its blobs (OLLAMA_MODELS)
 _PART = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 _NAME_RE = re.compile(rf"^(?:{_PART}/){{0,2}}{_PART}(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{{0,127}})?$")
 
@@ -41,6 +42,7 @@ class LocalModel:
     license: str | None = None
     parent: str = ""
     created: bool = False
+    imported_from: str = ""  # Eras A/B: the blob a GGUF import came from, which /api/show gives as parent
 
     @property
     def digest(self) -> str:
@@ -129,11 +131,17 @@ class Registry:
         return lm
 
     def add_imported(
-        self, name: str, file: ModelFile, now: float, *, parameters: dict[str, Any] | None = None
+        self,
+        name: str,
+        file: ModelFile,
+        now: float,
+        *,
+        parameters: dict[str, Any] | None = None,
+        imported_from: str = "",
     ) -> LocalModel:
         """A model made from an uploaded GGUF (create with `files`)."""
         display = normalize_name(name)
-        lm = LocalModel(display, file, now, dict(parameters or {}), created=True)
+        lm = LocalModel(display, file, now, dict(parameters or {}), created=True, imported_from=imported_from)
         self.models[self.key(display)] = lm
         return lm
 
@@ -189,7 +197,7 @@ def modelfile_text(lm: LocalModel, params: dict[str, Any], system: str) -> str:
         "# To build a new Modelfile based on this, replace FROM with:",
         f"# FROM {lm.name}",
         "",
-        f"FROM /root/.ollama/models/blobs/sha256-{mf.blob_digest}",
+        f"FROM {MODELS_DIR}/blobs/sha256-{mf.blob_digest}",
         f'TEMPLATE """{lm.template if lm.template is not None else mf.family.template}"""',
     ]
     if system:
@@ -235,7 +243,7 @@ def show_payload(
     out["template"] = lm.template if lm.template is not None else mf.family.template
     if sys_text:
         out["system"] = sys_text
-    out["details"] = details(mf, lm.parent)
+    out["details"] = details(mf, lm.parent or lm.imported_from)
     out["model_info"] = model_info(mf, verbose)
     out["tensors"] = [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in mf.tensors]
     out["capabilities"] = capabilities(lm, version)
