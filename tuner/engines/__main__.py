@@ -25,6 +25,13 @@ from tuner.errors import TunerError
 from tuner.installs import cache_root, find_llama_cpp, find_ollama, installs, ollama_release
 
 CI_OLLAMA = ("A", "B", "C")
+JOBS = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Parallel compile jobs (default: all cores).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,13 +56,7 @@ def _versions(text: str) -> list[str]:
     show_default=True,
     help="Releases or eras, comma-separated: A=0.12.10, B=0.24.0, C=0.32.15, or any release number.",
 )
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="Parallel compile jobs (default: all cores).",
-)
+@JOBS
 @click.option("--force", is_flag=True, help="Rebuild even when cached.")
 def build_ollama(versions: str, jobs: int | None, force: bool) -> None:
     """Build Ollama releases (CPU) from the Go module proxy."""
@@ -70,13 +71,7 @@ def build_ollama(versions: str, jobs: int | None, force: bool) -> None:
 )
 @click.option("--portable", is_flag=True, help="GGML_NATIVE=OFF: binaries that run on other CPUs.")
 @click.option("--tools", default=",".join(llamacpp.DEFAULT_TOOLS), show_default=True, help="cmake targets.")
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="Parallel compile jobs (default: all cores).",
-)
+@JOBS
 @click.option("--force", is_flag=True, help="Rebuild even when cached.")
 def build_llama_server(
     cuda: bool, cuda_arch: str, portable: bool, tools: str, jobs: int | None, force: bool
@@ -94,7 +89,7 @@ def build_llama_server(
 
 
 @build_group.command("ci")
-@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None)
+@JOBS
 def build_ci(jobs: int | None) -> None:
     """Everything the test suite runs against: llama.cpp's tools, then Ollama Eras A, B and C."""
     llamacpp.build(jobs=jobs)

@@ -8,14 +8,13 @@ so the install folder can be copied to another machine (`--portable` also turns 
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
 from tuner.engines.sources import copy_tree, llama_cpp_source
 from tuner.engines.steps import BuildError, fmt_s, run_step, say
-from tuner.engines.work import locked, work_dir, write_marker
+from tuner.engines.work import build_meta, locked, work_dir, write_marker
 from tuner.errors import ConfigError
 from tuner.installs import LLAMA_CPP_BUILD, Install, install_dir, llama_cpp_version, read_install
 
@@ -129,19 +128,16 @@ def build(
             shutil.copy2(built, root / "bin" / tool)
         shutil.copy2(log, root / "build.log")
         took = time.monotonic() - start
-        meta = {
-            "product": "llama.cpp",
-            "version": version,
-            "variant": variant,
-            "tools": list(tools),
-            "build_s": round(took, 1),
-            "jobs": n_jobs,
-            "cores": os.cpu_count(),
-            "machine": platform.machine(),
-            "native": native,
-            "cuda_arch": cuda_arch if variant == "cuda" else None,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        meta = build_meta(
+            "llama.cpp",
+            version,
+            variant,
+            list(tools),
+            took,
+            n_jobs,
+            native=native,
+            cuda_arch=cuda_arch if variant == "cuda" else None,
+        )
         inst = write_marker(root, meta)
         shutil.rmtree(work, ignore_errors=True)
     say(

@@ -18,7 +18,6 @@ layout Ollama's Linux packages use, so it finds its runner libraries the same wa
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from tuner.engines.sources import (
     ollama_module,
 )
 from tuner.engines.steps import BuildError, fmt_s, run_step, say
-from tuner.engines.work import locked, work_dir, write_marker
+from tuner.engines.work import build_meta, locked, work_dir, write_marker
 from tuner.errors import ConfigError
 from tuner.installs import Install, cpu_march, install_dir, ollama_release, read_install, usable
 from tuner.releases import era as era_of
@@ -146,20 +145,7 @@ def build(version: str, *, variant: str = "cpu", jobs: int | None = None, force:
             _build_cgo(version, src, root / "bin" / "ollama", log, n_jobs, march)
         shutil.copy2(log, root / "build.log")
         took = time.monotonic() - start
-        meta = {
-            "product": "ollama",
-            "version": version,
-            "era": era,
-            "variant": variant,
-            "tools": ["ollama"],
-            "build_s": round(took, 1),
-            "jobs": n_jobs,
-            "cores": os.cpu_count(),
-            "machine": platform.machine(),
-            "go": go,
-            "march": march,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        meta = build_meta("ollama", version, variant, ["ollama"], took, n_jobs, era=era, go=go, march=march)
         inst = write_marker(root, meta)
         shutil.rmtree(work, ignore_errors=True)
     say(f"ollama {version} (Era {era}, {variant}): built in {fmt_s(took)} with {n_jobs} jobs into {root}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import platform
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +17,24 @@ from tuner.installs import MARKER, Install, cache_root, read_install
 
 def work_dir(product: str, version: str, variant: str) -> Path:
     return cache_root() / "work" / f"{product}-{version}-{variant}"
+
+
+def build_meta(
+    product: str, version: str, variant: str, tools: list[str], build_s: float, jobs: int, **extra: Any
+) -> dict[str, Any]:
+    """What an install's marker records: the build and the machine it was made on."""
+    return {
+        "product": product,
+        "version": version,
+        "variant": variant,
+        "tools": tools,
+        "build_s": round(build_s, 1),
+        "jobs": jobs,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        **extra,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def write_marker(root: Path, meta: dict[str, Any]) -> Install:
