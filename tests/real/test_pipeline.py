@@ -113,7 +113,7 @@ def test_a_load_real_ollama_refuses_for_memory_is_an_infeasible_trial(
 
 def _autotune(url: str, storage: str, out: str) -> subprocess.Popen[str]:
     args = [sys.executable, "-m", "tuner", "tiny-llama", "--quant", "q4_K_M,q8_0", "--host", url]
-    args += ["--budget", "6", "--storage", storage, "--study", "resume", "--out", out, "--num-predict", "256"]
+    args += ["--budget", "6", "--storage", storage, "--study", "resume", "--out", out, "--num-predict", "32"]
     env = {k: v for k, v in os.environ.items() if k != "TUNER_DEBUG"}
     return subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
 
