@@ -31,6 +31,10 @@ TINY_TYPES = ("F16", "Q8_0")
 TINY_TAGS = ("f16", "q8_0", "q4_K_M")  # tiny-llama:<tag>, lightest last
 TINY_MODEL = "tiny-llama"
 LONG_MODEL = "tiny-llama-long:q8_0"  # the tiny model with a 16M-token trained context (host-memory failures)
+# Baked into every test model: one CPU thread. With a thread per core, a busy neighbour on a 2-core machine
+# stalls llama.cpp's thread barrier: a 256-token generation of the tiny model took 2-3 minutes instead of 1 s
+# under a load average of 8. autotune itself never sets num_thread.
+TEST_PARAMETERS = {"num_thread": 1}
 
 
 def require_engine(what: str, why: str) -> None:
@@ -146,7 +150,8 @@ def start_real_ollama(version: str, base: Path, models: dict[str, Path]) -> Real
             local = folder / path.name
             if not local.exists():
                 local.symlink_to(path)
-            server.create(name, f"FROM ./{path.name}\n", cwd=folder)
+            params = "".join(f"PARAMETER {k} {v}\n" for k, v in TEST_PARAMETERS.items())
+            server.create(name, f"FROM ./{path.name}\n{params}", cwd=folder)
             real.model_files[name] = path
             if name.startswith(TINY_MODEL + ":"):
                 real.tags[name.split(":", 1)[1]] = name

@@ -21,7 +21,7 @@ import httpx
 import ollama
 import pytest
 
-from tests.conftest import LONG_MODEL, TINY_MODEL, get_real_ollama, ollama_releases
+from tests.conftest import LONG_MODEL, TEST_PARAMETERS, TINY_MODEL, get_real_ollama, ollama_releases
 from tuner.estimate.versions import Version
 
 
@@ -58,7 +58,7 @@ def import_through_api(url: str, models: dict[str, Path]) -> dict[str, str]:
     Returns the tiny-llama tags by quantization ("q8_0" -> "tiny-llama:q8_0")."""
     client = ollama.Client(host=url, timeout=300)
     for name, path in models.items():
-        client.create(model=name, files={path.name: client.create_blob(path)})
+        client.create(model=name, files={path.name: client.create_blob(path)}, parameters=TEST_PARAMETERS)
     client.close()
     return {n.split(":", 1)[1]: n for n in models if n.startswith(TINY_MODEL + ":")}
 

@@ -256,7 +256,7 @@ def test_create_from_a_local_model_with_parameters(
     try:
         show = http.post("/api/show", json={"model": name}).json()
         params = dict(line.split(None, 1) for line in show["parameters"].splitlines())
-        assert params == {"num_ctx": "3072", "num_gpu": "0"}
+        assert params == {"num_ctx": "3072", "num_gpu": "0", "num_thread": "1"}  # the base's are kept
         assert "PARAMETER num_ctx 3072" in show["modelfile"]
         assert show["details"]["quantization_level"] == "Q8_0"
         client.generate(model=name, prompt="")

@@ -16,13 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import LONG_MODEL, RealOllama, get_real_ollama, ollama_releases
+from tests.conftest import LONG_MODEL, TEST_PARAMETERS, RealOllama, get_real_ollama, ollama_releases
 from tuner.cli import main
 from tuner.errors import is_out_of_memory
 from tuner.modelfile import parse_modelfile
 from tuner.study import load_records
 
 pytestmark = pytest.mark.engine
+_TEST_PARAMETERS = {k: str(v) for k, v in TEST_PARAMETERS.items()}  # baked into the test models
 
 
 @pytest.fixture(scope="module", params=ollama_releases())
@@ -79,10 +80,13 @@ def test_study_writes_every_output_and_real_ollama_takes_its_modelfiles(
         name = "from-" + path.stem.lower().replace(".", "-")
         real.server.cli("create", name, "-f", str(path), cwd=out)  # the real `ollama create`
         got = _parameters(_show(real, name))
-        assert {k: str(v) for k, v in wanted["parameters"].items()} == got, path.name
+        assert got == {**_TEST_PARAMETERS, **{k: str(v) for k, v in wanted["parameters"].items()}}, path.name
 
     best = parse_modelfile((out / "best.Modelfile").read_text())
-    assert _parameters(_show(real, applied)) == {k: str(v) for k, v in best["parameters"].items()}
+    assert _parameters(_show(real, applied)) == {
+        **_TEST_PARAMETERS,
+        **{k: str(v) for k, v in best["parameters"].items()},
+    }
 
 
 def test_a_load_real_ollama_refuses_for_memory_is_an_infeasible_trial(
