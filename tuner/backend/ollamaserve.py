@@ -5,16 +5,20 @@
         server.create("tiny-llama:q8_0", "FROM ./tiny-q8_0.gguf\n", cwd=folder)   # the real `ollama create`
 
 The server runs in its own process group, so stopping it also stops the runners it spawned (Era A/B
-`ollama runner`, Era C `llama-server`). Its output goes to a log file whose tail is kept for error
-messages. Nothing here knows about a study; tests and the managed-server mode use it alike.
+`ollama runner`, Era C `llama-server`). On Linux it is also told to stop (SIGTERM) when the process that
+started it dies, even by SIGKILL, so no server outlives its tuner or test run. Its output goes to a log file
+whose tail is kept for error messages. Nothing here knows about a study; tests and the managed-server mode
+use it alike.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +27,14 @@ from types import TracebackType
 import httpx
 
 from tuner.errors import BackendError, ConfigError, Unreachable
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """prctl(PR_SET_PDEATHSIG, SIGTERM): the kernel signals the server when its parent goes away."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -88,18 +100,22 @@ class ManagedOllama:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: stop() reaches the runners too
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             finally:
                 log.close()
             if self._wait_ready():
                 return self
+            code = self._proc.poll() if self._proc else None
             self.stop()
             if "address already in use" not in self.log_tail():
                 break
-        raise Unreachable(
-            f"'{self.binary} serve' did not answer on {self.url} within {self.startup_timeout_s:.0f} s; "
-            f"see '{self.log_path}':\n{self.log_tail()}"
+        what = (
+            f"exited (code {code}) before answering on {self.url}"
+            if code is not None
+            else f"did not answer on {self.url} within {self.startup_timeout_s:.0f} s"
         )
+        raise Unreachable(f"'{self.binary} serve' {what}; see '{self.log_path}':\n{self.log_tail()}")
 
     def _wait_ready(self) -> bool:
         assert self._proc is not None
