@@ -293,7 +293,7 @@ def tune_cmd(
         load_s=load_timeout,
         generate_s=generate_timeout,
         trial_s=trial_timeout,
-        request_s=max(read_timeout, min(Timeouts.request_s, generate_timeout)),
+        request_s=max(read_timeout, min(Timeouts.request_s, generate_timeout)),  # a small request: ps, show
     )
     retry = RetryPolicy(
         retries=retries,
