@@ -226,3 +226,17 @@ def test_a_planted_password_appears_in_no_output(tmp_path):
         assert PLANTED.encode() not in path.read_bytes(), path
     study = optuna.load_study(study_name="secret", storage=storage)
     assert PLANTED not in repr(study.user_attrs) + repr([t.user_attrs for t in study.trials])
+
+
+def test_a_damaged_database_is_one_line(sim, tmp_path):
+    (tmp_path / "s.db").write_bytes(b"this is not an SQLite database, it was overwritten" * 100)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    for args in (
+        ["llama3.1:8b", "--host", sim.url, "--storage", storage, "--out", str(tmp_path / "r")],
+        ["report", "--study", "x", "--storage", storage, "--out", str(tmp_path / "r")],
+    ):
+        result = autotune(*args)
+        assert result.returncode == 1, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        line = one_line(result)
+        assert "The study storage" in line and "is damaged" in line and "move the file away" in line, line

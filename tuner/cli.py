@@ -318,6 +318,9 @@ def tune_cmd(
         "-" + "-".join(q.lower() for q in parse_quant_list(quant)) if quant else ""
     )
     out_dir = report_dir(out, name)  # an unusable --out is found now, not after the last trial
+    from tuner.storage import make_storage  # noqa: PLC0415
+
+    make_storage(storage)  # and a storage that cannot be opened (or is damaged) before any server is touched
     backend, probe = _build_backend(engine, host, llama_server, timeouts)
     try:
         server = backend.server_info()  # fails fast, one line, if the engine is not there
