@@ -1,11 +1,13 @@
 """`python tests/die_mid_trial.py N ARGS...` runs `autotune ARGS...` and SIGKILLs itself inside trial N: after
 that trial's model is loaded, at its first generation. A process that dies mid-trial at a point the test
-chooses, instead of at a moment the test guesses (no sleeps, no dependence on the machine's speed)."""
+chooses, instead of at a moment the test guesses (no sleeps, no dependence on the machine's speed).
+With DIE_AS_HOST set, it runs under that host name (another container, another machine)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -27,4 +29,6 @@ def measure(backend: Any, probe: Any, config: Any, settings: Any, **kwargs: Any)
 
 
 tuner.study.measure = measure  # type: ignore[assignment]
+if os.environ.get("DIE_AS_HOST"):
+    socket.gethostname = lambda: os.environ["DIE_AS_HOST"]  # type: ignore[assignment]
 main(sys.argv[2:])

@@ -80,6 +80,9 @@ class FakeBackend:
         s_per_tok *= 1 + self.m.rng.gauss(0, self.m.noise) if self.m.noise else 1
         return Generation(len(prompt) // 4, 0.05, num_predict, num_predict * s_per_tok, 0.06, 1.0)
 
+    def check_alone(self, model: str, expected: Residency | None) -> None:
+        assert self.loaded is not None and self.loaded[0] == model, "the model was unloaded"
+
     def unload_all(self) -> None:
         self.loaded = None
         self.m.used = 0

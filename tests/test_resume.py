@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 def autotune(url: str, storage: str, budget: int, out: str, *, die_in_trial: int | None = None):
     """`python -m tuner ...`, or the same command dying (SIGKILL) inside trial `die_in_trial`."""
     args = ["llama3.1:8b", "--host", url, "--budget", str(budget), "--storage", storage, "--study", "resume"]
-    args += ["--out", out, "--num-predict", "32"]
+    args += ["--out", out, "--num-predict", "32", "--heartbeat", "1"]
     cmd = [sys.executable, "-m", "tuner", *args]
     if die_in_trial is not None:
         cmd = [sys.executable, str(HERE / "die_mid_trial.py"), str(die_in_trial), *args]
@@ -52,3 +52,6 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
         == (interrupted[0].tag, interrupted[0].num_gpu, interrupted[0].num_ctx)
     ]
     assert len(again) == 1 and again[0].number > interrupted[0].number
+    # the rerun says what it took over: found by its stopped heartbeat, not by host name or PID
+    assert f"recovered trial #{interrupted[0].number}" in resumed.stderr
+    assert "no heartbeat" in resumed.stderr

@@ -1,5 +1,7 @@
 import os
 import socket
+import time
+import warnings
 
 import optuna
 import pytest
@@ -136,23 +138,36 @@ def test_resume_keeps_every_finished_trial_and_adds_up_to_the_new_budget(tmp_pat
     assert [r for r in records8 if r.number < 5] == records5
 
 
-def test_trials_left_running_by_a_dead_process_are_requeued_once(tmp_path):
-    _, space, config, _ = make(tmp_path)
+def test_trials_whose_heartbeat_stopped_are_failed_and_requeued_once_whatever_their_host(tmp_path):
+    """Recovery asks no host name or PID: a RUNNING trial whose heartbeat is older than 3 intervals is
+    failed by Optuna's heartbeat check and queued again once; one whose heartbeat goes on is left alone."""
+    from tuner.config import RetryPolicy
+    from tuner.storage import fail_stale
+
+    _, space, config, _ = make(tmp_path, retry=RetryPolicy(heartbeat_s=1))
     study = open_study(config)
-    dead = study.ask(
-        {
-            "tag": optuna.distributions.CategoricalDistribution(["toy:q4"]),
-            "num_gpu": optuna.distributions.IntDistribution(0, 33),
-            "log2_ctx": optuna.distributions.IntDistribution(11, 17),
-        }
-    )
-    dead.set_user_attr("worker", {"host": socket.gethostname(), "pid": 2**22 + 12345})
-    alive = study.ask()
-    alive.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-    assert recover_interrupted(study) == 1
+    dists = {
+        "tag": optuna.distributions.CategoricalDistribution(["toy:q4"]),
+        "num_gpu": optuna.distributions.IntDistribution(0, 33),
+        "log2_ctx": optuna.distributions.IntDistribution(11, 17),
+    }
+    storage = study._storage
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ask() outside optimize() warns with a heartbeat
+        dead = study.ask(dists)
+        alive = study.ask(dists)
+    # the same host name and a live PID: neither matters any more
+    for trial in (dead, alive):
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat_s": 1})
+        storage.record_heartbeat(trial._trial_id)
+    time.sleep(config.retry.grace_s + 1.1)  # older than the grace period (SQLite keeps whole seconds)
+    storage.record_heartbeat(alive._trial_id)
+    fail_stale(study, config.retry.grace_s)
+    assert [r.number for r in recover_interrupted(study)] == [dead.number]
     states = [t.state.name for t in study.get_trials()]
     assert states == ["FAIL", "RUNNING", "WAITING"]
-    assert recover_interrupted(study) == 0  # not twice
+    assert study.get_trials()[2].system_attrs["fixed_params"] == study.get_trials()[0].params
+    assert recover_interrupted(study) == []  # not twice
 
 
 def test_load_records_names_the_unknown_study(tmp_path):

@@ -184,9 +184,7 @@ def bench(
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_command(
-        bench, argv, prog="python -m tuner.bench_search", name="bench_search", interrupted="interrupted."
-    )
+    run_command(bench, argv, prog="python -m tuner.bench_search", name="bench_search", interrupted=".")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ tuner.cliutil, the progress display in tuner.progress.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,19 @@ import click
 
 from tuner import __version__
 from tuner.backend.base import Backend, ModelInfo
-from tuner.cliutil import Fraction, WholeNumber, run_command, say
-from tuner.config import MeasureSettings, StudyConfig, parse_bytes, parse_quant_list, slug
+from tuner.cliutil import Fraction, Seconds, WholeNumber, run_command, say
+from tuner.config import (
+    MeasureSettings,
+    RetryPolicy,
+    StudyConfig,
+    Timeouts,
+    parse_bytes,
+    parse_quant_list,
+    slug,
+)
 from tuner.errors import ConfigError, TunerError
 from tuner.probe import Probe
+from tuner.redact import remember_secrets_of
 from tuner.schema import StudyMeta
 from tuner.units import GiB
 
@@ -37,13 +47,15 @@ class DefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-def _build_backend(engine: str, host: str | None, llama_server: str | None) -> tuple[Backend, Probe]:
+def _build_backend(
+    engine: str, host: str | None, llama_server: str | None, timeouts: Timeouts | None = None
+) -> tuple[Backend, Probe]:
     from tuner.probe import choose_probe  # noqa: PLC0415
 
     if engine == "ollama":
         from tuner.backend.ollama import OllamaBackend  # noqa: PLC0415
 
-        backend = OllamaBackend(host)
+        backend = OllamaBackend(host, timeouts=timeouts or Timeouts())
         return backend, choose_probe(backend.host)
     from tuner.backend.llamaserver import LlamaServerBackend  # noqa: PLC0415
     from tuner.probe import NullProbe, ProcessRssProbe  # noqa: PLC0415
@@ -172,6 +184,69 @@ def cli() -> None:
 @click.option("--storage", default=DEFAULT_STORAGE, show_default=True, help="Any Optuna storage URL.")
 @click.option("--out", default=None, help="Report folder (default: reports/<study>).")
 @click.option("--apply", "apply_name", default=None, help="Create this Ollama model from the best config.")
+@click.option(
+    "--connect-timeout",
+    type=Seconds("--connect-timeout 10"),
+    default=Timeouts.connect_s,
+    show_default=True,
+    help="Seconds to open a connection to the server.",
+)
+@click.option(
+    "--read-timeout",
+    type=Seconds("--read-timeout 120"),
+    default=Timeouts.read_s,
+    show_default=True,
+    help="Longest silence, in seconds, between two bytes of an answer that has started.",
+)
+@click.option(
+    "--load-timeout",
+    type=Seconds("--load-timeout 3600"),
+    default=Timeouts.load_s,
+    show_default=True,
+    help="Seconds a model load may take (a 671B model from slow disks takes most of an hour).",
+)
+@click.option(
+    "--generate-timeout",
+    type=Seconds("--generate-timeout 1800"),
+    default=Timeouts.generate_s,
+    show_default=True,
+    help="Seconds one generation may take, prompt processing included.",
+)
+@click.option(
+    "--trial-timeout",
+    type=Seconds("--trial-timeout 14400"),
+    default=Timeouts.trial_s,
+    show_default=True,
+    help="Seconds a whole trial may take, its retries included.",
+)
+@click.option(
+    "--retries",
+    type=WholeNumber("--retries 3", min=0),
+    default=RetryPolicy.retries,
+    show_default=True,
+    help="Further attempts of a trial after a transient failure (timeout, reset, 5xx).",
+)
+@click.option(
+    "--retry-backoff",
+    type=Seconds("--retry-backoff 2", zero_ok=True),
+    default=RetryPolicy.backoff_s,
+    show_default=True,
+    help="Seconds before the first retry; doubled for each further one (at most 60).",
+)
+@click.option(
+    "--server-wait",
+    type=Seconds("--server-wait 900", zero_ok=True),
+    default=RetryPolicy.server_wait_s,
+    show_default=True,
+    help="Seconds the study waits for a server that went down before it stops.",
+)
+@click.option(
+    "--heartbeat",
+    type=WholeNumber("--heartbeat 30"),
+    default=RetryPolicy.heartbeat_s,
+    show_default=True,
+    help="Seconds between heartbeats of a running trial; one silent for 3 is taken over as its worker died.",
+)
 def tune_cmd(
     models: tuple[str, ...],
     budget: int,
@@ -198,9 +273,35 @@ def tune_cmd(
     storage: str,
     out: str | None,
     apply_name: str | None,
+    connect_timeout: float,
+    read_timeout: float,
+    load_timeout: float,
+    generate_timeout: float,
+    trial_timeout: float,
+    retries: int,
+    retry_backoff: float,
+    server_wait: float,
+    heartbeat: int,
 ) -> None:
     """Tune MODEL: an Ollama tag, or GGUF files with --engine llama-server."""
+    for url in (host, os.environ.get("OLLAMA_HOST"), storage):
+        remember_secrets_of(url)  # masked in every line printed from here on
     settings = MeasureSettings(num_predict=num_predict, depth=depth, max_repeats=max(3, max_repeats))
+    timeouts = Timeouts(
+        connect_s=connect_timeout,
+        read_s=read_timeout,
+        load_s=load_timeout,
+        generate_s=generate_timeout,
+        trial_s=trial_timeout,
+        request_s=max(read_timeout, min(Timeouts.request_s, generate_timeout)),  # a small request: ps, show
+    )
+    retry = RetryPolicy(
+        retries=retries,
+        backoff_s=retry_backoff,
+        server_wait_s=server_wait,
+        poll_s=min(RetryPolicy.poll_s, max(0.1, server_wait / 10)),
+        heartbeat_s=heartbeat,
+    )
     limit = parse_bytes(vram_limit, "--vram-limit") if vram_limit else None
     if engine == "ollama" and (tune_flash_attn or tune_kv_cache):
         raise ConfigError(
@@ -209,17 +310,22 @@ def tune_cmd(
     if apply_name and engine != "ollama":
         raise ConfigError("--apply creates an Ollama model; with llama-server use the command in best.sh.")
 
+    from tuner.report import report_dir  # noqa: PLC0415
     from tuner.study import make_sampler  # noqa: PLC0415
 
     make_sampler(sampler, seed)  # a sampler that cannot run is a usage error, before any server is touched
-    backend, probe = _build_backend(engine, host, llama_server)
+    name = study_name or slug(models[0]) + (
+        "-" + "-".join(q.lower() for q in parse_quant_list(quant)) if quant else ""
+    )
+    out_dir = report_dir(out, name)  # an unusable --out is found now, not after the last trial
+    from tuner.storage import make_storage  # noqa: PLC0415
+
+    make_storage(storage)  # and a storage that cannot be opened (or is damaged) before any server is touched
+    backend, probe = _build_backend(engine, host, llama_server, timeouts)
     try:
         server = backend.server_info()  # fails fast, one line, if the engine is not there
         variants = _resolve_variants(backend, engine, models, quant, tags, pull)
         infos: dict[str, ModelInfo] = {v: backend.model_info(v) for v in variants}
-        name = study_name or slug(models[0]) + (
-            "-" + "-".join(q.lower() for q in parse_quant_list(quant)) if quant else ""
-        )
         config = StudyConfig(
             model=models[0],
             tags=tuple(variants),
@@ -237,6 +343,8 @@ def tune_cmd(
             tune_flash_attn=tune_flash_attn,
             tune_kv_cache=tune_kv_cache,
             measure=settings,
+            timeouts=timeouts,
+            retry=retry,
         )
         from tuner.fingerprint import fingerprint  # noqa: PLC0415
         from tuner.progress import Progress  # noqa: PLC0415
@@ -255,11 +363,26 @@ def tune_cmd(
             say(f"note: peak VRAM falls back to the engine's own figure ({getattr(probe, 'reason', '')}).")
         check = _fitcheck(backend, probe, server, infos) if predict_memory else None
         progress = Progress()
+        lock = _server_lock(engine, backend, config)
         try:
-            meta, records = run_study(config, backend, probe, meta, space, on_trial=progress, fitcheck=check)
+            meta, records = run_study(
+                config,
+                backend,
+                probe,
+                meta,
+                space,
+                on_trial=progress,
+                fitcheck=check,
+                lock=lock,
+                notify=progress.note,
+            )
+        except (KeyboardInterrupt, TunerError):
+            progress.close()
+            _report_what_finished(storage, name, out_dir)
+            raise
         finally:
             progress.close()
-        paths = _write_report(meta, records, Path(out) if out else Path("reports") / name)
+        paths = _write_report(meta, records, out_dir)
         if apply_name:
             _apply(backend, apply_name, meta, records)
     finally:
@@ -268,6 +391,32 @@ def tune_cmd(
     click.echo(f"report: {paths.get('report.html', '')}")
     if "best" in paths:
         click.echo(f"best config: {paths['best']}")
+
+
+def _server_lock(engine: str, backend: Backend, config: StudyConfig) -> Any:
+    """One tuner per server (tuner.serverlock): keyed by the Ollama URL, or by this machine's GPUs for the
+    llama-server processes autotune starts itself."""
+    from tuner.serverlock import FileLock, server_lock  # noqa: PLC0415
+
+    if engine == "ollama":
+        url = str(getattr(backend, "host", ""))
+        return server_lock(url, config.storage, config.study_name, config.retry.grace_s)
+    return FileLock("llama-server on this machine", config.study_name)
+
+
+def _report_what_finished(storage: str, name: str, out_dir: Path) -> None:
+    """On the way out of a stopped study: the report of the trials that finished, where it can be written."""
+    from tuner.study import load_records  # noqa: PLC0415
+
+    try:
+        meta, records = load_records(storage, name)
+        finished = sum(1 for r in records if r.state == "COMPLETE")
+        if not finished:
+            return
+        paths = _write_report(meta, records, out_dir)
+    except TunerError:
+        return  # the storage or the disk is what failed: the error itself says so
+    say(f"report of the {finished} finished trial(s): {paths.get('report.html', out_dir)}")
 
 
 def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelInfo]) -> Any:
@@ -367,6 +516,8 @@ def plan_cmd(
         from tuner.backend.ollama import OllamaBackend  # noqa: PLC0415
         from tuner.fitcheck import spec_of  # noqa: PLC0415
 
+        remember_secrets_of(host)
+        remember_secrets_of(os.environ.get("OLLAMA_HOST"))
         backend = OllamaBackend(host)
         try:
             version = ollama_version or backend.server_info().version
@@ -409,10 +560,13 @@ def plan_cmd(
 @click.option("--out", default=None, help="Report folder (default: reports/<study>).")
 def report_cmd(study_name: str, storage: str, out: str | None) -> None:
     """Rebuild the whole report from a stored study (no server needed)."""
+    from tuner.report import report_dir  # noqa: PLC0415
     from tuner.study import load_records  # noqa: PLC0415
 
+    remember_secrets_of(storage)
+    out_dir = report_dir(out, study_name)
     meta, records = load_records(storage, study_name)
-    paths = _write_report(meta, records, Path(out) if out else Path("reports") / study_name)
+    paths = _write_report(meta, records, out_dir)
     click.echo(f"report: {paths.get('report.html', '')}")
 
 
@@ -422,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
         argv,
         prog="autotune",
         name="autotune",
-        interrupted="interrupted; finished trials are stored, run the same command again to resume.",
+        interrupted="; finished trials are stored, run the same command again to resume.",
     )
 
 

@@ -79,6 +79,43 @@ class MeasureSettings:
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """How long anything may take (seconds). The defaults fit a 671B model loading from slow disks: about
+    400 GB (q4_K_M) at 150 MB/s is 45 minutes; a generation on a model that spills to the CPU, with a deep
+    prompt, can take many minutes before its first token."""
+
+    connect_s: float = 10.0  # --connect-timeout: opening a connection to the server
+    read_s: float = 120.0  # --read-timeout: silence between two bytes of an answer that has started
+    load_s: float = 3600.0  # --load-timeout: a model load, from the request to the server's answer
+    generate_s: float = 1800.0  # --generate-timeout: one generation, prompt processing included
+    trial_s: float = 14400.0  # --trial-timeout: a whole trial (unload, load, warm-up, every repeat, unload)
+    request_s: float = 120.0  # a small request (version, ps, show, list, the unload request)
+    unload_s: float = 120.0  # after an unload, until the server lists no model
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What a study does about failures that are not the config's fault."""
+
+    retries: int = 3  # --retries: further attempts of a trial after a transient failure
+    backoff_s: float = (
+        2.0  # --retry-backoff: the wait before the first retry; doubles each time, at most 60 s
+    )
+    server_wait_s: float = 900.0  # --server-wait: how long the study waits for a server that went down
+    poll_s: float = 5.0  # how often it asks whether the server is back
+    failed_in_row: int = 3  # this many trials failing in a row (attempts spent) stop the study
+    heartbeat_s: int = 30  # --heartbeat: a running trial's heartbeat; stale after 3 of them (RDB storages)
+
+    def backoff(self, attempt: int) -> float:
+        """The wait before retry number `attempt` (1, 2, ...)."""
+        return min(60.0, self.backoff_s * 2 ** (attempt - 1))
+
+    @property
+    def grace_s(self) -> int:
+        return 3 * self.heartbeat_s
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     model: str  # what the user typed (tag or first GGUF path)
     tags: tuple[str, ...]  # the resolved variants
@@ -96,6 +133,8 @@ class StudyConfig:
     tune_flash_attn: bool = False  # llama-server only
     tune_kv_cache: bool = False  # llama-server only
     measure: MeasureSettings = MeasureSettings()
+    timeouts: Timeouts = Timeouts()
+    retry: RetryPolicy = RetryPolicy()
 
     def __post_init__(self) -> None:
         if self.budget < 1:

@@ -1,14 +1,22 @@
 """The exception tree. Only cli.py turns these into a message and an exit code.
 
     TunerError                      exit 1 unless said otherwise
-    ├── ConfigError                 exit 2: bad usage (a flag value, a missing file)
-    ├── BackendError                the inference server
-    │   ├── Unreachable             connection refused / DNS / wrong port
-    │   ├── BackendTimeout          the server did not answer in time
-    │   ├── BadResponse             an answer we cannot use (HTTP error we do not expect, bad JSON)
+    ├── ConfigError                 exit 2: bad usage (a flag value, a missing file, an unusable --out)
+    ├── BackendError                the inference server; `.transient`: worth another attempt
+    │   ├── Unreachable             connection refused / DNS / wrong port (the study waits for it, then stops)
+    │   ├── BackendTimeout          the server did not answer in time (transient)
+    │   ├── BadResponse             an answer we cannot use: a 5xx, garbage JSON, a stream cut short
+    │   │                           (transient), or a 4xx we do not expect (not transient)
+    │   ├── ServerStateChanged      /api/ps changed under a trial: someone else loaded or reloaded (transient)
     │   ├── ModelNotFound           the server does not have the model or tag
     │   └── OutOfMemory             a load failed for lack of memory; `.server_message` keeps the server's words
+    ├── TrialFailed                 a trial's attempts ran out; the study records the reason and goes on
+    ├── StorageError                the study storage cannot be opened, read or written (full, corrupt, locked)
+    ├── OutputError                 a report cannot be written (disk full, permissions)
     └── ProbeError                  GPU memory probing failed in a way we cannot fall back from
+
+    Interrupted (KeyboardInterrupt) Ctrl-C (exit 130) or SIGTERM (exit 143): `.exit_code`; the CLI turns it
+                                    into Stopped (a TunerError) once the command has cleaned up
 
 Every message names what failed, quotes the value, and says what to do next.
 """
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 class TunerError(Exception):
     exit_code = 1
+    transient = False  # a retry of the same trial may succeed (a timeout, a 5xx, a reset connection)
 
 
 class ConfigError(TunerError):
@@ -33,11 +42,20 @@ class Unreachable(BackendError):
 
 
 class BackendTimeout(BackendError):
-    pass
+    transient = True
 
 
 class BadResponse(BackendError):
-    pass
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ServerStateChanged(BackendError):
+    """The server's loaded models changed during a trial (another client loaded, reloaded or unloaded):
+    the measurement is discarded and the trial retried, never recorded."""
+
+    transient = True
 
 
 class ModelNotFound(BackendError):
@@ -58,6 +76,33 @@ class OutOfMemory(BackendError):
 
 class ProbeError(TunerError):
     pass
+
+
+class TrialFailed(TunerError):
+    """A trial's attempts ran out on transient failures; `.attempts` lists each one's reason."""
+
+    def __init__(self, message: str, attempts: list[str]) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class StorageError(TunerError):
+    pass
+
+
+class OutputError(TunerError):
+    pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143). A KeyboardInterrupt, so Optuna fails the running
+    trial the same way for both, and the CLI unloads the model and writes the report before it exits."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum
+        self.name = name
+        self.exit_code = 128 + signum
 
 
 # Substrings that mark an out-of-memory failure in Ollama's and llama.cpp's messages
@@ -85,3 +130,12 @@ OOM_MARKERS = (
 def is_out_of_memory(message: str) -> bool:
     low = message.lower()
     return any(marker in low for marker in OOM_MARKERS)
+
+
+class Stopped(TunerError):
+    """A command stopped by Ctrl-C or SIGTERM after its clean-up; exit 130 or 143."""
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = exit_code

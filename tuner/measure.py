@@ -5,6 +5,10 @@ is the pre-load baseline); load and time it; read what the engine says is reside
 generation; then measured generations, each with a unique prefix so no prompt cache is reused, until
 the relative standard error of decode tok/s is under `target_rse` (at least `min_repeats`, at most
 `max_repeats`); unload. A memory failure at load or during generation is a result, not an exception.
+
+Before every generation and after the last one the engine must still hold our model alone, as loaded
+(`Backend.check_alone`): otherwise ServerStateChanged, and the measurement is discarded, never recorded.
+Whatever ends the trial (an error, Ctrl-C, SIGTERM), the model is unloaded on the way out.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 
 from tuner.backend.base import Backend, Generation, Residency
 from tuner.config import MeasureSettings
-from tuner.errors import OutOfMemory
+from tuner.errors import OutOfMemory, TunerError
 from tuner.probe import PeakSampler, Probe
 from tuner.space import Config
 
@@ -105,7 +109,32 @@ def measure(
     run_offset: int = 0,
     sample_interval_s: float = 0.05,
 ) -> Measurement:
-    """Run the trial protocol for `config`. Raises only for infrastructure errors (server gone...)."""
+    """Run the trial protocol for `config`. Raises only for infrastructure errors (server gone, a timeout,
+    the server changed under the trial...), after unloading the model as well as it can."""
+    try:
+        return _measure(backend, probe, config, settings, run_offset, sample_interval_s)
+    except BaseException:
+        _unload_quietly(backend)
+        raise
+
+
+def _unload_quietly(backend: Backend) -> None:
+    """Unload on the way out of a trial that failed; a server that cannot be reached keeps nothing loaded
+    that we could unload, so its error is not the one to report."""
+    try:
+        backend.unload_all()
+    except (TunerError, OSError):
+        pass
+
+
+def _measure(
+    backend: Backend,
+    probe: Probe,
+    config: Config,
+    settings: MeasureSettings,
+    run_offset: int,
+    sample_interval_s: float,
+) -> Measurement:
     options = config.options
     backend.unload_all()
     sampler = PeakSampler(probe, interval_s=sample_interval_s)
@@ -123,12 +152,14 @@ def measure(
         run = run_offset
         for _ in range(settings.warmup):
             run += 1
+            backend.check_alone(config.tag, residency)
             backend.generate(
                 config.tag, make_prompt(run, depth_tokens), options, num_predict=settings.num_predict
             )
             sampler.mark()
         while len(generations) < settings.max_repeats:
             run += 1
+            backend.check_alone(config.tag, residency)
             generations.append(
                 backend.generate(
                     config.tag, make_prompt(run, depth_tokens), options, num_predict=settings.num_predict
@@ -141,6 +172,7 @@ def measure(
                 and relative_standard_error(rates) < settings.target_rse
             ):
                 break
+        backend.check_alone(config.tag, residency)  # nothing changed during the last generation either
     except OutOfMemory as exc:
         failure = exc
     finally:

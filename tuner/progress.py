@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from tuner.redact import redact
 from tuner.schema import TrialRecord
 from tuner.units import GiB
 
@@ -52,6 +53,8 @@ def _outcome(r: TrialRecord) -> str:
         return got
     if r.state == "COMPLETE":
         return "did not load: " + (r.error.splitlines()[0][:80] if r.error else "out of memory")
+    if r.state == "FAIL" and r.error:
+        return "failed: " + r.error.splitlines()[0][:160]
     return r.state.lower()
 
 
@@ -90,6 +93,14 @@ class Progress:
         self._tqdm.write(line, file=self.stream)
         self._tqdm.set_postfix_str(_best(event.best), refresh=False)
         self._tqdm.update(event.done - self._tqdm.n)
+
+    def note(self, message: str) -> None:
+        """A line about the run itself (a retry, a wait, a recovered trial), above the bar where there is one."""
+        line = f"  {redact(message)}"
+        if self._tqdm is not None:
+            self._tqdm.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._tqdm is not None:

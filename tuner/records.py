@@ -27,4 +27,5 @@ def record_of(trial: FrozenTrial) -> TrialRecord:
         num_gpu=int(params.get("num_gpu", AUTO)),
         num_ctx=2 ** int(params["log2_ctx"]) if "log2_ctx" in params else 0,
         error=str(trial.user_attrs.get("error", "")),
+        attempts=[str(a) for a in trial.user_attrs.get("attempts") or []],
     )

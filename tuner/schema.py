@@ -7,8 +7,10 @@ study.load_records) and never needs the server again. Bump SCHEMA_VERSION when a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+from tuner.units import GiB
 
 SCHEMA_VERSION = 1
 AUTO = -1  # num_gpu left to the engine's own placement (the baseline trial)
@@ -55,12 +57,14 @@ class TrialRecord:
     predicted_offloaded: int | None = None  # layers the estimator expects on the GPUs
     margin: float | None = None  # learned factor on predicted compute + context when this config was judged
     predicted_skip: bool = False  # not loaded: predicted x margin exceeds a GPU's free memory
+    attempts: list[str] = field(default_factory=list)  # discarded attempts and why (a timeout, a reset...)
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["peak_vram_per_gpu"] = ";".join(str(v) for v in self.peak_vram_per_gpu)
         row["predicted_vram_per_gpu"] = ";".join(str(v) for v in self.predicted_vram_per_gpu)
         row["predicted_fixed_per_gpu"] = ";".join(str(v) for v in self.predicted_fixed_per_gpu)
+        row["attempts"] = " | ".join(self.attempts)
         row.pop("constraints")
         for key, value in sorted(self.constraints.items()):
             row[f"constraint_{key}"] = value
@@ -116,8 +120,41 @@ class StudyMeta:
     ]  # gpus [{name, memory_bytes, driver}], server {engine, version, host}, host {cpu, ram_bytes, os}, tool
     engine_args: dict[str, Any] = field(default_factory=dict)  # e.g. llama-server binary path
     prediction_rule: str = ""  # the engine rule the memory estimator followed ("" = no predictions)
+    max_ctx: int | None = None  # --max-ctx: no recommendation above this context
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyMeta:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in attrs.items() if k in names})
+
+
+def limits_broken(meta: StudyMeta, record: TrialRecord) -> list[str]:
+    """The study's limits (--vram-limit, --min-ctx, --max-ctx, --gpu-only, as stored with the study: the
+    latest run's) that a measured trial breaks. A trial stored under other limits is judged by these, so
+    no output ever recommends a config the user has ruled out."""
+    broken = []
+    peak = record.peak_vram_bytes
+    if meta.vram_limit_bytes and isinstance(peak, (int, float)) and peak > meta.vram_limit_bytes:
+        broken.append(
+            f"peak VRAM {peak / GiB:.1f} GiB is over --vram-limit {meta.vram_limit_bytes / GiB:.1f} GiB"
+        )
+    ctx = record.num_ctx
+    if record.context_length_loaded and 0 < record.context_length_loaded < ctx:
+        ctx = int(record.context_length_loaded)
+    if meta.min_ctx and ctx < meta.min_ctx:
+        broken.append(f"num_ctx {ctx} is below --min-ctx {meta.min_ctx}")
+    if meta.max_ctx and ctx > meta.max_ctx:
+        broken.append(f"num_ctx {ctx} is above --max-ctx {meta.max_ctx}")
+    if meta.gpu_only and record.decode_tok_s is not None and not fully_on_gpu(record.gpu_fraction):
+        broken.append(
+            f"{(1 - (record.gpu_fraction or 0)) * 100:.0f}% of the model is on the CPU (--gpu-only)"
+        )
+    return broken
+
+
+def honour_limits(meta: StudyMeta, record: TrialRecord) -> TrialRecord:
+    """`record`, made infeasible (with the reason) when it breaks the study's limits."""
+    broken = limits_broken(meta, record) if record.feasible else []
+    if not broken:
+        return record
+    return replace(record, feasible=False, error="; ".join(broken))

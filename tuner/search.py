@@ -16,6 +16,7 @@ predicted not to fit are never proposed; configs already measured are never prop
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         self.gpu_only = gpu_only
         self.fallback = optuna.samplers.TPESampler(multivariate=True, n_startup_trials=5, seed=seed)
         self._plan: dict[int, Config] = {}
+        self._rng = random.Random(seed)
 
     # -- Optuna's sampler interface -----------------------------------------------------------------
     def infer_relative_search_space(
@@ -89,11 +91,30 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         for _ in range(FALLBACK_DRAWS):
             params = self.fallback.sample_relative(study, trial, space)
             if not {"tag", "num_gpu", "log2_ctx"} <= set(params):
-                return params  # TPE still in its random start-up: it samples each parameter on its own
+                break  # TPE would sample each parameter on its own, blind to what is measured
             c = Config(str(params["tag"]), int(params["num_gpu"]), 2 ** int(params["log2_ctx"]))
             if (c.tag, c.num_gpu, c.num_ctx) not in seen and self._allowed(c, margin):
                 return params
-        return params
+        fresh = self._unseen(seen, margin)  # TPE keeps proposing measured configs: one it has not
+        if fresh is None:
+            return params  # every config is measured or predicted not to fit
+        chosen = self.space.params(fresh)
+        return {k: chosen[k] for k in ("tag", "num_gpu", "log2_ctx")}
+
+    def _unseen(self, seen: set[tuple[str, int, int]], margin: float) -> Config | None:
+        """A config not measured, nor running, and allowed (random among them; None when none is left)."""
+        candidates = [
+            (tag, num_gpu, ctx)
+            for tag in self.space.tags
+            for num_gpu in range(self.space.max_layers + 1)
+            for ctx in self.space.ctx_ladder
+            if (tag, num_gpu, ctx) not in seen
+        ]
+        self._rng.shuffle(candidates)
+        for tag, num_gpu, ctx in candidates:
+            if self._allowed(Config(tag, num_gpu, ctx), margin):
+                return Config(tag, num_gpu, ctx)
+        return None
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution

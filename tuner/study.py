@@ -7,6 +7,8 @@ Every trial sets the same constraint keys (<= 0 is satisfied), so samplers learn
     vram_over    (peak - limit) / limit with --vram-limit, else -1          (+1 when it did not load)
     cpu_spill    share of the model outside VRAM with --gpu-only, else -1   (+1 when it did not load)
     ctx_under    (min_ctx - num_ctx) / min_ctx with --min-ctx, else -1
+    ctx_over     (num_ctx - max_ctx) / max_ctx with --max-ctx, else -1 (the baseline's default context can be
+                 above it)
 
 A trial that did not load is COMPLETE with placeholder values (0 tok/s, the GPUs' total memory) that only
 the sampler sees: its record says decode_tok_s None, oom True, and keeps the server's message.
@@ -15,8 +17,10 @@ loaded at all: COMPLETE, infeasible, load_failed = its predicted shortfall, erro
 memory: ...". The num_gpu range ends where no variant could fit even at the smallest context.
 Everything a report needs is in user attributes ("autotune_meta" on the study, "record" on each trial).
 
-Slightly over 400 lines, kept whole: it is the one seam to Optuna (storage, samplers, resume, the objective
-and the run loop share the study's life cycle); reading trials back is tuner.records, the search tuner.search.
+About 530 lines, kept whole for now: it is the one seam to Optuna (samplers, the objective and the run loop
+share the study's life cycle), and two open issues change its record and its resume rules; its storage and
+the recovery of interrupted trials are tuner.storage, a trial's retries tuner.attempts, reading trials back
+tuner.records, the search tuner.search. The run loop (run_study) is the next candidate to move out.
 """
 
 from __future__ import annotations
@@ -33,39 +37,39 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from tuner.attempts import measure_with_retries
 from tuner.backend.base import AUTO, Backend, ModelInfo
 from tuner.config import StudyConfig, ctx_ladder
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TrialFailed, TunerError
 from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
 from tuner.records import record_of
+from tuner.redact import mask_url
 from tuner.schema import FULL_GPU_FRACTION, SCHEMA_VERSION, StudyMeta, TrialRecord, fully_on_gpu
 from tuner.search import StructuredSampler
+from tuner.serverlock import ServerLock, holding
 from tuner.space import Config, Space
+from tuner.storage import (
+    creation_lock,
+    describe_recovered,
+    fail_stale,
+    first_heartbeat,
+    make_storage,
+    recover_interrupted,
+    storage_errors,
+)
 from tuner.units import GiB
 
-CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under")
+CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under", "ctx_over")
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is our own one-line report, not Optuna's
+
+Notify = Callable[[str], None]
 
 
-# -- storage -------------------------------------------------------------------------------------
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage from a URL; "in-memory" is Optuna's InMemoryStorage (nothing kept after the run)."""
-    if url == "in-memory":
-        return optuna.storages.InMemoryStorage()
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
-        if path and os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30.0}})
-    try:
-        return optuna.storages.get_storage(url)
-    except Exception as exc:  # noqa: BLE001 - any driver error is a usage problem here
-        raise ConfigError(
-            f"--storage '{url}' cannot be opened ({exc}); use e.g. sqlite:///studies/autotune.db."
-        ) from exc
+def _quiet(_message: str) -> None:
+    pass
 
 
 PLAIN_SAMPLERS = ("tpe", "tpe-mv", "random", "gp")
@@ -125,6 +129,7 @@ def study_meta(
         budget=config.budget,
         vram_limit_bytes=config.vram_limit_bytes,
         min_ctx=config.min_ctx,
+        max_ctx=config.max_ctx,
         gpu_only=config.gpu_only,
         depth=config.measure.depth,
         num_predict=config.measure.num_predict,
@@ -133,68 +138,37 @@ def study_meta(
     )
 
 
-def open_study(config: StudyConfig, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    return optuna.create_study(
-        study_name=config.study_name,
-        storage=make_storage(config.storage),
-        directions=["maximize", "minimize"],
-        sampler=sampler if sampler is not None else make_sampler(config.sampler, config.seed),
-        load_if_exists=True,
-    )
+def open_study(
+    config: StudyConfig,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    on_stale: Callable[..., None] | None = None,
+) -> optuna.Study:
+    heartbeat = config.retry.heartbeat_s if config.storage != "in-memory" else None
+    storage = make_storage(config.storage, heartbeat_s=heartbeat, on_stale=on_stale)
+    with storage_errors(config.storage), creation_lock(config.storage):
+        return optuna.create_study(
+            study_name=config.study_name,
+            storage=storage,
+            directions=["maximize", "minimize"],
+            sampler=sampler if sampler is not None else make_sampler(config.sampler, config.seed),
+            load_if_exists=True,
+        )
 
 
 def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRecord]]:
-    try:
-        study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
-    except KeyError as exc:
-        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(make_storage(storage)))
-        raise ConfigError(
-            f"No study '{study_name}' in '{storage}'; existing studies: {names or 'none'}."
-        ) from exc
-    if "autotune_meta" not in study.user_attrs:
-        raise ConfigError(f"Study '{study_name}' in '{storage}' was not made by autotune.")
-    meta = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
-    return meta, [record_of(t) for t in study.get_trials(deepcopy=False)]
-
-
-# -- resume ----------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def recover_interrupted(study: optuna.Study) -> int:
-    """Re-queue the params of every trial that ended without a measurement, once.
-
-    Trials left RUNNING by a process that died on this host are failed first. Trials that failed for
-    an infrastructure reason (server gone, Ctrl-C) hold no measurement either. Their params go back in
-    the queue so the resumed study runs them again: nothing finished is lost, nothing is duplicated.
-    Returns how many were re-queued.
-    """
-    host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker")
-        if worker and (worker.get("host") != host or _pid_alive(int(worker.get("pid", 0)))):
-            continue  # another live worker owns it
-        study.tell(trial.number, state=TrialState.FAIL)
-    requeued = 0
-    done = set(study.user_attrs.get("requeued_trials", []))
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if "record" in trial.user_attrs or trial.number in done:
-            continue
-        done.add(trial.number)
-        if trial.params:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a baseline's num_gpu -1 is outside the range on purpose
-                study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
-        requeued += 1
-    study.set_user_attr("requeued_trials", sorted(done))
-    return requeued
+    opened = make_storage(storage)
+    with storage_errors(storage):
+        try:
+            study = optuna.load_study(study_name=study_name, storage=opened)
+        except KeyError as exc:
+            names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(opened))
+            raise ConfigError(
+                f"No study '{study_name}' in '{mask_url(storage)}'; existing studies: {names or 'none'}."
+            ) from exc
+        if "autotune_meta" not in study.user_attrs:
+            raise ConfigError(f"Study '{study_name}' in '{mask_url(storage)}' was not made by autotune.")
+        meta = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
+        return meta, [record_of(t) for t in study.get_trials(deepcopy=False)]
 
 
 # -- one trial ------------------------------------------------------------------------------------
@@ -215,18 +189,23 @@ def build_record(
         constraints["cpu_spill"] = (FULL_GPU_FRACTION - (gpu_fraction or 0.0)) if measured else 1.0
     else:
         constraints["cpu_spill"] = -1.0 if measured else 1.0
+    effective_ctx = config.num_ctx or (res.context_length if res and res.context_length else 0)
     if study_config.min_ctx:
-        effective_ctx = config.num_ctx or (res.context_length if res and res.context_length else 0)
         constraints["ctx_under"] = (study_config.min_ctx - effective_ctx) / study_config.min_ctx
     else:
         constraints["ctx_under"] = -1.0
+    if study_config.max_ctx and effective_ctx:
+        constraints["ctx_over"] = (effective_ctx - study_config.max_ctx) / study_config.max_ctx
+    else:
+        constraints["ctx_over"] = -1.0
     feasible = measured and all(v <= 0 for v in constraints.values())
     error = m.error
     if measured and not feasible:
         why = {
             "vram_over": f"peak VRAM {peak / GiB if peak else 0:.1f} GiB is over --vram-limit {limit / GiB if limit else 0:.1f} GiB",
             "cpu_spill": f"{(1 - (gpu_fraction or 0)) * 100:.0f}% of the model is on the CPU (--gpu-only)",
-            "ctx_under": f"num_ctx {config.num_ctx} is below --min-ctx {study_config.min_ctx}",
+            "ctx_under": f"num_ctx {effective_ctx} is below --min-ctx {study_config.min_ctx}",
+            "ctx_over": f"num_ctx {effective_ctx} is above --max-ctx {study_config.max_ctx}",
         }
         error = "; ".join(why[k] for k, v in constraints.items() if v > 0 and k in why)
     return TrialRecord(
@@ -263,9 +242,17 @@ def skipped_record(
     number: int, config: Config, verdict: Verdict, study_config: StudyConfig, free: list[int]
 ) -> TrialRecord:
     """A config predicted not to fit: never loaded, infeasible, its predicted shortfall as load_failed."""
-    constraints = {"load_failed": verdict.over, "vram_over": 1.0, "cpu_spill": 1.0, "ctx_under": -1.0}
+    constraints = {
+        "load_failed": verdict.over,
+        "vram_over": 1.0,
+        "cpu_spill": 1.0,
+        "ctx_under": -1.0,
+        "ctx_over": -1.0,
+    }
     if study_config.min_ctx:
         constraints["ctx_under"] = (study_config.min_ctx - config.num_ctx) / study_config.min_ctx
+    if study_config.max_ctx and config.num_ctx:
+        constraints["ctx_over"] = (config.num_ctx - study_config.max_ctx) / study_config.max_ctx
     return with_prediction(
         TrialRecord(
             number=number,
@@ -292,6 +279,7 @@ class Objective:
         config: StudyConfig,
         gpu_total_bytes: int,
         fitcheck: FitCheck | None = None,
+        notify: Notify = _quiet,
     ) -> None:
         self.backend = backend
         self.probe = probe
@@ -299,9 +287,14 @@ class Objective:
         self.config = config
         self.gpu_total_bytes = gpu_total_bytes
         self.fitcheck = fitcheck if fitcheck is not None and fitcheck.active else None
+        self.notify = notify
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        first_heartbeat(trial)
+        trial.set_user_attr(
+            "worker",
+            {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat_s": self.config.retry.heartbeat_s},
+        )
         fixed = trial.user_attrs.get("fixed_ctx")  # the baseline's context: 0 = the engine's default
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the baseline's num_gpu -1 sits outside the range on purpose
@@ -317,11 +310,27 @@ class Objective:
                 record_of(t) for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             ]
             verdict = self.fitcheck.verdict(config, done)
+        attempts: list[str] = []
         if verdict is not None and verdict.skip and not baseline:  # the baseline shows what the engine does
             record = skipped_record(trial.number, config, verdict, self.config, self.fitcheck.free)  # type: ignore[union-attr]
         else:
-            m = measure(self.backend, self.probe, config, self.config.measure, run_offset=trial.number * 100)
+            try:
+                m, attempts = measure_with_retries(
+                    lambda: measure(
+                        self.backend, self.probe, config, self.config.measure, run_offset=trial.number * 100
+                    ),
+                    self.backend,
+                    self.config.retry,
+                    self.config.timeouts,
+                    self.notify,
+                )
+            except TrialFailed as exc:  # the study goes on; the trial keeps why it failed
+                trial.set_user_attr("error", str(exc))
+                trial.set_user_attr("attempts", exc.attempts)
+                raise
             record = with_prediction(build_record(trial.number, config, m, self.config, baseline), verdict)
+            if attempts:
+                record = dataclasses.replace(record, attempts=attempts)
         attrs = dataclasses.asdict(record)
         attrs.pop("number")
         attrs.pop("state")
@@ -363,6 +372,16 @@ def best_feasible(records: Sequence[TrialRecord]) -> TrialRecord | None:
     return max(feasible, key=lambda r: r.decode_tok_s or 0.0, default=None)
 
 
+class _StaleTrials:
+    """Optuna's heartbeat_stale_trial_callback: note which trials the heartbeat found stale."""
+
+    def __init__(self) -> None:
+        self.numbers: set[int] = set()
+
+    def __call__(self, _study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.numbers.add(trial.number)
+
+
 def run_study(
     config: StudyConfig,
     backend: Backend,
@@ -374,14 +393,44 @@ def run_study(
     clock: Callable[[], float] = time.monotonic,
     sampler: optuna.samplers.BaseSampler | None = None,
     fitcheck: FitCheck | None = None,
+    lock: ServerLock | None = None,
+    notify: Notify = _quiet,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[StudyMeta, list[TrialRecord]]:
     """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored.
 
     With config.sampler 'auto' the baseline trial (the engine's own placement) comes first, then our
     search.StructuredSampler; a plain sampler (or one passed in as `sampler`, e.g. by the search benchmark)
     gets every trial to itself. With `fitcheck`, configs predicted not to fit are not loaded.
+
+    Each trial runs holding `lock` (tuner.serverlock: one tuner per server): it is planned from everything
+    stored when the lock is ours, and counted against the budget with the trials other workers are running,
+    so parallel workers never exceed the budget. Trials left running by a worker that died are found by
+    Optuna's heartbeat, said through `notify`, and run again. `config.retry.failed_in_row` trials failing in
+    a row stop the study (TunerError).
     """
-    study = open_study(config, sampler)
+    with storage_errors(config.storage):
+        return _run_study(
+            config, backend, probe, meta, space, on_trial, clock, sampler, fitcheck, lock, notify, sleep
+        )
+
+
+def _run_study(
+    config: StudyConfig,
+    backend: Backend,
+    probe: Probe,
+    meta: StudyMeta,
+    space: Space,
+    on_trial: Callable[[TrialEvent], None] | None,
+    clock: Callable[[], float],
+    sampler: optuna.samplers.BaseSampler | None,
+    fitcheck: FitCheck | None,
+    lock: ServerLock | None,
+    notify: Notify,
+    sleep: Callable[[float], None],
+) -> tuple[StudyMeta, list[TrialRecord]]:
+    stale = _StaleTrials()
+    study = open_study(config, sampler, on_stale=stale)
     structured = sampler is None and config.sampler == "auto"
     if fitcheck is not None and fitcheck.active:
         meta = dataclasses.replace(meta, prediction_rule=fitcheck.rule)
@@ -396,7 +445,6 @@ def run_study(
             )
         meta = dataclasses.replace(meta, budget=config.budget)
         study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
-    recover_interrupted(study)
     if fitcheck is not None and fitcheck.active:
         if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
             study.set_user_attr(
@@ -411,27 +459,71 @@ def run_study(
             vram_limit_bytes=config.vram_limit_bytes,
             gpu_only=config.gpu_only,
         )
-    objective = Objective(backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()), fitcheck)
+    objective = Objective(
+        backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()), fitcheck, notify
+    )
     baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
     start = clock()
     session_trials = 0
-    records = [record_of(t) for t in study.get_trials(deepcopy=False)]
-    while sum(1 for r in records if r.state == "COMPLETE") < config.budget:
-        if structured and not any(r.num_gpu == AUTO for r in records):  # first, the engine's own placement
-            params = space.params(Config(space.tags[0], AUTO, space.nearest_ctx(baseline_ctx or 4096)))
-            attrs = {"fixed_ctx": baseline_ctx} if baseline_ctx not in space.ctx_ladder else None
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                study.enqueue_trial(params, user_attrs=attrs)
+    failed_in_row: list[str] = []
+    told_waiting = False
+    poll_s = min(1.0, config.retry.heartbeat_s / 2)
+    while True:
         ran: list[optuna.trial.FrozenTrial] = []
-        study.optimize(objective, n_trials=1, callbacks=[_collect_into(ran)])
+        with holding(lock, notify):
+            fail_stale(study, config.retry.grace_s)
+            for record in recover_interrupted(study):
+                if record.number in stale.numbers and not record.error:
+                    record = dataclasses.replace(
+                        record,
+                        error=f"its worker stopped (no heartbeat for {config.retry.grace_s} s)",
+                    )
+                notify(describe_recovered(record))
+            records = [record_of(t) for t in study.get_trials(deepcopy=False)]
+            complete = sum(1 for r in records if r.state == "COMPLETE")
+            if complete >= config.budget:
+                break
+            running = sum(1 for r in records if r.state == "RUNNING")  # other workers' (or stale) trials
+            if complete + running < config.budget:
+                told_waiting = False
+                if structured and not any(
+                    r.num_gpu == AUTO for r in records
+                ):  # first, the engine's own placement
+                    params = space.params(
+                        Config(space.tags[0], AUTO, space.nearest_ctx(baseline_ctx or 4096))
+                    )
+                    attrs = {"fixed_ctx": baseline_ctx} if baseline_ctx not in space.ctx_ladder else None
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        study.enqueue_trial(params, user_attrs=attrs)
+                study.optimize(objective, n_trials=1, callbacks=[_collect_into(ran)], catch=(TrialFailed,))
+        if not ran:  # the budget is taken by trials running elsewhere: wait for them to end (or go stale)
+            if not told_waiting:
+                notify(
+                    f"{running} trial(s) still running elsewhere could finish the budget of {config.budget}; "
+                    f"waiting for them (a dead worker's trial is taken over after {config.retry.grace_s} s)"
+                )
+                told_waiting = True
+            sleep(poll_s)
+            continue
         session_trials += 1
+        trial = ran[0]
+        if trial.state == TrialState.FAIL:
+            failed_in_row.append(str(trial.user_attrs.get("error", "")))
+            if len(failed_in_row) >= config.retry.failed_in_row:
+                raise TunerError(
+                    f"{len(failed_in_row)} trials in a row failed; the last: {failed_in_row[-1]} "
+                    "Check the server (and anything between it and autotune), then run the same command to "
+                    "resume."
+                )
+        else:
+            failed_in_row = []
         records = [record_of(t) for t in study.get_trials(deepcopy=False)]
-        if on_trial is not None and ran:
+        if on_trial is not None:
             n_done = sum(1 for r in records if r.state == "COMPLETE")
             elapsed = clock() - start
             eta = elapsed / session_trials * max(0, config.budget - n_done)
             on_trial(
-                TrialEvent(n_done, config.budget, record_of(ran[0]), best_feasible(records), elapsed, eta)
+                TrialEvent(n_done, config.budget, record_of(trial), best_feasible(records), elapsed, eta)
             )
     return meta, records

@@ -118,6 +118,7 @@ def test_a_load_real_ollama_refuses_for_memory_is_an_infeasible_trial(
 def _autotune(url: str, storage: str, out: str) -> subprocess.Popen[str]:
     args = [sys.executable, "-m", "tuner", "tiny-llama", "--quant", "q4_K_M,q8_0", "--host", url]
     args += ["--budget", "6", "--storage", storage, "--study", "resume", "--out", out, "--num-predict", "32"]
+    args += ["--heartbeat", "1"]
     env = {k: v for k, v in os.environ.items() if k != "TUNER_DEBUG"}
     return subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
 
@@ -145,9 +146,68 @@ def test_kill_mid_trial_then_resume(real: RealOllama, tmp_path: Path) -> None:
     proc = _autotune(real.url, storage, str(tmp_path / "r"))
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
+    assert "recovered trial #2" in err  # found by its stopped heartbeat
     _, after = load_records(storage, "resume")
     done_after = [r for r in after if r.state == "COMPLETE"]
     assert len(done_after) == 6 and done_after[:2] == done_before  # nothing finished was lost or redone
     (interrupted,) = [r for r in after if r.state == "FAIL"]
     key = (interrupted.tag, interrupted.num_gpu, interrupted.num_ctx)
     assert [(r.tag, r.num_gpu, r.num_ctx) for r in done_after].count(key) == 1  # run again exactly once
+
+
+@pytest.fixture(scope="module")
+def one_real(
+    real_ollama_pool: dict[str, RealOllama], real_ollama_base: Path, served_models: dict[str, Path]
+) -> RealOllama:
+    """One real release (the first pinned) for the tests whose subject is the tuner, not the release."""
+    return get_real_ollama(ollama_releases()[0], real_ollama_pool, real_ollama_base, served_models)
+
+
+def _tiny(url: str, storage: str, out: str, budget: int, study: str) -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "tuner", "tiny-llama", "--quant", "q4_K_M,q8_0", "--host", url]
+    args += ["--budget", str(budget), "--storage", storage, "--study", study, "--out", out]
+    args += ["--num-predict", "64", "--heartbeat", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_DEBUG"}
+    return subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+
+
+def test_sigterm_inside_a_trial_unloads_the_model_and_writes_the_report(
+    one_real: RealOllama, tmp_path: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    proc = _tiny(one_real.url, storage, str(tmp_path / "r"), 6, "term")
+    assert proc.stderr is not None
+    try:
+        deadline = time.monotonic() + 600
+        while "trial " not in proc.stderr.readline():
+            assert time.monotonic() < deadline and proc.poll() is None, "the study did not get going"
+        while not httpx.get(one_real.url + "/api/ps").json()["models"]:  # the next trial has loaded
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.stderr.read()
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "stopped by SIGTERM" in err.strip().splitlines()[-1]
+    assert httpx.get(one_real.url + "/api/ps").json()["models"] == []  # unloaded before it exited
+    assert (tmp_path / "r" / "report.md").is_file() and "report of the" in err
+    _, records = load_records(storage, "term")
+    assert "FAIL" in [r.state for r in records] and any(r.state == "COMPLETE" for r in records)
+
+
+def test_two_workers_on_one_real_server_take_turns(one_real: RealOllama, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    procs = [_tiny(one_real.url, storage, str(tmp_path / f"r{i}"), 4, "two") for i in range(2)]
+    errs = [p.communicate(timeout=900)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert any("waiting for the tuner of study 'two'" in e for e in errs)
+    _, records = load_records(storage, "two")
+    done = [(r.tag, r.num_gpu, r.num_ctx) for r in records if r.state == "COMPLETE"]
+    assert len(done) == 4 == len(records) and len(set(done)) == 4
+    for r in records:
+        if r.decode_tok_s is not None and not r.baseline:
+            assert r.context_length_loaded in (None, r.num_ctx), r  # measured its own model, as loaded

@@ -118,6 +118,11 @@ class Backend(Protocol):
         """Stream one greedy (temperature 0) generation of exactly `num_predict` tokens where possible."""
         ...
 
+    def check_alone(self, model: str, expected: Residency | None) -> None:
+        """Raise ServerStateChanged unless `model` is the only model loaded, still as `expected` (what
+        residency() said after the load): another client changed the server during the trial."""
+        ...
+
     def unload_all(self) -> None:
         """Unload every model and wait until the memory is given back."""
         ...

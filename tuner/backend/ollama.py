@@ -9,14 +9,19 @@ so every trial unloads everything first.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import ollama
+import pydantic
+from ollama._client import _parse_host  # Ollama's own reading of OLLAMA_HOST / --host
 
 from tuner.backend.base import (
     AUTO,
@@ -27,6 +32,8 @@ from tuner.backend.base import (
     Residency,
     ServerInfo,
 )
+from tuner.backend.http import limited_transport, limits, window_open
+from tuner.config import Timeouts
 from tuner.errors import (
     BackendError,
     BackendTimeout,
@@ -34,6 +41,7 @@ from tuner.errors import (
     ConfigError,
     ModelNotFound,
     OutOfMemory,
+    ServerStateChanged,
     Unreachable,
     is_out_of_memory,
 )
@@ -43,23 +51,29 @@ KEEP_ALIVE = "10m"  # long enough for a trial; every trial ends with an explicit
 
 
 def resolve_host(host: str | None) -> str:
-    """--host, else OLLAMA_HOST, else the default; a bare host:port gets http://."""
-    value = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
-    if "://" not in value:
-        value = "http://" + value
-    if value.count(":") < 2:  # no port given
-        value = value.rstrip("/") + ":11434"
-    return value.rstrip("/")
+    """--host, else OLLAMA_HOST, else the default, read exactly as the official client reads it
+    (`ollama._client._parse_host`): a bare host gets http:// and port 11434, http:// port 80, https:// port
+    443, a path is kept, an IPv6 address keeps its brackets. Credentials are never part of the result."""
+    return _parse_host(host or os.environ.get("OLLAMA_HOST"))
+
+
+def host_credentials(host: str | None) -> tuple[str, str] | None:
+    """(user, password) written in --host or OLLAMA_HOST (http://user:pw@host), for HTTP basic auth."""
+    value = host or os.environ.get("OLLAMA_HOST") or ""
+    if "@" not in value:
+        return None
+    try:
+        split = urllib.parse.urlsplit(value if "://" in value else "http://" + value)
+    except ValueError:
+        return None
+    if split.username is None and split.password is None:
+        return None
+    return urllib.parse.unquote(split.username or ""), urllib.parse.unquote(split.password or "")
 
 
 def same_model(a: str, b: str) -> bool:
     """Ollama names match case-insensitively and `x` means `x:latest`."""
-
-    def norm(name: str) -> str:
-        name = name.lower()
-        return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
-
-    return norm(a) == norm(b)
+    return _norm_name(a) == _norm_name(b)
 
 
 def _request_options(options: EngineOptions, **extra: Any) -> dict[str, Any]:
@@ -77,15 +91,26 @@ class OllamaBackend:
         self,
         host: str | None = None,
         *,
-        timeout_s: float = 900.0,
+        timeouts: Timeouts | None = None,
         client: ollama.Client | None = None,
         clock: Callable[[], float] = time.perf_counter,
-        unload_wait_s: float = 15.0,
     ) -> None:
-        self.host = resolve_host(host)
-        self._client = client or ollama.Client(host=self.host, timeout=timeout_s)
+        self.host = resolve_host(host)  # never holds credentials: safe to show and to store
+        self.timeouts = timeouts = timeouts or Timeouts()
+        auth = host_credentials(host)
+        timeout = httpx.Timeout(timeouts.request_s, connect=timeouts.connect_s)
+        self._client = client or ollama.Client(
+            host=self.host, timeout=timeout, transport=limited_transport(), auth=auth
+        )
+        self._http = httpx.Client(
+            base_url=self.host, timeout=timeout, transport=limited_transport(), auth=auth
+        )
         self._clock = clock
-        self._unload_wait_s = unload_wait_s
+
+    def _small(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """The limits of a small request (version, ps, show, list, an unload request)."""
+        t = self.timeouts
+        return limits(what, first_byte_s=t.request_s, between_bytes_s=t.read_s, total_s=2 * t.request_s)
 
     # -- errors at the seam ------------------------------------------------------------------
     def _unreachable(self, exc: BaseException) -> Unreachable:
@@ -96,15 +121,39 @@ class OllamaBackend:
 
     def _call(self, what: str, fn: Callable[[], Any], model: str | None = None) -> Any:
         try:
-            return fn()
+            if window_open():  # inside a load's or a generation's limits
+                return fn()
+            with self._small(what):
+                return fn()
         except ollama.ResponseError as exc:
             raise self._response_error(what, exc, model) from exc
         except (ConnectionError, httpx.ConnectError) as exc:
             raise self._unreachable(exc) from exc
         except httpx.TimeoutException as exc:
-            raise BackendTimeout(f"Ollama at '{self.host}' did not answer {what} in time ({exc}).") from exc
+            raise BackendTimeout(
+                f"Ollama at '{self.host}' timed out during {what} ({exc}); raise the limit named, or check "
+                "the server."
+            ) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise BadResponse(
+                f"Ollama at '{self.host}' broke the connection during {what} ({exc or type(exc).__name__}).",
+                transient=True,
+            ) from exc
         except httpx.HTTPError as exc:
-            raise BadResponse(f"Ollama at '{self.host}' failed during {what}: {exc}") from exc
+            raise BadResponse(f"Ollama at '{self.host}' failed during {what}: {exc}", transient=True) from exc
+        except (json.JSONDecodeError, pydantic.ValidationError, UnicodeDecodeError) as exc:
+            detail = str(exc).splitlines()[0][:120]
+            raise BadResponse(
+                f"Ollama at '{self.host}' sent an answer to {what} that is not Ollama's JSON ({detail}); "
+                "check --host and any proxy in between.",
+                transient=True,
+            ) from exc
+
+    def _window(self, what: str, seconds: float, flag: str) -> contextlib.AbstractContextManager[None]:
+        """The limits of a long request: done within `seconds` (the option `flag`), no silence longer than
+        --read-timeout once the answer has started."""
+        t = self.timeouts
+        return limits(what, first_byte_s=seconds, between_bytes_s=t.read_s, total_s=seconds, first_flag=flag)
 
     def _response_error(self, what: str, exc: ollama.ResponseError, model: str | None) -> BackendError:
         message = str(exc.error)
@@ -114,18 +163,27 @@ class OllamaBackend:
             )
         if is_out_of_memory(message):
             return OutOfMemory(message)
-        return BadResponse(f"Ollama refused {what} (HTTP {exc.status_code}): {message}")
+        transient = exc.status_code >= 500 or exc.status_code in (408, 429)  # a crash, a busy queue
+        return BadResponse(
+            f"Ollama at '{self.host}' refused {what} (HTTP {exc.status_code}): {message.strip()[:300]}",
+            transient=transient,
+        )
 
     # -- Backend protocol ----------------------------------------------------------------------
     def server_info(self) -> ServerInfo:
         try:
-            resp = httpx.get(self.host + "/api/version", timeout=10.0)
+            with self._small("/api/version"):
+                resp = self._http.get("/api/version")
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(
+                f"Ollama at '{self.host}' did not answer /api/version ({exc}); check the server or --host."
+            ) from exc
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         try:
             resp.raise_for_status()
             version = str(resp.json()["version"])
-        except (httpx.HTTPStatusError, ValueError, KeyError) as exc:
+        except (httpx.HTTPStatusError, ValueError, KeyError, TypeError) as exc:
             raise BadResponse(
                 f"'{self.host}' answered /api/version with something that is not Ollama "
                 f"(HTTP {resp.status_code}); check --host."
@@ -165,7 +223,8 @@ class OllamaBackend:
     def _tensors(self, model: str) -> list[dict[str, Any]]:
         """/api/show's tensor list (the official client drops it); [] when the server does not send one."""
         try:
-            resp = httpx.post(self.host + "/api/show", json={"model": model}, timeout=30.0)
+            with self._small("/api/show"):
+                resp = self._http.post("/api/show", json={"model": model})
             resp.raise_for_status()
             tensors = resp.json().get("tensors") or []
         except (httpx.HTTPError, ValueError, AttributeError):
@@ -182,7 +241,9 @@ class OllamaBackend:
                     progress(part.status or "", int(part.completed or 0), int(part.total or 0))
 
         try:
-            self._call("pull", run, model)
+            t = self.timeouts  # a pull streams its progress: no total, but no long silence either
+            with limits("the pull", first_byte_s=t.request_s, between_bytes_s=t.read_s):
+                self._call("pull", run, model)
         except BadResponse as exc:
             if "file does not exist" in str(exc) or "not found" in str(exc):
                 raise ModelNotFound(f"Ollama's registry has no model '{model}'.") from exc
@@ -190,24 +251,58 @@ class OllamaBackend:
 
     def load(self, model: str, options: EngineOptions) -> float:
         start = self._clock()
-        self._call(
-            "the load",
-            lambda: self._client.generate(
-                model=model, prompt="", options=_request_options(options), keep_alive=KEEP_ALIVE
-            ),
-            model,
-        )
+        with self._window("the load", self.timeouts.load_s, "--load-timeout"):
+            self._call(
+                "the load",
+                lambda: self._client.generate(
+                    model=model, prompt="", options=_request_options(options), keep_alive=KEEP_ALIVE
+                ),
+                model,
+            )
         return self._clock() - start
 
     def residency(self, model: str) -> Residency | None:
-        for entry in self._call("ps", self._client.ps).models:
-            if same_model(entry.model or entry.name or "", model):
-                return Residency(
-                    size_bytes=int(entry.size or 0),
-                    size_vram_bytes=int(entry.size_vram or 0),
-                    context_length=entry.context_length,
-                )
-        return None
+        return self._loaded().get(_norm_name(model))
+
+    def _loaded(self) -> dict[str, Residency]:
+        """/api/ps: every loaded model by its normalised name."""
+        return {
+            _norm_name(entry.model or entry.name or ""): Residency(
+                size_bytes=int(entry.size or 0),
+                size_vram_bytes=int(entry.size_vram or 0),
+                context_length=entry.context_length,
+            )
+            for entry in self._call("ps", self._client.ps).models
+        }
+
+    def check_alone(self, model: str, expected: Residency | None) -> None:
+        """/api/ps lists `model` alone, loaded as it was when the trial loaded it (same size, VRAM share and
+        context); else another client changed the server under the trial: ServerStateChanged."""
+        loaded = self._loaded()
+        mine = _norm_name(model)
+        others = sorted(name for name in loaded if name != mine)
+        if others:
+            raise ServerStateChanged(
+                f"Ollama at '{self.host}' also has {', '.join(others)} loaded during the trial of {model} "
+                "(another client is using the server); the measurement is discarded."
+            )
+        now = loaded.get(mine)
+        if now is None:
+            raise ServerStateChanged(
+                f"Ollama at '{self.host}' unloaded {model} during its trial (another client, or the runner "
+                "stopped); the measurement is discarded."
+            )
+        if expected is not None and (
+            now.size_bytes != expected.size_bytes
+            or now.size_vram_bytes != expected.size_vram_bytes
+            or (expected.context_length and now.context_length != expected.context_length)
+        ):
+            raise ServerStateChanged(
+                f"Ollama at '{self.host}' reloaded {model} with other options during its trial "
+                f"(size {expected.size_bytes} -> {now.size_bytes}, VRAM {expected.size_vram_bytes} -> "
+                f"{now.size_vram_bytes}, context {expected.context_length} -> {now.context_length}); "
+                "the measurement is discarded."
+            )
 
     def generate(
         self, model: str, prompt: str, options: EngineOptions, *, num_predict: int, seed: int = 0
@@ -230,8 +325,12 @@ class OllamaBackend:
                 if chunk.done:
                     final = chunk
             total = self._clock() - start
-            if final is None:
-                raise BadResponse(f"Ollama's stream for '{model}' ended without a final chunk.")
+            if final is None:  # real Ollama ends the stream this way when it aborts a generation
+                raise BadResponse(
+                    f"Ollama at '{self.host}' ended the generation stream for '{model}' without its final "
+                    "chunk (it aborted the generation: its repeat guard, or the runner failed).",
+                    transient=True,
+                )
             return Generation(
                 prompt_tokens=int(final.prompt_eval_count or 0),
                 prompt_s=(final.prompt_eval_duration or 0) / 1e9,
@@ -242,7 +341,8 @@ class OllamaBackend:
                 text="".join(text),
             )
 
-        return self._call("a generation", run, model)
+        with self._window("a generation", self.timeouts.generate_s, "--generate-timeout"):
+            return self._call("a generation", run, model)
 
     def unload_all(self) -> None:
         for entry in self._call("ps", self._client.ps).models:
@@ -252,25 +352,34 @@ class OllamaBackend:
                 functools.partial(self._client.generate, model=name, prompt="", keep_alive=0),
                 name,
             )
-        deadline = self._clock() + self._unload_wait_s
+        wait_s = self.timeouts.unload_s
+        deadline = self._clock() + wait_s
         while self._call("ps", self._client.ps).models:
             if self._clock() > deadline:
                 raise BackendTimeout(
-                    f"Ollama at '{self.host}' still lists loaded models {self._unload_wait_s:.0f} s after "
-                    "unloading them; check the server log."
+                    f"Ollama at '{self.host}' still lists loaded models {wait_s:.0f} s after unloading them; "
+                    "check the server log."
                 )
             time.sleep(0.05)
 
     def create(self, name: str, from_model: str, parameters: dict[str, Any]) -> None:
         """Create `name` from `from_model` with baked-in parameters (what `ollama create` does)."""
-        self._call(
-            "the create",
-            lambda: self._client.create(model=name, from_=from_model, parameters=parameters),
-            from_model,
-        )
+        with self._window("the create", self.timeouts.load_s, "--load-timeout"):
+            self._call(
+                "the create",
+                lambda: self._client.create(model=name, from_=from_model, parameters=parameters),
+                from_model,
+            )
 
     def close(self) -> None:
         self._client.close()
+        self._http.close()
+
+
+def _norm_name(name: str) -> str:
+    """A model name as Ollama matches it: case-insensitive, `x` meaning `x:latest`."""
+    name = name.lower()
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
 
 
 # Infixes Ollama's library uses between the size and the quantization in full tag names

@@ -7,17 +7,23 @@
     build_report                                                  the text, as blocks         document.py
     render_markdown / render_html                                 blocks to report.md/.html   render.py
     write_report(meta, records, out_dir)                          everything above, on disk   here
+    report_dir(out, study_name)                                   --out checked before trial 1 here
 
 Inputs are schema.StudyMeta and schema.TrialRecord (from study.load_records); the server is never needed.
+Every file is written whole or not at all: each goes to a temporary file beside it first, and only when all
+of them are written are they renamed into place (a full disk leaves the previous report as it was).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, OutputError
 from tuner.modelfile import (
     COMMAND_SUFFIX,
     MODELFILE_SUFFIX,
@@ -45,7 +51,7 @@ from tuner.report.picks import (
 from tuner.report.plots import figure_png, plot_pareto, plot_speed_vs_num_gpu, plot_vram_vs_num_ctx
 from tuner.report.prediction import plot_predicted_vs_measured
 from tuner.report.render import render_html, render_markdown
-from tuner.schema import StudyMeta, TrialRecord
+from tuner.schema import StudyMeta, TrialRecord, honour_limits
 
 __all__ = [
     "BaselineComparison",
@@ -117,28 +123,127 @@ def _extra_args(meta: StudyMeta) -> list[str]:
     return [str(a) for a in extra] if isinstance(extra, (list, tuple)) else []
 
 
+REPORTS = Path("reports")
+_REPORT_MARKS = ("trials.csv", "report.md", "report.html")  # a folder holding one of these is a report's
+
+
+def safe_name(name: str) -> str:
+    """A study name as a folder name: no separators, no leading dots ('../../x' -> 'x')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "study"
+
+
+def report_dir(out: str | None, study_name: str) -> Path:
+    """The report folder, checked before any trial runs: reports/<study> (the name made safe), or --out,
+    which must lie inside reports/ unless it is absolute, must not be a file or a folder of other files,
+    and must be writable. ConfigError (one line, exit 2) otherwise."""
+    if out is None:
+        path = REPORTS / safe_name(study_name)
+        flag = f"the report folder '{path}'"
+    else:
+        path = Path(out).expanduser()
+        flag = f"--out '{out}'"
+        if not path.is_absolute():
+            base = (Path.cwd() / REPORTS).resolve()
+            resolved = (Path.cwd() / path).resolve()
+            if resolved != base and base not in resolved.parents:
+                raise ConfigError(
+                    f"{flag} is outside reports/; pass a folder under reports/ (e.g. --out reports/mine) or an "
+                    "absolute path."
+                )
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} is a file, not a folder; pass a folder for the report.")
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if names and not names & set(_REPORT_MARKS):
+            raise ConfigError(
+                f"{flag} already holds other files ({', '.join(sorted(names)[:3])}); pass an empty folder or "
+                "the folder of an earlier report."
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".autotune-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} is not writable ({exc.strerror or exc}); pass a writable folder.") from exc
+    return path
+
+
 def write_report(meta: StudyMeta, records: Sequence[TrialRecord], out_dir: Path) -> dict[str, Path]:
     """Write trials.csv, the plots, report.md, report.html and the picks' artifacts into out_dir.
 
     Returns {file name: path} for every file written ("trials.csv", "pareto.png", "report.html",
     "pick-fastest.Modelfile", ...), plus the key "best" for the best artifact (best.Modelfile or
     best.llama-server.sh) when some trial is feasible. Works with no feasible trial, a single trial, NaN
-    fields and unfinished trials.
+    fields and unfinished trials. A trial that breaks the study's limits is shown infeasible and never
+    recommended (schema.honour_limits). All files are written or none (OutputError, one line).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for pattern in _OWNED_PATTERNS:
-        for stale in out_dir.glob(pattern):
-            if stale.is_file():
-                stale.unlink()
-    records = list(records)
+    files = _Staged(out_dir)
+    try:
+        written = _compose(meta, records, out_dir, files)
+        files.commit()
+    except OSError as exc:
+        files.discard()
+        raise OutputError(
+            f"Cannot write the report to '{out_dir}' ({exc.strerror or exc}); the previous report is unchanged. "
+            "Free some space or fix the folder's permissions, then run 'autotune report' for this study."
+        ) from exc
+    return written
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _Staged:
+    """Files written beside their final names first, renamed into place together by commit()."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.temps: list[tuple[Path, Path]] = []
+
+    def write(self, path: Path, data: bytes, *, executable: bool = False) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
+        self.temps.append((Path(tmp), path))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, (0o777 if executable else 0o666) & ~_umask())  # mkstemp's 0600 would hide the report
+        return path
+
+    def commit(self) -> None:
+        keep = {final.name for _, final in self.temps}
+        for pattern in _OWNED_PATTERNS:  # picks of an earlier run that this one does not make
+            for stale in self.folder.glob(pattern):
+                if stale.is_file() and stale.name not in keep:
+                    stale.unlink()
+        for tmp, final in self.temps:
+            os.replace(tmp, final)
+        self.temps = []
+
+    def discard(self) -> None:
+        for tmp, _ in self.temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.temps = []
+
+
+def _compose(
+    meta: StudyMeta, records: Sequence[TrialRecord], out_dir: Path, files: _Staged
+) -> dict[str, Path]:
+    records = [honour_limits(meta, r) for r in records]
     chosen = picks(meta, records)
     missing = missing_picks(meta, records)
     comparison = baseline_comparison(records)
     written: dict[str, Path] = {}
 
-    written["trials.csv"] = out_dir / "trials.csv"
-    trials_frame(records).to_csv(written["trials.csv"], index=False)
+    written["trials.csv"] = files.write(
+        out_dir / "trials.csv", trials_frame(records).to_csv(index=False).encode("utf-8")
+    )
 
     images: dict[str, tuple[str, bytes]] = {}
     figures = {
@@ -157,9 +262,7 @@ def write_report(meta: StudyMeta, records: Sequence[TrialRecord], out_dir: Path)
     }
     for key, fig in figures.items():
         png = figure_png(fig)
-        path = out_dir / names[key]
-        path.write_bytes(png)
-        written[names[key]] = path
+        written[names[key]] = files.write(out_dir / names[key], png)
         images[key] = (names[key], png)
 
     artifacts: dict[str, Artifact] = {}
@@ -167,35 +270,28 @@ def write_report(meta: StudyMeta, records: Sequence[TrialRecord], out_dir: Path)
         if name in chosen:
             filename, text = pick_artifact(meta, chosen[name])
             artifacts[name] = Artifact(filename, text)
-            written[filename] = _write_text(
-                out_dir / filename, text, executable=_engine(meta) == "llama-server"
+            written[filename] = files.write(
+                out_dir / filename, text.encode("utf-8"), executable=_engine(meta) == "llama-server"
             )
     if "fastest" in chosen:
         filename, text = pick_artifact(meta, Pick("best", chosen["fastest"].trial, chosen["fastest"].reason))
         artifacts["best"] = Artifact(filename, text)
-        written["best"] = written[filename] = _write_text(
-            out_dir / filename, text, executable=_engine(meta) == "llama-server"
+        written["best"] = written[filename] = files.write(
+            out_dir / filename, text.encode("utf-8"), executable=_engine(meta) == "llama-server"
         )
 
     extra: list[str] = []
     if _engine(meta) == "llama-server" and chosen:
         preset = _presets(meta, chosen)
         if preset is not None:
-            written[PRESET_FILENAME] = _write_text(out_dir / PRESET_FILENAME, preset)
+            written[PRESET_FILENAME] = files.write(out_dir / PRESET_FILENAME, preset.encode("utf-8"))
             extra.append(PRESET_FILENAME)
 
     blocks = build_report(meta, records, chosen, missing, comparison, artifacts, images, extra)
-    written["report.md"] = _write_text(out_dir / "report.md", render_markdown(blocks))
+    written["report.md"] = files.write(out_dir / "report.md", render_markdown(blocks).encode("utf-8"))
     title = f"autotune report: {meta.model} ({meta.study_name})"
-    written["report.html"] = _write_text(out_dir / "report.html", render_html(blocks, title))
+    written["report.html"] = files.write(out_dir / "report.html", render_html(blocks, title).encode("utf-8"))
     return written
-
-
-def _write_text(path: Path, text: str, *, executable: bool = False) -> Path:
-    path.write_text(text, encoding="utf-8")
-    if executable:
-        os.chmod(path, 0o755)
-    return path
 
 
 def _presets(meta: StudyMeta, chosen: dict[str, Pick]) -> str | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TypeGuard
 
 from tuner.pareto import pareto_front as front_of
-from tuner.schema import StudyMeta, TrialRecord, fully_on_gpu
+from tuner.schema import StudyMeta, TrialRecord, fully_on_gpu, honour_limits
 from tuner.units import GiB
 
 PICK_NAMES = ("fastest", "leanest", "balanced", "largest_ctx_on_gpu")
@@ -126,13 +126,14 @@ def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
 
 
 def picks(meta: StudyMeta, records: Sequence[TrialRecord]) -> dict[str, Pick]:
-    """The named recommendations that some trial qualifies for (see missing_picks for the others)."""
-    return _decide(meta, records)[0]
+    """The named recommendations that some trial qualifies for (see missing_picks for the others).
+    A trial that breaks the study's limits (schema.honour_limits) never qualifies."""
+    return _decide(meta, [honour_limits(meta, r) for r in records])[0]
 
 
 def missing_picks(meta: StudyMeta, records: Sequence[TrialRecord]) -> dict[str, str]:
     """{pick name: why no trial qualifies} for the picks that picks() leaves out."""
-    return _decide(meta, records)[1]
+    return _decide(meta, [honour_limits(meta, r) for r in records])[1]
 
 
 def _decide(meta: StudyMeta, records: Sequence[TrialRecord]) -> tuple[dict[str, Pick], dict[str, str]]:

@@ -196,6 +196,10 @@ class LlamaServerBackend:
         run.log_file.close()
         process.wait_port_closed(self.host, run.port)
 
+    def check_alone(self, model: str, expected: Residency | None) -> None:
+        """Our own llama-server process serves nothing else; a server that died is found by the next
+        request."""
+
     def unload_all(self) -> None:
         self._teardown()
 
