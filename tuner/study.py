@@ -263,7 +263,12 @@ def skipped_record(
     number: int, config: Config, verdict: Verdict, study_config: StudyConfig, free: list[int]
 ) -> TrialRecord:
     """A config predicted not to fit: never loaded, infeasible, its predicted shortfall as load_failed."""
-    constraints = {"load_failed": verdict.over, "vram_over": 1.0, "cpu_spill": 1.0, "ctx_under": -1.0}
+    constraints = {
+        "load_failed": max(verdict.over, 1e-3),
+        "vram_over": 1.0,
+        "cpu_spill": 1.0,
+        "ctx_under": -1.0,
+    }
     if study_config.min_ctx:
         constraints["ctx_under"] = (study_config.min_ctx - config.num_ctx) / study_config.min_ctx
     return with_prediction(
@@ -403,13 +408,15 @@ def run_study(
                 "num_gpu_bound", fitcheck.num_gpu_bound(space.ctx_ladder[0], space.max_layers)
             )
         space = dataclasses.replace(space, max_layers=int(study.user_attrs["num_gpu_bound"]))
+    ours: StructuredSampler | None = None
     if structured:
-        study.sampler = StructuredSampler(
+        study.sampler = ours = StructuredSampler(
             space,
             fitcheck,
             seed=config.seed,
             vram_limit_bytes=config.vram_limit_bytes,
             gpu_only=config.gpu_only,
+            budget=config.budget,
         )
     objective = Objective(backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()), fitcheck)
     baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
@@ -417,6 +424,8 @@ def run_study(
     session_trials = 0
     records = [record_of(t) for t in study.get_trials(deepcopy=False)]
     while sum(1 for r in records if r.state == "COMPLETE") < config.budget:
+        if ours is not None and any(r.num_gpu == AUTO for r in records) and ours.exhausted(study):
+            break  # every config that can fit has been measured: stop rather than measure one twice
         if structured and not any(r.num_gpu == AUTO for r in records):  # first, the engine's own placement
             params = space.params(Config(space.tags[0], AUTO, space.nearest_ctx(baseline_ctx or 4096)))
             attrs = {"fixed_ctx": baseline_ctx} if baseline_ctx not in space.ctx_ladder else None
