@@ -71,6 +71,7 @@ per-card-family model of another form (tuner/sim/memtruth.py), so no search wins
   simulated time.
 - misjudged feasibility: trials judged feasible that truly are not, and trials judged infeasible (skipped or
   failed) whose config truly fits and meets the constraints.
+- trials where a user would deploy: the share of trials whose config truly is deployable.
 - real ms per trial: wall time inside run_study per finished trial on this machine (storage: {storage}).
 Strategies: grid = a llama-bench-style sweep (each tag, contexts ascending, num_gpu descending from every
 layer); random, tpe (Optuna 5.0 defaults), tpe-mv (multivariate), gp (GPSampler) = plain Optuna samplers

@@ -99,7 +99,9 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         land = self.landscape(study, trial)
         config = self.next_config(land) or self._fallback(study, trial, land)
         if config is None:  # nothing new is allowed (run_study stops before this): the least bad new config
-            config = next(self._candidates(land, strict=False), None)
+            config = next(self._candidates(land, strict=False), None) or next(
+                (c for c in self.space.all_configs() if land.fresh(c)), None
+            )
         if config is None:
             return {}
         return self.space.params(config)
@@ -118,9 +120,10 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         self.fallback.after_trial(study, trial, state, values)
 
     def exhausted(self, study: optuna.Study) -> bool:
-        """No new config is left that is SAFE to fit and not ruled out by the host's memory."""
+        """Nothing new is left where a user would deploy: no config that is new, predicted deployable, SAFE to
+        fit and not ruled out by the host's memory, and no uncertain one the failed-load budget may test."""
         land = self.landscape(study, None)
-        return self.next_config(land) is None and next(self._candidates(land, strict=False), None) is None
+        return self.next_config(land) is None and self._deployable_draw(land) is None
 
     # -- the stored trials ----------------------------------------------------------------------------
     def landscape(self, study: optuna.Study, trial: FrozenTrial | None) -> Landscape:
@@ -213,8 +216,9 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         return out
 
     def _front(self, land: Landscape, tag: str, ctx: int) -> Config | None:
-        """The lower end of the deployable range, then the widest gap on it, then the CPU-only anchor."""
-        if self.gpu_only:
+        """The lower end of the deployable range, then the widest gap on it, then the CPU-only anchor (all of
+        it needs the estimator: without a prediction there is no speed model, and no GPU the probe can see)."""
+        if self.gpu_only or self.fitcheck is None:
             return None
         points = land.measured_at(tag, ctx)
         if not points or not land.best:
@@ -308,15 +312,15 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         return None
 
     # -- after the plan: TPE, held to what a user would deploy ---------------------------------------
-    def _allowed(self, land: Landscape, c: Config, strict: bool = True) -> bool:
-        """New, predicted deployable (when `strict`), SAFE to fit, not ruled out by host memory (cheapest
-        test first)."""
+    def _allowed(self, land: Landscape, c: Config, strict: bool = True, p_min: float = SAFE) -> bool:
+        """New, predicted deployable (when `strict`), at least `p_min` likely to fit, not ruled out by host
+        memory (cheapest test first)."""
         if not land.fresh(c) or (self.gpu_only and c.num_gpu < self.space.max_layers):
             return False
         if strict and not land.deployable(c):
             return False
         p = land.p_fit(c)
-        return (p is None or p >= SAFE) and land.host(c) != "no"
+        return (p is None or p >= p_min) and land.host(c) != "no"
 
     def _fallback(self, study: optuna.Study, trial: FrozenTrial, land: Landscape) -> Config | None:
         space = self.infer_relative_search_space(study, trial)
@@ -327,11 +331,20 @@ class StructuredSampler(optuna.samplers.BaseSampler):
             c = self.space.config(params)
             if self._allowed(land, c):
                 return c
-        return next(self._candidates(land, strict=True), None) or next(
-            self._candidates(land, strict=False), None
-        )
+        return self._deployable_draw(land)
 
-    def _candidates(self, land: Landscape, strict: bool) -> Iterator[Config]:
+    def _deployable_draw(self, land: Landscape) -> Config | None:
+        """A seeded draw among the new configs a user would deploy that are SAFE to fit; else, while the
+        failed-load budget lasts, the deployable config likeliest to fit of those it could test."""
+        safe = next(self._candidates(land, strict=True), None)
+        if safe is not None or len(land.failed_loads()) >= max_failed_loads(self.budget):
+            return safe
+        uncertain = [
+            c for c in self._candidates(land, strict=True, p_min=PROBE_MIN) if (land.p_fit(c) or 1.0) < SAFE
+        ]
+        return max(uncertain, key=lambda c: land.p_fit(c) or 0.0, default=None)
+
+    def _candidates(self, land: Landscape, strict: bool, p_min: float = SAFE) -> Iterator[Config]:
         """Allowed new configs in a seeded random order (with `strict`, only where a user would deploy: every
         config of a tag that reaches half the best speed, every-layer configs of the others)."""
         configs = list(self.space.all_configs())
@@ -340,7 +353,7 @@ class StructuredSampler(optuna.samplers.BaseSampler):
             keep = set(self._deployable_tags(land, tops))
             configs = [c for c in configs if c.tag in keep or c.num_gpu == self.space.max_layers]
         order = random.Random(self._rng.random()).sample(configs, len(configs))
-        return (c for c in order if self._allowed(land, c, strict))
+        return (c for c in order if self._allowed(land, c, strict, p_min))
 
 
 def _first_at_least(land: Landscape, cands: Sequence[Config], p_min: float) -> Config | None:

@@ -166,6 +166,7 @@ class RunScore:
     feasible_found: int = 0
     false_feasible: int = 0  # judged feasible, truly not
     false_infeasible: int = 0  # judged infeasible, truly feasible (a skip of a config that fits counts here)
+    deployable_trials: int = 0  # trials whose config truly is deployable (where a user would run it)
     study_s: float = 0.0  # real seconds inside run_study
     wall_s: float = 0.0  # real seconds of the whole job (server start, set-up, study)
     error: str = ""
@@ -210,7 +211,7 @@ def score(
     sim = make_simulation(truth.scenario)
     found, found_deploy, outside = [], [], []
     first_hit, time_to_99 = job.budget + 1, None
-    false_feasible = false_infeasible = 0
+    false_feasible = false_infeasible = deployable_trials = 0
     points = [lookup_point(truth, sim, t.tag, t.num_gpu, t.num_ctx) for t in trials]
     for p in points:
         if p.key not in truth.points and p.feasible:
@@ -226,6 +227,7 @@ def score(
         prev, prev_failed = clock, failed_clock
         false_feasible += t.feasible and not p.feasible
         false_infeasible += p.feasible and not t.feasible
+        deployable_trials += truth.is_deployable(p)
         if t.feasible and p.feasible:
             found.append(p.objectives)
             if truth.is_deployable(p):
@@ -249,6 +251,7 @@ def score(
         failed_trials=sum(1 for t in trials if t.failed), skips=sum(1 for t in trials if t.skipped),
         skip_s=skip_s, loads=int(state.get("counters", {}).get("loads", 0)), trials=len(trials),
         feasible_found=len(found), false_feasible=false_feasible, false_infeasible=false_infeasible,
+        deployable_trials=deployable_trials,
         study_s=study_s, wall_s=wall_s, charged_s_by_kind=by_kind,
     )  # fmt: skip
 

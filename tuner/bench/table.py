@@ -17,7 +17,8 @@ SUMMARY_COLUMNS = (
     "strategy", "runs", "best found / true best: median (worst)", "deployable HV: median (worst)",
     "sim. time to 99% of best: median (reached)", "trials to 99% (median)", "sim. time per study (median)",
     "skips per study; share of sim. time", "failed loads per study; share of sim. time",
-    "misjudged feasibility per study (judged feasible / judged infeasible)", "real ms per trial",
+    "misjudged feasibility per study (judged feasible / judged infeasible)", "trials where a user would deploy",
+    "real ms per trial",
 )  # fmt: skip
 
 
@@ -44,6 +45,7 @@ class Summary:
     failed_share: float
     false_feasible_mean: float
     false_infeasible_mean: float
+    deployable_share: float
     ms_per_trial: float
     budget: int
 
@@ -76,6 +78,7 @@ def summarize(scores: Sequence[RunScore]) -> Summary:
         failed_trials_mean=mean(lambda s: s.failed_trials),
         failed_share=sum(s.failed_load_s for s in ok) / sim_total if sim_total else 0.0,
         false_feasible_mean=mean(lambda s: s.false_feasible), false_infeasible_mean=mean(lambda s: s.false_infeasible),
+        deployable_share=sum(s.deployable_trials for s in ok) / trials if trials else math.nan,
         ms_per_trial=1000 * sum(s.study_s for s in ok) / trials if trials else math.nan,
         budget=max((s.budget for s in scores), default=0),
     )  # fmt: skip
@@ -108,7 +111,8 @@ def summary_row(strategy: str, s: Summary) -> list[str]:
         f"{_minutes(s.time_to_99_median)} ({s.reached}/{s.runs - s.errors})", _trials(s.to_99_median, s.budget),
         _minutes(s.sim_s_median), f"{s.skips_mean:.1f}; {100 * s.skip_share:.1f}%",
         f"{s.failed_trials_mean:.1f}; {100 * s.failed_share:.1f}%",
-        f"{s.false_feasible_mean:.2f} / {s.false_infeasible_mean:.2f}", f"{s.ms_per_trial:.0f}",
+        f"{s.false_feasible_mean:.2f} / {s.false_infeasible_mean:.2f}", f"{100 * s.deployable_share:.0f}%",
+        f"{s.ms_per_trial:.0f}",
     ]  # fmt: skip
 
 
