@@ -244,3 +244,28 @@ def test_nothing_predicted_not_to_fit_is_proposed() -> None:
         p = check.p_fit(Config(r.tag, r.num_gpu, r.num_ctx), earlier)
         assert p is None or p >= PROBE_MIN, r
         earlier.append(r)
+
+
+# -- a real study against the simulator -----------------------------------------------------------------
+@pytest.mark.slow
+def test_a_real_study_tests_the_edge_its_belief_doubts_and_finds_the_true_best(tmp_path) -> None:
+    from tuner.cli import main  # noqa: PLC0415
+    from tuner.sim import SimServer, Simulation  # noqa: PLC0415
+    from tuner.study import load_records  # noqa: PLC0415
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    tag = "qwen2.5:72b-instruct-q4_K_M"  # 47 GB on a 48 GB card: the last layers decide
+    with SimServer(gpus="1xL40S", host_ram="256GiB", seed=0) as sim:
+        with pytest.raises(SystemExit) as info:
+            main([tag, "--host", sim.url, "--budget", "8", "--storage", storage, "--study", "edge",
+                  "--out", str(tmp_path / "rep"), "--num-predict", "16"])  # fmt: skip
+        assert info.value.code == 0
+    _, records = load_records(storage, "edge")
+    done = [r for r in records if r.state == "COMPLETE" and not r.baseline]
+    doubted = [r for r in done if r.p_fit is not None and r.p_fit < SAFE]
+    assert doubted and all(r.p_fit >= PROBE_MIN for r in doubted)  # it tested the edge on purpose
+    truth = Simulation("1xL40S", host_ram="256GiB", noise=0)
+    edge = max(n for n in range(82) if truth.plan(tag, n, 2048).ok)
+    assert max(r.num_gpu for r in done if r.decode_tok_s is not None and r.num_ctx == 2048) == edge
+    keys = [(r.tag, r.num_gpu, r.num_ctx) for r in done]
+    assert len(set(keys)) == len(keys)

@@ -160,14 +160,6 @@ class FitCheck:
             return None
         return self.belief(records).p_fit(self.guesses(p), vram_limit_bytes)
 
-    def margin(self, records: Sequence[TrialRecord], config: Config | None = None) -> float:
-        """The factor on compute + context at the belief's 95th percentile (for `config`, or a typical one)."""
-        belief = self.belief(records)
-        p = self.predict(config) if config is not None else None
-        if p is None:
-            return belief.margin([GpuGuess(0, 512 * 1024**2, CUDA_CONTEXT_BYTES)])
-        return belief.margin(self.guesses(p))
-
     def verdict(self, config: Config, records: Sequence[TrialRecord]) -> Verdict | None:
         p = self.predict(config)
         if p is None:
