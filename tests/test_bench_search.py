@@ -11,7 +11,7 @@ import tuner.study
 from tuner.bench import run as bench_run
 from tuner.bench.grid import GridOrderSampler, grid_order
 from tuner.bench.metrics import hypervolume, point_front
-from tuner.bench.scenarios import Scenario, parse_scenarios
+from tuner.bench.scenarios import Scenario, expand, parse_scenarios
 from tuner.bench.table import SUMMARY_COLUMNS
 from tuner.bench.truth import compute_truth, evaluate, make_simulation
 from tuner.bench_search import main
@@ -107,7 +107,10 @@ def test_the_packaged_scenarios_parse():
     from tuner.bench.scenarios import DEFAULT_SCENARIOS, load_scenarios
 
     scenarios = load_scenarios(DEFAULT_SCENARIOS)
-    assert len(scenarios) >= 13 and len({s.name for s in scenarios}) == len(scenarios)
+    assert len(scenarios) >= 24 and len({s.name for s in scenarios}) == len(scenarios)
+    assert any(s.host_bandwidth for s in scenarios) and {s.model.split(":")[0] for s in scenarios} >= {
+        "qwen2.5", "phi4", "gemma3", "mistral-small", "mixtral", "qwen3",
+    }  # fmt: skip
 
 
 # -- hypervolume -------------------------------------------------------------------------------------
@@ -211,34 +214,79 @@ def test_the_command_runs_two_strategies_and_prints_sane_tables(tmp_path, capsys
     scenarios.write_text(TINY_FILE)
     out = tmp_path / "bench.md"
     with pytest.raises(SystemExit) as info:
-        main(["--scenarios", str(scenarios), "--budget", "8", "--seeds", "1", "--strategies", "grid,random",
-              "--jobs", "1", "--out", str(out)])  # fmt: skip
+        main(["--scenarios", str(scenarios), "--budget", "8", "--seeds", "1", "--strategies", "grid,auto",
+              "--errors", "0,foreign", "--jobs", "1", "--out", str(out)])  # fmt: skip
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert out.read_text() == text
     lines = text.splitlines()
     assert "python -m tuner.bench_search --scenarios" in text and "--budget 8 --seeds 1" in text
-    start = lines.index("## All scenarios x seeds, per strategy")
+    assert "--errors 0,foreign" in text and "## Targets (issue 13)" in text
+    start = lines.index("## All scenarios x memory modes x seeds, per strategy")
     header = _cells(lines[start + 2])
     assert header == list(SUMMARY_COLUMNS)
     rows = {(r := _cells(line))[0]: dict(zip(header, r)) for line in itertools.takewhile(
         lambda s: s.startswith("|"), lines[start + 4 :])}  # fmt: skip
-    assert set(rows) == {"grid", "random"}
+    assert set(rows) == {"grid", "auto"}
     for row in rows.values():
-        assert row["runs"] == "1"
-        assert 0.0 < float(row["HV ratio median"]) <= 1.0 and row["HV ratio worst"] == row["HV ratio median"]
-        to_99 = row["trials to 99% best (median)"]
-        assert to_99 == "never" or 1 <= int(to_99) <= 8
-        assert (
-            row["sim. time per study (median)"].endswith(" min")
-            and float(row["sim. time per study (median)"][:-4]) > 0
-        )
-        assert 0.0 <= float(row["failed-load share of sim. time"].rstrip("%")) <= 100.0
-        assert float(row["failed loads per study (mean)"]) >= 0 and float(row["real ms per trial (mean)"]) > 0
+        assert row["runs"] == "2"  # one scenario at two memory modes
+        best, worst = row["best found / true best: median (worst)"].replace("(", "").replace(")", "").split()
+        assert 0.0 < float(worst) <= float(best) <= 1.0
+        deploy = row["deployable HV: median (worst)"].split()[0]
+        assert 0.0 < float(deploy) <= 1.0
+        assert row["sim. time per study (median)"].endswith(" min")
+        skips, share = row["skips per study; share of sim. time"].split("; ")
+        assert float(skips) >= 0 and 0.0 <= float(share.rstrip("%")) <= 100.0
+        assert float(row["failed loads per study; share of sim. time"].split(";")[0]) >= 0
+        judged = row["misjudged feasibility per study (judged feasible / judged infeasible)"].split(" / ")
+        assert len(judged) == 2 and all(float(j) >= 0 for j in judged)
+        assert float(row["real ms per trial"]) > 0
+    assert rows["grid"]["trials to 99% (median)"] == "1"  # every layer at the smallest context comes first
+    assert "### estimator error x0" in text and "### foreign memory truth" in text
+    assert "| tiny-8b | 0 | 1x24GiB | llama3.1:8b | --max-ctx 4096 | 0.12.10 |" in text
+    assert "| tiny-8b | foreign | 1x24GiB |" in text
+
+
+def test_a_run_is_scored_on_best_found_deployable_hv_time_skips_failures_and_misjudgments():
+    scenario = Scenario(name="s", gpus="1x24GiB", model=TINY_TAG, max_ctx=4096, estimator_error="0")
+    truth = compute_truth(scenario, tiny_space())
+    best = max((p for p in truth.points.values() if p.feasible), key=lambda p: p.decode_tok_s)
+    slow = next(p for p in truth.points.values() if p.feasible and p.num_gpu == 0)  # CPU only: not deployable
+    job = bench_run.Job(truth, "auto", 0, budget=5)
+    M = bench_run.Measured
+    trials = [
+        M(slow.tag, 0, slow.num_ctx, True, 0, slow.decode_tok_s),
+        M(best.tag, 33, 8192, False, 1, None, skipped=True),  # a skip of a config that fits
+        M(best.tag, best.num_gpu, best.num_ctx, False, 2, None, failed=True),  # a fitting config judged not
+        M(best.tag, best.num_gpu, 2048 if best.num_ctx == 4096 else 4096, True, 3, best.decode_tok_s),
+    ]
+    timeline = {0: (10.0, 0.0), 1: (10.0, 0.0), 2: (12.0, 2.0), 3: (30.0, 2.0)}
+    state = {"charged_s": 30.0, "charged_s_by_kind": {"failed_load": 2.0}, "counters": {"failed_loads": 1}}
+    sc = bench_run.score(job, trials, state, 1.0, 1.0, timeline)
+    assert sc.mode == "0" and sc.skips == 1 and sc.failed_trials == 1 and sc.failed_load_s == 2.0
+    assert sc.false_infeasible == 2 and sc.false_feasible == 0  # the skip and the failed load both fit
+    assert sc.best_ratio is not None and sc.best_ratio > 0.95
+    assert sc.trials_to_99 == 4 and sc.time_to_99_s == 30.0
+    assert sc.hv_deploy is not None and 0 < sc.hv_deploy <= 1.0
+    only_slow = bench_run.score(job, trials[:1], state, 1.0, 1.0, timeline)
     assert (
-        rows["grid"]["trials to 99% best (median)"] == "1"
-    )  # every layer at the smallest context comes first
-    assert "| tiny-8b | 1x24GiB | llama3.1:8b | --max-ctx 4096 | 0.12.10 |" in text
+        only_slow.hv_deploy == 0.0 and only_slow.time_to_99_s is None
+    )  # the CPU-only config is not deployable
+
+
+def test_memory_modes_expand_each_scenario_unless_it_pins_one():
+    a, b = parse_scenarios(
+        GOOD.replace('model = "deepseek-r1:32b"', 'model = "deepseek-r1:32b"\nestimator_error = "foreign"')
+    )
+    runs = expand([a, b], ["0", "1", "2", "foreign"])
+    assert [(r.name, r.estimator_error) for r in runs] == [
+        ("a", "0"), ("a", "1"), ("a", "2"), ("a", "foreign"), ("b", "foreign"),
+    ]  # fmt: skip
+    assert runs[2].memory == (2.0, "estimator") and runs[4].memory == (1.0, "foreign")
+    with pytest.raises(ConfigError, match="estimator_error = -1 is not a scale"):
+        parse_scenarios(GOOD.replace('name = "b"', 'name = "b"\nestimator_error = -1'))
+    with pytest.raises(ConfigError, match="host_bandwidth = 'fast' is not a positive number"):
+        parse_scenarios(GOOD.replace('name = "b"', 'name = "b"\nhost_bandwidth = "fast"'))
 
 
 @pytest.mark.parametrize(
@@ -251,6 +299,7 @@ def test_the_command_runs_two_strategies_and_prints_sane_tables(tmp_path, capsys
             "bench_search: Cannot read scenarios file '/nonexistent/s.toml'",
         ),
         (["--only", "nope"], "bench_search: --only 'nope' is not a scenario in the file"),
+        (["--errors", "3,wild"], "bench_search: --errors entry 'wild' is not a scale >= 0 or \"foreign\""),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, expected, capsys):

@@ -28,7 +28,7 @@ def autotune(url: str, storage: str, budget: int, out: str, *, die_in_trial: int
 def test_sigkill_mid_trial_then_resume(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     with SimServer(gpus="1xRTX4090", seed=5) as sim:
-        killed = autotune(sim.url, storage, 12, str(tmp_path / "r"), die_in_trial=3)
+        killed = autotune(sim.url, storage, 8, str(tmp_path / "r"), die_in_trial=3)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert killed.stderr.count("trial ") == 3, "three trials finished before the kill"
     _, before = load_records(storage, "resume")
@@ -36,11 +36,11 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     assert len(done_before) == 3 and [r.state for r in before].count("RUNNING") == 1
 
     with SimServer(gpus="1xRTX4090", seed=6) as sim:
-        resumed = autotune(sim.url, storage, 12, str(tmp_path / "r"))
+        resumed = autotune(sim.url, storage, 8, str(tmp_path / "r"))
         assert resumed.returncode == 0, resumed.stderr
     _, after = load_records(storage, "resume")
     done_after = [r for r in after if r.state == "COMPLETE"]
-    assert len(done_after) == 12
+    assert len(done_after) == 8  # (an 8B on a 24 GB card has nine configs a user would deploy)
     assert done_after[:3] == done_before  # the finished trials, untouched
     interrupted = [r for r in after if r.state == "FAIL"]
     assert len(interrupted) == 1

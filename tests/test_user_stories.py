@@ -37,7 +37,8 @@ def tune(sim: SimServer, tmp_path, *args: str):
         )
     assert exit_info.value.code == 0
     meta, records = load_records(storage, "story")
-    assert sum(r.state == "COMPLETE" for r in records) == int(BUDGET)
+    done = sum(r.state == "COMPLETE" for r in records)  # auto stops early once nothing new is deployable
+    assert 8 <= done <= int(BUDGET)
     assert (tmp_path / "report" / "report.html").exists() and (
         tmp_path / "report" / "best.Modelfile"
     ).exists()

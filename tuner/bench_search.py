@@ -1,7 +1,8 @@
 """The search benchmark's command: each strategy's studies against the simulator, scored against the truth.
 
     python -m tuner.bench_search --scenarios tuner/bench/scenarios.toml --budget 40 --seeds 10 \\
-        [--strategies grid,random,tpe,tpe-mv,gp,auto] [--jobs 2] [--only NAME,...] [--out FILE.md]
+        [--strategies grid,random,tpe,tpe-mv,gp,auto] [--errors 0,1,2,foreign] [--jobs 2] [--only NAME,...]
+        [--out FILE.md]
     python -m tuner.bench_search --profile      # one study under cProfile: where a trial's time goes
 
 Prints the Markdown tables (and writes them to --out). The scenario file's format is in
@@ -18,6 +19,7 @@ import pstats
 import shlex
 import sys
 import time
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -33,7 +35,14 @@ from tuner.bench.run import (
     truth_job,
     unavailable,
 )
-from tuner.bench.scenarios import DEFAULT_SCENARIOS, Scenario, load_scenarios, select
+from tuner.bench.scenarios import (
+    DEFAULT_SCENARIOS,
+    MEMORY_MODES,
+    Scenario,
+    load_scenarios,
+    memory_mode,
+    select,
+)
 from tuner.bench.table import render
 from tuner.cliutil import run_command
 from tuner.errors import ConfigError, TunerError
@@ -42,14 +51,27 @@ from tuner.fingerprint import cpu_name
 HOW_TO_READ = """\
 How to read: every run is one real study (tuner.study.run_study, the real OllamaBackend and SimProbe)
 against an in-process simulator with noise {noise}; its finished trials are scored with the simulator's
-noise-free truth, evaluated exhaustively over every (tag, num_gpu, num_ctx) the study can try.
-- HV ratio: hypervolume of the feasible configs the study measured (scored with their true decode tok/s and
-  true peak VRAM) over the hypervolume of the true Pareto front; reference point 0 tok/s and the GPUs' total
-  memory (or the scenario's vram_limit). 1.000 = the whole true front was found.
-- trials to 99% best: the trial at which a config with true decode >= 99% of the best feasible true decode was
-  first measured and judged feasible; "never" when the budget ran out first (counted as budget + 1).
+noise-free truth, evaluated exhaustively over every (tag, num_gpu, num_ctx) the study can try. Every scenario
+runs at each memory mode: the simulator's hidden error between autotune's estimate and the real buffers at
+scale 0 (exact), 1 and 2 (the real H100 showed about 2), and "foreign", where the real buffers follow a
+per-card-family model of another form (tuner/sim/memtruth.py), so no search wins by trusting its own model.
+- best found / true best: the best true decode tok/s among the configs the study measured and judged feasible
+  (scored noise-free, as the HV is, so noise cannot inflate it; a config judged feasible that truly is not
+  counts for nothing) over the best feasible true decode.
+- deployable HV: hypervolume of the measured configs that are truly feasible and deployable (fully on the
+  GPU, or at least half the best decode: tuner.schema.deployable), scored with their true decode tok/s and
+  peak VRAM, over the hypervolume of every deployable config; reference point 0 tok/s and the GPUs' total
+  memory (or the scenario's vram_limit). The CPU-only config counts only where it is deployable.
+- sim. time to 99% of best: simulated seconds until a config with true decode >= 99% of the best was first
+  measured and judged feasible ("never": not within the budget; such runs count as infinite in the median);
+  trials to 99%: the same in trials (never = budget + 1).
 - sim. time: what the simulator charged for the study's loads, failed loads, generations and unloads
-  (seconds a real machine would spend); failed-load share: the part spent on loads that did not fit.
+  (seconds a real machine would spend). Skips: trials not loaded because predicted not to fit (they cost a
+  trial, next to no time); failed loads: trials whose load failed for lack of memory, with their share of the
+  simulated time.
+- misjudged feasibility: trials judged feasible that truly are not, and trials judged infeasible (skipped or
+  failed) whose config truly fits and meets the constraints.
+- trials where a user would deploy: the share of trials whose config truly is deployable.
 - real ms per trial: wall time inside run_study per finished trial on this machine (storage: {storage}).
 Strategies: grid = a llama-bench-style sweep (each tag, contexts ascending, num_gpu descending from every
 layer); random, tpe (Optuna 5.0 defaults), tpe-mv (multivariate), gp (GPSampler) = plain Optuna samplers
@@ -77,8 +99,20 @@ def _parse_strategies(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _parse_modes(text: str) -> list[str]:
+    modes = []
+    for item in (m.strip() for m in text.split(",")):
+        if item:
+
+            def fail(why: str, item: str = item) -> ConfigError:
+                return ConfigError(f"--errors entry {item!r} {why}.")
+
+            modes.append(memory_mode(item, fail))
+    return list(dict.fromkeys(modes))
+
+
 def _profile(scenario: Scenario, strategy: str, budget: int) -> None:
-    truth = truth_job(scenario)
+    truth = truth_job(scenario if scenario.estimator_error else replace(scenario, estimator_error="1"))
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
@@ -112,6 +146,12 @@ def _profile(scenario: Scenario, strategy: str, budget: int) -> None:
 @click.option(
     "--jobs", type=click.IntRange(min=1), default=None, help="Processes at a time (default: CPU count)."
 )
+@click.option(
+    "--errors",
+    default=",".join(MEMORY_MODES),
+    show_default=True,
+    help="Memory modes: estimator-error scales (0 = exact) and/or 'foreign' (comma-separated).",
+)
 @click.option("--only", default="", help="Only these scenarios (comma-separated names).")
 @click.option("--out", default=None, help="Also write the Markdown report here.")
 @click.option(
@@ -123,12 +163,16 @@ def bench(
     seeds: int,
     strategies: str,
     jobs: int | None,
+    errors: str,
     only: str,
     out: str | None,
     profile: bool,
 ) -> None:
     """Benchmark the search strategies against the simulator's noise-free truth."""
     names = _parse_strategies(strategies)
+    modes = _parse_modes(errors)
+    if not modes:
+        raise ConfigError("--errors is empty; use e.g. --errors 0,1,2,foreign.")
     scenarios = select(load_scenarios(scenario_file), [n.strip() for n in only.split(",") if n.strip()])
     if profile:
         _profile(scenarios[0], names[0], budget)
@@ -136,7 +180,9 @@ def bench(
     jobs_n = jobs or os.cpu_count() or 1
     skipped = {n: why for n in names if (why := unavailable(n))}
     started = time.perf_counter()
-    truths, scores = run_benchmark(scenarios, [n for n in names if n not in skipped], seeds, budget, jobs_n)
+    truths, scores = run_benchmark(
+        scenarios, [n for n in names if n not in skipped], seeds, budget, jobs_n, modes=modes
+    )
     wall = time.perf_counter() - started
     n_trials = sum(s.trials for s in scores)
     storage = "Optuna's InMemoryStorage"
@@ -152,6 +198,8 @@ def bench(
         str(seeds),
         "--strategies",
         ",".join(names),
+        "--errors",
+        ",".join(modes),
         "--jobs",
         str(jobs_n),
     ]
@@ -161,8 +209,8 @@ def bench(
         "    " + shlex.join(command),
         "",
         f"Machine: {cpu_name()}, {os.cpu_count()} cores; {_versions()}; --jobs {jobs_n}.",
-        f"Wall time: {wall:.0f} s for {len(scores)} studies ({len(scenarios)} scenarios x "
-        f"{len(names) - len(skipped)} strategies x {seeds} seeds), {n_trials} simulated trials; "
+        f"Wall time: {wall:.0f} s for {len(scores)} studies ({len(scenarios)} scenarios x {len(modes)} memory "
+        f"modes x {len(names) - len(skipped)} strategies x {seeds} seeds), {n_trials} simulated trials; "
         f"truth: {sum(t.eval_s for t in truths):.1f} s over all scenarios.",
         f"Measurement per trial: 1 warm-up + {FAST_MEASURE.min_repeats} measured generations of "
         f"{FAST_MEASURE.num_predict} tokens; simulator noise {NOISE}.",

@@ -1,13 +1,17 @@
-"""Before a trial loads anything: what the estimator predicts for it, and whether it can fit at all.
+"""Before a trial loads anything: what the estimator predicts for it, and how likely it is to fit.
 
 The study keeps one FitCheck. It predicts every config's VRAM per GPU (tuner.estimate). Weights and KV
 cache follow exactly from the file; the compute buffers and the CUDA context are the estimator's guess, so
-the safety margin multiplies that part only, and the study learns it from its own trials: the largest
-measured/predicted ratio of that part seen so far (per GPU, measured = the probe's peak minus the predicted
-weights and KV), plus a small slack. Until a first load has been measured the margin is PRIOR_MARGIN.
-A config whose weights + KV + margin x (compute + context) exceeds some GPU's free memory is not loaded:
-the study records it as infeasible ("predicted to exceed memory") with the predicted shortfall as its
-constraint value. A load that fails anyway teaches the margin too: it must at least rule that config out.
+what they really take is a belief (tuner.margin.MarginBelief: a factor on the compute buffers and an offset
+on the context, with their uncertainty) learned from the study's own trials: every measured load pins it,
+every load that failed for lack of GPU memory bounds it from below, and a load that fit where the belief
+doubted it moves it down as surely as a failure moves it up. P(fit) of a config is the belief's weight on
+the worlds where every GPU it uses fits. A config the belief gives under SKIP_BELOW to fit is not loaded: the
+study records it as infeasible ("predicted to exceed memory") with its predicted shortfall as its
+constraint value. The search (tuner.search) loads what is SAFE, and tests the edge above it on purpose.
+
+A load that fails for lack of *host* memory says nothing about VRAM: it bounds the host memory the config
+needs (host_need), which falls as more layers go to the GPU and rises with the context.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from dataclasses import dataclass, replace
 
 from tuner.backend.base import AUTO, Backend, ModelInfo, ServerInfo
 from tuner.estimate import ModelSpec, Prediction, Request, SpecError, max_num_gpu, predict
+from tuner.estimate.llamacpp import CUDA_CONTEXT_BYTES
 from tuner.estimate.versions import Version, parse_version
+from tuner.margin import GpuGuess, MarginBelief
 from tuner.probe import Probe
 from tuner.schema import TrialRecord
 from tuner.space import Config
 from tuner.units import GiB
 
-PRIOR_MARGIN = 1.6  # before any measurement; on a real H100 the guessed part was up to 1.52x (memory-h100.md)
-SLACK = 0.05  # added to the largest measured/predicted ratio
+SKIP_BELOW = 0.05  # not loaded at all: the belief gives it less than this to fit
+SAFE = 0.95  # what the search loads without a second thought
 BOUND_MARGIN = 0.5  # the num_gpu range ends where even half the predicted compute and context cannot fit
 
 
@@ -40,12 +46,13 @@ def spec_of(info: ModelInfo) -> ModelSpec | None:
 @dataclass(frozen=True)
 class Verdict:
     prediction: Prediction
-    margin: float
-    over: float  # the largest (predicted x margin - free) / free over GPUs; > 0 = predicted not to fit
+    margin: float  # the factor on compute + context at the belief's 95th percentile
+    over: float  # the largest (need - free) / free over GPUs at the belief's mean; > 0 = expected not to fit
+    p_fit: float = 1.0
 
     @property
     def skip(self) -> bool:
-        return self.over > 0
+        return self.p_fit < SKIP_BELOW
 
 
 class FitCheck:
@@ -74,6 +81,9 @@ class FitCheck:
             flash_attn_ok  # every GPU supports flash attention (Ollama turns it off otherwise)
         )
         self._cache: dict[tuple[str, int, int, str | None, str | None], Prediction | None] = {}
+        self._belief = MarginBelief()
+        self._belief_key: tuple[tuple[int, bool, bool], ...] = ()
+        self._belief_quick: tuple[int, int] = (0, -1)
 
     @property
     def rule(self) -> str:
@@ -112,37 +122,67 @@ class FitCheck:
             flash_attn=fa,
         )
 
-    # -- the learned margin ------------------------------------------------------------------------
-    def ratios(self, records: Sequence[TrialRecord]) -> list[float]:
-        """Per loaded trial, measured/predicted of compute + context on its worst GPU; per load that failed
-        for lack of memory, the least such ratio that would have ruled it out."""
-        out = []
-        for r in records:
-            pred, fixed = r.predicted_vram_per_gpu, r.predicted_fixed_per_gpu
-            if r.state != "COMPLETE" or r.predicted_skip or not pred or len(fixed) != len(pred):
-                continue
-            if r.decode_tok_s is not None and r.peak_vram_per_gpu and len(r.peak_vram_per_gpu) == len(pred):
-                per = [(m - f) / (p - f) for m, p, f in zip(r.peak_vram_per_gpu, pred, fixed) if p > f]
-                if per:
-                    out.append(max(per))
-            elif r.decode_tok_s is not None and r.peak_vram_bytes and sum(pred) > sum(fixed):
-                out.append((r.peak_vram_bytes - sum(fixed)) / (sum(pred) - sum(fixed)))
-            elif r.oom and _gpu_failure(r.error):
-                need = [(g - f) / (p - f) for g, p, f in zip(self.free, pred, fixed) if p > f]
-                if need:
-                    out.append(min(need) + SLACK / 4)
-        return out
+    # -- the learned belief -------------------------------------------------------------------------
+    def guesses(self, p: Prediction) -> list[GpuGuess]:
+        """Per GPU given: the exact part, the estimator's compute buffers and context, the free memory."""
+        return guesses_of(list(p.gpu_bytes), list(p.fixed_bytes), _compute_per_gpu(p), self.free)
 
-    def margin(self, records: Sequence[TrialRecord]) -> float:
-        ratios = self.ratios(records)
-        return max(ratios) + SLACK if ratios else PRIOR_MARGIN
+    def belief(self, records: Sequence[TrialRecord]) -> MarginBelief:
+        """The belief after the study's trials (cached while nothing new has been learned)."""
+        quick = (id(records), len(records))
+        if quick == self._belief_quick:
+            return self._belief
+        used = [r for r in records if _informs_vram(r)]
+        key = tuple((r.number, r.decode_tok_s is not None, r.oom) for r in used)
+        if key != self._belief_key:
+            belief = MarginBelief()
+            for r in sorted(used, key=lambda r: r.number):
+                guesses = guesses_of(
+                    r.predicted_vram_per_gpu,
+                    r.predicted_fixed_per_gpu,
+                    r.predicted_compute_per_gpu,
+                    self.free,
+                )
+                if r.decode_tok_s is not None:
+                    belief.observe_load(guesses, r.peak_vram_per_gpu)
+                else:
+                    belief.observe_failure(guesses)
+            self._belief, self._belief_key = belief, key
+        self._belief_quick = quick
+        return self._belief
+
+    def p_fit(
+        self, config: Config, records: Sequence[TrialRecord], vram_limit_bytes: int | None = None
+    ) -> float | None:
+        """The belief's probability that `config` loads (and stays under the VRAM limit); None: no prediction."""
+        p = self.predict(config)
+        if p is None:
+            return None
+        return self.belief(records).p_fit(self.guesses(p), vram_limit_bytes)
 
     def verdict(self, config: Config, records: Sequence[TrialRecord]) -> Verdict | None:
         p = self.predict(config)
         if p is None:
             return None
-        m = self.margin(records)
-        return Verdict(p, m, over_fraction(p, self.free, m))
+        belief = self.belief(records)
+        guesses = self.guesses(p)
+        c, d = belief.mean()
+        need = [
+            g.fixed + c * g.compute + g.context + d if g.fixed + g.compute + g.context else 0 for g in guesses
+        ]
+        over = max(((n - g.free) / g.free for n, g in zip(need, guesses) if n and g.free > 0), default=-1.0)
+        return Verdict(p, belief.margin(guesses), over, belief.p_fit(guesses))
+
+    def host_need(self, config: Config) -> int | None:
+        """Host memory the engine checks for `config` (Ollama's own estimate of the CPU part where it checks
+        that, else what the runner allocates on the CPU); None without a prediction."""
+        p = self.predict(config)
+        spec = self.specs.get(config.tag)
+        if p is None or spec is None:
+            return None
+        if p.ollama is not None and not self.version.ollama_engine(spec.arch):
+            return max(0, p.ollama.total_bytes - p.ollama.vram_bytes)
+        return p.allocation.cpu.total
 
     # -- the num_gpu range ------------------------------------------------------------------------
     def num_gpu_bound(self, min_ctx: int, max_layers: int) -> int:
@@ -160,16 +200,46 @@ class FitCheck:
         return max_layers if bound < 0 else min(max_layers, max(bound, 1))
 
 
-def over_fraction(p: Prediction, free: Sequence[int], margin: float) -> float:
-    """The largest (need - free) / free over the GPUs the config uses; > 0 = predicted not to fit."""
-    need = p.need_bytes(margin)
-    return max(((n - f) / f for n, f in zip(need, free) if n and f > 0), default=-1.0)
+def guesses_of(
+    predicted: Sequence[int], fixed: Sequence[int], compute: Sequence[int], free: Sequence[int]
+) -> list[GpuGuess]:
+    """GpuGuesses from stored per-GPU figures; where the compute buffers were not stored (older studies),
+    the guessed part less one CUDA context."""
+    out = []
+    for i, (b, f) in enumerate(zip(predicted, fixed)):
+        guessed = max(0, b - f) if b else 0
+        comp = compute[i] if i < len(compute) else max(0, guessed - CUDA_CONTEXT_BYTES)
+        out.append(
+            GpuGuess(
+                f if b else 0,
+                min(comp, guessed),
+                guessed - min(comp, guessed),
+                free[i] if i < len(free) else 0,
+            )
+        )
+    return out
 
 
-def _gpu_failure(error: str) -> bool:
+def _informs_vram(r: TrialRecord) -> bool:
+    """A trial that says something about GPU memory: a measured load, or a load that failed on a GPU."""
+    pred, fixed = r.predicted_vram_per_gpu, r.predicted_fixed_per_gpu
+    if r.state != "COMPLETE" or r.predicted_skip or not pred or len(fixed) != len(pred):
+        return False
+    if r.decode_tok_s is not None:
+        return len(r.peak_vram_per_gpu) == len(pred)
+    return r.oom and gpu_failure(r.error)
+
+
+def host_failure(error: str) -> bool:
+    """A load that failed for lack of host (system) memory."""
+    text = error.lower()
+    return "system memory" in text or "cpu_buffer" in text or ("host" in text and "memory" in text)
+
+
+def gpu_failure(error: str) -> bool:
     """A load that failed on a GPU (not for host memory): only those say something about VRAM."""
     text = error.lower()
-    if "system memory" in text or "cpu_buffer" in text or "host" in text:
+    if host_failure(error) or "host" in text:
         return False
     return any(
         k in text for k in ("cuda", "cudamalloc", "hipmalloc", "rocm", "metal", "vulkan", "device", "gpu")
@@ -205,12 +275,13 @@ def study_fitcheck(
 
 
 def describe_skip(v: Verdict, free: Sequence[int]) -> str:
-    """'predicted to exceed memory: GPU0 needs 25.3 GiB with compute and context x 1.20, 23.3 GiB free'."""
+    """'predicted to exceed memory: GPU0 needs 25.3 GiB with compute and context x 1.20, 23.3 GiB free
+    (2% likely to fit)'."""
     need = v.prediction.need_bytes(v.margin)
     worst = max((i for i, n in enumerate(need) if n and free[i] > 0), key=lambda i: need[i] / free[i])
     return (
         f"predicted to exceed memory: GPU{worst} needs {need[worst] / GiB:.1f} GiB with compute and "
-        f"context x {v.margin:.2f}, {free[worst] / GiB:.1f} GiB free"
+        f"context x {v.margin:.2f}, {free[worst] / GiB:.1f} GiB free ({v.p_fit:.0%} likely to fit)"
     )
 
 
@@ -224,5 +295,14 @@ def with_prediction(record: TrialRecord, v: Verdict | None) -> TrialRecord:
         predicted_vram_per_gpu=list(p.gpu_bytes),
         predicted_fixed_per_gpu=list(p.fixed_bytes),
         predicted_offloaded=p.offloaded,
+        predicted_compute_per_gpu=_compute_per_gpu(p),
         margin=round(v.margin, 4) if math.isfinite(v.margin) else None,
+        p_fit=round(v.p_fit, 4),
     )
+
+
+def _compute_per_gpu(p: Prediction) -> list[int]:
+    out = [0] * len(p.gpu_bytes)
+    for d, g in zip(p.allocation.gpu, p.runner_gpus):
+        out[g] = d.compute
+    return out

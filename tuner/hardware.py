@@ -87,6 +87,25 @@ KNOWN_CARDS: dict[str, GpuSpec] = {
     "h100": _card("NVIDIA H100 80GB HBM3", 81559, 3350.0, 989.4, (9, 0)),
     "h200": _card("NVIDIA H200", 143771, 4800.0, 989.4, (9, 0)),
     "gb10": _card("NVIDIA GB10", 131072, 273.0, 62.5, (12, 1), unified=True),
+    # Added for the search benchmark. Memory bandwidth (GB/s) from NVIDIA's product pages and the TechPowerUp
+    # GPU database (techpowerup.com/gpu-specs); TFLOPS = 4 x the FP32 rate for GeForce Ampere/Ada/Blackwell
+    # (FP16 tensor with FP16 accumulate, dense), the datasheet's dense FP16 tensor figure for data-center and
+    # workstation parts, plain FP32 for the P40 (no tensor cores).
+    "rtx30608gb": _card("NVIDIA GeForce RTX 3060", 8192, 240.0, 51.2, (8, 6)),  # 128-bit, 15 Gbps
+    "rtx3070": _card("NVIDIA GeForce RTX 3070", 8192, 448.0, 81.3, (8, 6)),  # 256-bit, 14 Gbps
+    "rtx308010gb": _card("NVIDIA GeForce RTX 3080", 10240, 760.3, 119.1, (8, 6)),  # 320-bit, 19 Gbps
+    "rtx308012gb": _card("NVIDIA GeForce RTX 3080", 12288, 912.4, 122.4, (8, 6)),  # 384-bit, 19 Gbps
+    "rtx4060": _card("NVIDIA GeForce RTX 4060", 8188, 272.0, 60.5, (8, 9)),  # 128-bit, 17 Gbps
+    "rtx4060laptop": _card("NVIDIA GeForce RTX 4060 Laptop GPU", 8188, 256.0, 46.4, (8, 9)),  # 16 Gbps
+    "rtx4060ti16gb": _card("NVIDIA GeForce RTX 4060 Ti", 16380, 288.0, 88.3, (8, 9)),  # 128-bit, 18 Gbps
+    "rtx5070ti": _card("NVIDIA GeForce RTX 5070 Ti", 16303, 896.0, 175.8, (12, 0)),  # 256-bit GDDR7, 28 Gbps
+    "l4": _card("NVIDIA L4", 23034, 300.0, 121.0, (8, 9)),
+    "l40s": _card("NVIDIA L40S", 46068, 864.0, 362.1, (8, 9)),
+    "l40": _card("NVIDIA L40", 46068, 864.0, 181.0, (8, 9)),
+    "a40": _card("NVIDIA A40", 46068, 695.8, 149.7, (8, 6)),
+    "rtxa5000": _card("NVIDIA RTX A5000", 24564, 768.0, 111.1, (8, 6)),
+    "p40": _card("Tesla P40", 24576, 347.1, 11.8, (6, 1)),  # GDDR5, 384-bit, 7.2 Gbps
+    "v10016gb": _card("Tesla V100-PCIE-16GB", 16384, 900.0, 112.0, (7, 0)),
 }
 _ALIASES = {
     "4090": "rtx4090",
@@ -122,11 +141,29 @@ _ALIASES = {
     "v100": "v10032gb",
     "teslam40": "m40",
     "teslav100": "v10032gb",
+    "rtx30608g": "rtx30608gb",
+    "3070": "rtx3070",
+    "rtx3080": "rtx308010gb",
+    "3080": "rtx308010gb",
+    "rtx308010g": "rtx308010gb",
+    "rtx308012g": "rtx308012gb",
+    "4060": "rtx4060",
+    "rtx40608gb": "rtx4060",
+    "rtx4060laptopgpu": "rtx4060laptop",
+    "rtx4060mobile": "rtx4060laptop",
+    "rtx4060ti": "rtx4060ti16gb",
+    "rtx4060ti16g": "rtx4060ti16gb",
+    "5070ti": "rtx5070ti",
+    "teslap40": "p40",
+    "a5000": "rtxa5000",
+    "v100pcie16gb": "v10016gb",
+    "teslav100pcie16gb": "v10016gb",
 }
 
 _VALID_FORMS = (
     "valid forms: '2x24GiB', '24GiB,12GiB', '2xRTX4090', '8xA800-80GB', '4xGTX1070Ti', '1xH100' "
-    "(known cards: RTX4090, RTX3090, RTX5090, RTX3060-12GB, GTX1070Ti, A100-80GB, A800-80GB, H100, H200, "
+    "(known cards: RTX4090, RTX3090, RTX5090, RTX5070Ti, RTX3080-10GB, RTX3060-12GB, RTX4060, RTX4060-Laptop, "
+    "RTX4060Ti-16GB, GTX1070Ti, L4, L40S, A40, A10, RTX-A5000, P40, V100, A100-80GB, A800-80GB, H100, H200, "
     "RTX-PRO-6000, GB10/DGX-Spark, and more)"
 )
 

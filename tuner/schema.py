@@ -54,9 +54,15 @@ class TrialRecord:
     predicted_vram_bytes: int | None = None  # the estimator's VRAM for this config (all GPUs)
     predicted_vram_per_gpu: list[int] = field(default_factory=list)
     predicted_fixed_per_gpu: list[int] = field(default_factory=list)  # weights + KV: known exactly
+    predicted_compute_per_gpu: list[int] = field(
+        default_factory=list
+    )  # compute buffers (the rest: CUDA context)
     predicted_offloaded: int | None = None  # layers the estimator expects on the GPUs
-    margin: float | None = None  # learned factor on predicted compute + context when this config was judged
-    predicted_skip: bool = False  # not loaded: predicted x margin exceeds a GPU's free memory
+    margin: float | None = (
+        None  # factor on predicted compute + context at the learned belief's 95th percentile
+    )
+    predicted_skip: bool = False  # not loaded: the learned belief gives it under 5% to fit
+    p_fit: float | None = None  # the belief's probability that this config fits, when it was judged
     attempts: list[str] = field(default_factory=list)  # discarded attempts and why (a timeout, a reset...)
 
     def to_row(self) -> dict[str, Any]:
@@ -64,6 +70,7 @@ class TrialRecord:
         row["peak_vram_per_gpu"] = ";".join(str(v) for v in self.peak_vram_per_gpu)
         row["predicted_vram_per_gpu"] = ";".join(str(v) for v in self.predicted_vram_per_gpu)
         row["predicted_fixed_per_gpu"] = ";".join(str(v) for v in self.predicted_fixed_per_gpu)
+        row["predicted_compute_per_gpu"] = ";".join(str(v) for v in self.predicted_compute_per_gpu)
         row["attempts"] = " | ".join(self.attempts)
         row.pop("constraints")
         for key, value in sorted(self.constraints.items()):
@@ -158,3 +165,16 @@ def honour_limits(meta: StudyMeta, record: TrialRecord) -> TrialRecord:
     if not broken:
         return record
     return replace(record, feasible=False, error="; ".join(broken))
+
+
+DEPLOYABLE_FRACTION = 0.5  # a config this fast relative to the best is one a user would still deploy
+
+
+def deployable(decode_tok_s: float | None, gpu_fraction: float | None, best_decode_tok_s: float) -> bool:
+    """The one rule for where a user would deploy (what the search spends its trials on and the search
+    benchmark scores): a config that runs entirely on the GPU, or one at least DEPLOYABLE_FRACTION of the
+    best decode speed. A config that spills to the CPU at a fraction of the best is a fallback nobody picks
+    while a faster one fits; the CPU-only config counts only where it is that close to the best."""
+    if decode_tok_s is None or not math.isfinite(decode_tok_s) or decode_tok_s <= 0:
+        return False
+    return fully_on_gpu(gpu_fraction) or decode_tok_s >= DEPLOYABLE_FRACTION * best_decode_tok_s

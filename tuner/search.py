@@ -1,23 +1,34 @@
 """Our search (`--sampler auto`): an Optuna sampler that uses what is known about the landscape.
 
-* Whether a config fits is monotone in num_gpu and num_ctx, and the estimator predicts the edge: per tag,
-  the first load is the largest num_gpu predicted to fit at the smallest context (with the margin the study
-  has learned, tuner.fitcheck); a failure moves the edge down (bisection where nothing is predicted).
-* Speed rises with num_gpu and memory rises with num_gpu and num_ctx, so the speed/VRAM front lies at the
-  smallest context: after the edges, one CPU-only anchor, then the gap between neighbouring measured points
-  whose rectangle (VRAM gap x speed gap) is largest is split in two, until no gap is worth a trial.
-* For the picks, one probe of the largest context predicted to stay fully on the GPU for the fastest tag.
-* Then multivariate TPE for whatever budget is left (and for --tune-flash-attn / --tune-kv-cache).
+Whether a config fits is monotone in num_gpu (and in num_ctx); speed rises with num_gpu until the CPU spill
+ends; memory rises with both; tags differ mostly by bytes per weight. The plan, from the stored trials alone:
 
-Everything is derived from the study's stored trials (COMPLETE, plus RUNNING ones so parallel workers do
-not duplicate), so storage, resume, the dashboard and several workers on one study keep working. Configs
-predicted not to fit are never proposed; configs already measured are never proposed again.
+1. **The edge**, per tag from the lightest, at the smallest context: the most layers that load. It loads the
+   largest num_gpu the learned memory belief (tuner.fitcheck, tuner.margin) gives at least SAFE to fit, and
+   learns from it. Where the region predicted not to fit may hold a faster config (one more layer, or every
+   layer on the GPU), it **tests the edge with a real load**: the largest num_gpu at least PROBE_MIN likely
+   to fit, when it is predicted faster and the failed-load budget (MAX_FAILED_LOADS, at most 2 per edge)
+   allows. A failure teaches the belief as much as a success. A load that fails for lack of *host* memory
+   moves the edge up (more layers on the GPU need less host memory), never down.
+2. **The deployable front** of the tags a user would run (tuner.schema.deployable: fully on the GPU, or at
+   least half the best speed): the fewest layers predicted to reach half the best speed, then the gap between
+   neighbouring measured points whose rectangle (VRAM gap x speed gap) is largest, until no gap is worth a
+   trial. The CPU-only config only where it is predicted deployable.
+3. **The largest context that stays fully on the GPU** for the fastest tag that fits whole (for the picks).
+4. Then multivariate TPE for whatever budget is left, held to configs that are new, SAFE to fit, not ruled
+   out by the host's memory, and predicted deployable; when TPE proposes none (its random start-up
+   included), a seeded draw from those. When no such config is left, `exhausted` says so and the study stops
+   rather than measure a config twice.
+
+Everything is derived from the study's stored trials (COMPLETE, plus RUNNING and WAITING ones so parallel
+workers and re-queued trials are never duplicated), so storage, resume, the dashboard and several workers on
+one study keep working. No config is proposed twice on any path.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -25,14 +36,24 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.backend.base import AUTO
-from tuner.fitcheck import FitCheck
+from tuner.fitcheck import SAFE, FitCheck
+from tuner.landscape import Key, Landscape, loaded, on_gpu, vram
 from tuner.pareto import pareto_front
 from tuner.records import record_of
-from tuner.schema import TrialRecord, fully_on_gpu
-from tuner.space import Config, Space
+from tuner.schema import DEPLOYABLE_FRACTION, TrialRecord
+from tuner.space import FLASH_ATTN_CHOICES, KV_CACHE_CHOICES, Config, Space
 
-MIN_GAIN = 0.002  # stop splitting gaps whose rectangle is below this share of the front's bounding box
-FALLBACK_DRAWS = 20  # TPE proposals tried for one that is new and predicted to fit
+MIN_GAIN = 0.002  # stop splitting gaps whose rectangle is below this share of the deployable front's box
+PROBE_MIN = 0.2  # test the edge only where the belief gives at least this chance to fit
+PROBE_GAIN = 1.005  # ... and the config is predicted at least this much faster than the edge so far
+PROBES_PER_EDGE = 2  # failed loads one edge may cost
+FALLBACK_DRAWS = 4  # TPE proposals tried for one that is allowed
+
+
+def max_failed_loads(budget: int) -> int:
+    """Failed loads a study may spend testing edges: about 5% of its simulated time at the benchmark's short
+    trials (a failed load costs about half a load; a trial, a load and its generations)."""
+    return max(2, budget // 10)
 
 
 class StructuredSampler(optuna.samplers.BaseSampler):
@@ -44,13 +65,14 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         seed: int = 0,
         vram_limit_bytes: int | None = None,
         gpu_only: bool = False,
+        budget: int = 40,
     ) -> None:
         self.space = space
         self.fitcheck = fitcheck if fitcheck is not None and fitcheck.active else None
         self.vram_limit = vram_limit_bytes
         self.gpu_only = gpu_only
+        self.budget = budget
         self.fallback = optuna.samplers.TPESampler(multivariate=True, n_startup_trials=5, seed=seed)
-        self._plan: dict[int, Config] = {}
         self._rng = random.Random(seed)
 
     # -- Optuna's sampler interface -----------------------------------------------------------------
@@ -58,71 +80,35 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
         low, high = self.space.log2_range
-        return {
+        out: dict[str, BaseDistribution] = {
             "tag": CategoricalDistribution(list(self.space.tags)),
             "num_gpu": IntDistribution(0, self.space.max_layers),
             "log2_ctx": IntDistribution(low, high),
         }
+        if self.space.tune_kv_cache:
+            out["kv_cache_type"] = CategoricalDistribution(list(KV_CACHE_CHOICES))
+        if self.space.tune_flash_attn:
+            out["flash_attn"] = CategoricalDistribution(list(FLASH_ATTN_CHOICES))
+        return out
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         if "fixed_params" in trial.system_attrs:  # an enqueued trial (the baseline, a re-queued one)
             return {}
-        records, running = _history(study, trial)
-        config = self.next_config(records, running)
-        if config is None:  # structure exhausted: multivariate TPE, skipping what is measured or cannot fit
-            return self._fallback(study, trial, records, running)
-        self._plan[trial.number] = config
-        params = self.space.params(config)
-        return {k: params[k] for k in ("tag", "num_gpu", "log2_ctx")}
-
-    def _fallback(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        records: Sequence[TrialRecord],
-        running: set[tuple[str, int, int]],
-    ) -> dict[str, Any]:
-        space = self.fallback.infer_relative_search_space(study, trial)
-        seen = {(r.tag, r.num_gpu, r.num_ctx) for r in records} | running
-        margin = self.fitcheck.margin(records) if self.fitcheck else 1.0
-        params: dict[str, Any] = {}
-        for _ in range(FALLBACK_DRAWS):
-            params = self.fallback.sample_relative(study, trial, space)
-            if not {"tag", "num_gpu", "log2_ctx"} <= set(params):
-                break  # TPE would sample each parameter on its own, blind to what is measured
-            c = Config(str(params["tag"]), int(params["num_gpu"]), 2 ** int(params["log2_ctx"]))
-            if (c.tag, c.num_gpu, c.num_ctx) not in seen and self._allowed(c, margin):
-                return params
-        fresh = self._unseen(seen, margin)  # TPE keeps proposing measured configs: one it has not
-        if fresh is None:
-            return params  # every config is measured or predicted not to fit
-        chosen = self.space.params(fresh)
-        return {k: chosen[k] for k in ("tag", "num_gpu", "log2_ctx")}
-
-    def _unseen(self, seen: set[tuple[str, int, int]], margin: float) -> Config | None:
-        """A config not measured, nor running, and allowed (random among them; None when none is left)."""
-        candidates = [
-            (tag, num_gpu, ctx)
-            for tag in self.space.tags
-            for num_gpu in range(self.space.max_layers + 1)
-            for ctx in self.space.ctx_ladder
-            if (tag, num_gpu, ctx) not in seen
-        ]
-        self._rng.shuffle(candidates)
-        for tag, num_gpu, ctx in candidates:
-            if self._allowed(Config(tag, num_gpu, ctx), margin):
-                return Config(tag, num_gpu, ctx)
-        return None
+        land = self.landscape(study, trial)
+        config = self.next_config(land) or self._fallback(study, trial, land)
+        if config is None:  # nothing new is allowed (run_study stops before this): the least bad new config
+            config = next(self._candidates(land, strict=False), None) or next(
+                (c for c in self.space.all_configs() if land.fresh(c)), None
+            )
+        if config is None:
+            return {}
+        return self.space.params(config)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        if param_name == "kv_cache_type" and trial.number in self._plan:
-            return "f16"  # the structured phase measures the default cache; TPE explores the rest later
-        if param_name == "flash_attn" and trial.number in self._plan:
-            return "on"
         return self.fallback.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -131,44 +117,38 @@ class StructuredSampler(optuna.samplers.BaseSampler):
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
-        self._plan.pop(trial.number, None)
         self.fallback.after_trial(study, trial, state, values)
 
+    def exhausted(self, study: optuna.Study) -> bool:
+        """Nothing new is left where a user would deploy: no config that is new, predicted deployable, SAFE to
+        fit and not ruled out by the host's memory, and no uncertain one the failed-load budget may test."""
+        land = self.landscape(study, None)
+        return self.next_config(land) is None and self._deployable_draw(land) is None
+
+    # -- the stored trials ----------------------------------------------------------------------------
+    def landscape(self, study: optuna.Study, trial: FrozenTrial | None) -> Landscape:
+        records, taken = _history(study, trial, self.space)
+        return Landscape(self.space, self.fitcheck, records, taken, self.vram_limit, self.gpu_only)
+
     # -- the plan -------------------------------------------------------------------------------------
-    def next_config(
-        self, records: Sequence[TrialRecord], running: set[tuple[str, int, int]]
-    ) -> Config | None:
+    def next_config(self, land: Landscape) -> Config | None:
         """The next structured config, or None to let TPE choose."""
-        done = [r for r in records if r.state == "COMPLETE" and r.num_gpu != AUTO]
-        seen = {(r.tag, r.num_gpu, r.num_ctx) for r in done} | running
         ctx0 = self.space.ctx_ladder[0]
         tags = self._tags_by_weight()
-        margin = self.fitcheck.margin(records) if self.fitcheck else 1.0
-
-        def fresh(c: Config | None) -> Config | None:
-            return c if c is not None and (c.tag, c.num_gpu, c.num_ctx) not in seen else None
-
         tops: dict[str, int] = {}
-        for tag in tags:  # 1. the largest num_gpu that loads at the smallest context, per tag
-            top, proposal = self._edge(tag, ctx0, done, margin)
-            if fresh(proposal):
+        for i, tag in enumerate(tags):  # 1. the edge at the smallest context, lightest tag first
+            top, proposal = self._edge(land, tag, ctx0, may_probe=i == 0 or self._competitive(land, tag))
+            if proposal is not None:
                 return proposal
             if top is not None:
                 tops[tag] = top
         if not tops:
             return None
-        if not self.gpu_only:  # 2. the CPU-only anchor of the lightest tag
-            anchor = fresh(Config(tags[0], 0, ctx0))
-            if anchor and self._allowed(anchor, margin):
-                return anchor
-        probe = fresh(self._context_probe(tops, done, margin))  # 3. the largest context fully on GPU
-        if probe:
-            return probe
-        if not self.gpu_only:  # 4. split the most valuable gap on the front
-            gap = fresh(self._widest_gap(tops, done, ctx0, seen))
-            if gap:
-                return gap
-        return None
+        for tag in self._deployable_tags(land, tops):  # 2. the deployable front
+            proposal = self._front(land, tag, ctx0)
+            if proposal is not None:
+                return proposal
+        return self._context_probe(land, tops)  # 3. the largest context fully on the GPU
 
     def _tags_by_weight(self) -> list[str]:
         if self.fitcheck is None:
@@ -176,114 +156,236 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         weight = {t: (s.weights_bytes if s else 0) for t, s in self.fitcheck.specs.items()}
         return sorted(self.space.tags, key=lambda t: (weight.get(t, 0), self.space.tags.index(t)))
 
-    def _allowed(self, c: Config, margin: float) -> bool:
-        """Predicted to fit (with the margin), and under --vram-limit; True when nothing is predicted."""
-        if self.fitcheck is None:
-            return True
-        p = self.fitcheck.predict(c)
-        if p is None:
-            return True
-        if not p.fits(self.fitcheck.free, margin):
-            return False
-        return self.vram_limit is None or sum(p.need_bytes(margin)) <= self.vram_limit
+    def _config(self, tag: str, num_gpu: int, ctx: int) -> Config:
+        fa = "on" if self.space.tune_flash_attn else None
+        kv = "f16" if self.space.tune_kv_cache else None
+        return Config(tag, num_gpu, ctx, fa, kv)
 
-    def _predicted_top(self, tag: str, ctx: int, margin: float) -> int | None:
-        if self.fitcheck is None or self.fitcheck.specs.get(tag) is None:
-            return None
-        lo, hi = 0, self.space.max_layers
-        if self._allowed(Config(tag, hi, ctx), margin):
-            return hi
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if self._allowed(Config(tag, mid, ctx), margin) else (lo, mid)
-        return lo
+    def _competitive(self, land: Landscape, tag: str) -> bool:
+        """A heavier tag whose edge could still be deployable: worth a probe of its own."""
+        full = self._config(tag, self.space.max_layers, self.space.ctx_ladder[0])
+        speed = land.speed(full)
+        return speed is None or not land.best or speed >= DEPLOYABLE_FRACTION * land.best
 
-    def _edge(
-        self, tag: str, ctx: int, done: Sequence[TrialRecord], margin: float
-    ) -> tuple[int | None, Config | None]:
+    def _probe_allowed(self, land: Landscape, tag: str, ctx: int) -> bool:
+        failed = land.failed_loads()
+        mine = [r for r in failed if r.tag == tag and r.num_ctx == ctx]
+        return len(failed) < max_failed_loads(self.budget) and len(mine) < PROBES_PER_EDGE
+
+    def _edge(self, land: Landscape, tag: str, ctx: int, may_probe: bool) -> tuple[int | None, Config | None]:
         """(the established top, or None) and the next config to establish it."""
-        mine = [r for r in done if r.tag == tag and r.num_ctx == ctx]
-        ok = [r.num_gpu for r in mine if _loaded(r)]
-        low = max(ok, default=-1)
-        upper = min(
-            (r.num_gpu for r in mine if not _loaded(r) and r.num_gpu > low), default=self.space.max_layers + 1
-        )
-        predicted = self._predicted_top(tag, ctx, margin)
-        hi = min(upper - 1, self.space.max_layers if predicted is None else predicted)
-        if low >= hi:
-            return low, None
-        if predicted is None and upper <= self.space.max_layers:
-            return None, Config(tag, (max(low, 0) + upper) // 2, ctx)  # bisection without a prediction
-        return None, Config(tag, hi, ctx)
+        top, gpu_fail, host_fail = land.bracket(tag, ctx)
+        high = min(gpu_fail - 1, self.space.max_layers)
+        low = max(top, host_fail)
+        cands = [self._config(tag, n, ctx) for n in range(high, low, -1)]
+        if self.gpu_only:
+            cands = [c for c in cands if c.num_gpu == self.space.max_layers]
+        if any(land.key(c) in land.taken for c in cands):  # another worker is on this edge: leave it to them
+            return (top if top >= 0 else None), None
+        cands = [c for c in cands if land.fresh(c) and land.host(c) != "no"]
+        if not cands:
+            return (top if top >= 0 else None), None
+        if land.p_fit(cands[0]) is None:  # nothing predicted: bisect between what loads and what fails
+            if top < 0 and gpu_fail > self.space.max_layers:
+                return None, cands[0]
+            mid = (max(low, 0) + min(gpu_fail, self.space.max_layers + 1)) // 2
+            return None, min(cands, key=lambda c: abs(c.num_gpu - mid))
+        safe = _first_at_least(land, cands, SAFE)  # fit is monotone in num_gpu: bisect, most layers first
+        if safe is not None:
+            return None, safe
+        if may_probe and self._probe_allowed(land, tag, ctx):
+            likely = _first_at_least(land, cands, 0.5) or _first_at_least(land, cands, PROBE_MIN)
+            if likely is not None and (top < 0 or self._faster(land, likely, self._config(tag, top, ctx))):
+                return None, likely
+        return (top if top >= 0 else None), None
 
-    def _context_probe(
-        self, tops: dict[str, int], done: Sequence[TrialRecord], margin: float
+    def _faster(self, land: Landscape, c: Config, than: Config) -> bool:
+        a, b = land.speed(c), land.speed(than)
+        return a is None or b is None or a >= PROBE_GAIN * b
+
+    def _deployable_tags(self, land: Landscape, tops: dict[str, int]) -> list[str]:
+        out = []
+        for tag in self._tags_by_weight():
+            if tag not in tops:
+                continue
+            best_of_tag = max(
+                (r.decode_tok_s or 0 for r in land.measured_at(tag, self.space.ctx_ladder[0])), default=0
+            )
+            if not land.best or best_of_tag >= DEPLOYABLE_FRACTION * land.best:
+                out.append(tag)
+        return out
+
+    def _front(self, land: Landscape, tag: str, ctx: int) -> Config | None:
+        """The lower end of the deployable range, then the widest gap on it, then the CPU-only anchor (all of
+        it needs the estimator: without a prediction there is no speed model, and no GPU the probe can see)."""
+        if self.gpu_only or self.fitcheck is None:
+            return None
+        points = land.measured_at(tag, ctx)
+        if not points or not land.best:
+            return None
+        floor = DEPLOYABLE_FRACTION * land.best
+        above = [r for r in points if (r.decode_tok_s or 0) >= floor]
+        below = [r for r in points if (r.decode_tok_s or 0) < floor]
+        if above:
+            lowest = min(above, key=lambda r: r.num_gpu)
+            bottom = max((r.num_gpu for r in below if r.num_gpu < lowest.num_gpu), default=-1)
+            if (lowest.decode_tok_s or 0) > 1.05 * floor and lowest.num_gpu - bottom > 1:
+                target = self._lowest_deployable(land, tag, ctx, lowest.num_gpu, bottom)
+                if target is not None:
+                    return target
+        gap = self._widest_gap(land, tag, ctx, floor)
+        if gap is not None:
+            return gap
+        anchor = self._config(tag, 0, ctx)
+        speed = land.speed(anchor)
+        if speed is not None and speed >= floor and land.fresh(anchor) and land.host(anchor) != "no":
+            return anchor
+        return None
+
+    def _lowest_deployable(
+        self, land: Landscape, tag: str, ctx: int, below: int, bottom: int
     ) -> Config | None:
-        """Bisect the context ladder for the largest context that stays fully on the GPU (first full tag);
-        with a prediction, try the largest context predicted to fit first."""
-        full = [t for t, n in tops.items() if n >= self.space.max_layers]
+        """The fewest layers (between `bottom` and `below`, exclusive) predicted to reach half the best speed."""
+        floor = DEPLOYABLE_FRACTION * land.best
+        target = below - 1
+        for n in range(below - 1, bottom, -1):
+            speed = land.speed(self._config(tag, n, ctx))
+            if speed is None or speed < floor:
+                break
+            target = n
+        if not land.slope_known(tag):  # the speed model still runs on its prior: step far enough to learn it
+            target = min(target, max(bottom + 1, below - max(2, -(-self.space.max_layers // 5))))
+        for n in range(target, below):  # the nearest new one that is safe
+            c = self._config(tag, n, ctx)
+            if land.fresh(c) and land.host(c) != "no":
+                p = land.p_fit(c)
+                if p is None or p >= SAFE:
+                    return c
+        return None
+
+    def _widest_gap(self, land: Landscape, tag: str, ctx: int, floor: float) -> Config | None:
+        points = [(r.num_gpu, vram(r), r.decode_tok_s or 0.0) for r in land.measured_at(tag, ctx)]
+        points = [p for p in points if p[2] >= 0.9 * floor]
+        if len(points) < 2:
+            return None
+        front = pareto_front(points, speed=lambda p: p[2], memory=lambda p: p[1])
+        span_v = max(p[1] for p in front) - min(p[1] for p in front) or 1.0
+        span_s = max(p[2] for p in front) - min(p[2] for p in front) or 1.0
+        mine = sorted({(p[0], p[1], p[2]) for p in points})
+        best, best_gain = None, MIN_GAIN
+        for (n_a, v_a, s_a), (n_b, v_b, s_b) in zip(mine, mine[1:]):
+            if n_b - n_a < 2:
+                continue
+            gain = abs(v_b - v_a) / span_v * max(s_b - s_a, 0.0) / span_s
+            c = self._config(tag, (n_a + n_b + 1) // 2, ctx)
+            if gain > best_gain and land.fresh(c) and land.host(c) != "no":
+                p = land.p_fit(c)
+                if p is None or p >= SAFE:
+                    best, best_gain = c, gain
+        return best
+
+    def _context_probe(self, land: Landscape, tops: dict[str, int]) -> Config | None:
+        """The largest context that stays fully on the GPU, for the fastest tag that fits whole."""
+        full = [t for t in self._tags_by_weight() if tops.get(t, -1) >= self.space.max_layers]
         if not full:
             return None
         tag, top, ladder = full[0], self.space.max_layers, list(self.space.ctx_ladder)
-        rows = [r for r in done if r.tag == tag and r.num_gpu == top and r.num_ctx in ladder]
-        on = [ladder.index(r.num_ctx) for r in rows if _loaded(r) and _on_gpu(r)]
-        off = [ladder.index(r.num_ctx) for r in rows if not (_loaded(r) and _on_gpu(r))]
+        rows = [r for r in land.done if r.tag == tag and r.num_gpu == top and r.num_ctx in ladder]
+        on = [ladder.index(r.num_ctx) for r in rows if loaded(r) and on_gpu(r)]
+        off = [ladder.index(r.num_ctx) for r in rows if not (loaded(r) and on_gpu(r))]
         lo = max(on, default=-1)
         hi = min((i for i in off if i > lo), default=len(ladder))
-        if hi - lo <= 1:
+        cands = [self._config(tag, top, ladder[i]) for i in range(hi - 1, lo, -1)]
+        cands = [c for c in cands if land.fresh(c) and land.host(c) != "no"]
+        if not cands:
             return None
-        if self.fitcheck is not None:
-            allowed = [i for i in range(lo + 1, hi) if self._allowed(Config(tag, top, ladder[i]), margin)]
-            return Config(tag, top, ladder[max(allowed)]) if allowed else None
-        mid = len(ladder) - 1 if hi == len(ladder) else (lo + hi) // 2
-        return Config(tag, top, ladder[mid])
+        p = {c.num_ctx: land.p_fit(c) for c in cands}
+        if any(v is None for v in p.values()):
+            mid = len(ladder) - 1 if hi == len(ladder) else (lo + hi) // 2
+            return min(cands, key=lambda c: abs(ladder.index(c.num_ctx) - mid))
+        safe = [c for c in cands if (p[c.num_ctx] or 0) >= SAFE]
+        if safe:
+            return safe[0]
+        if self._probe_allowed(land, tag, cands[0].num_ctx):
+            likely = [c for c in cands if (p[c.num_ctx] or 0) >= 0.5]
+            return likely[0] if likely else None
+        return None
 
-    def _widest_gap(
-        self, tops: dict[str, int], done: Sequence[TrialRecord], ctx: int, seen: set[tuple[str, int, int]]
-    ) -> Config | None:
-        points = []
-        for tag in tops:
-            for r in done:
-                if r.tag == tag and r.num_ctx == ctx and _loaded(r) and r.decode_tok_s:
-                    points.append((tag, r.num_gpu, _vram(r), r.decode_tok_s))
-        if len(points) < 2:
-            return None
-        front = pareto_front(points, speed=lambda p: p[3], memory=lambda p: p[2])
-        span_v = max(p[2] for p in points) - min(p[2] for p in points) or 1.0
-        span_s = max(p[3] for p in points) - min(p[3] for p in points) or 1.0
-        best, best_gain = None, MIN_GAIN
-        for tag in {p[0] for p in front}:
-            mine = sorted({(p[1], p[2], p[3]) for p in points if p[0] == tag})
-            for (n_a, v_a, s_a), (n_b, v_b, s_b) in zip(mine, mine[1:]):
-                if n_b - n_a < 2:
-                    continue
-                gain = abs(v_b - v_a) / span_v * max(s_b - s_a, 0.0) / span_s
-                mid = (n_a + n_b + 1) // 2
-                if gain > best_gain and (tag, mid, ctx) not in seen:
-                    best, best_gain = Config(tag, mid, ctx), gain
-        return best
+    # -- after the plan: TPE, held to what a user would deploy ---------------------------------------
+    def _allowed(self, land: Landscape, c: Config, strict: bool = True, p_min: float = SAFE) -> bool:
+        """New, predicted deployable (when `strict`), at least `p_min` likely to fit, not ruled out by host
+        memory (cheapest test first)."""
+        if not land.fresh(c) or (self.gpu_only and c.num_gpu < self.space.max_layers):
+            return False
+        if strict and not land.deployable(c):
+            return False
+        p = land.p_fit(c)
+        return (p is None or p >= p_min) and land.host(c) != "no"
+
+    def _fallback(self, study: optuna.Study, trial: FrozenTrial, land: Landscape) -> Config | None:
+        space = self.infer_relative_search_space(study, trial)
+        for _ in range(FALLBACK_DRAWS):
+            params = self.fallback.sample_relative(study, trial, space)
+            if not {"tag", "num_gpu", "log2_ctx"} <= set(params):
+                break  # TPE's random start-up: it would sample each parameter on its own, unscreened
+            c = self.space.config(params)
+            if self._allowed(land, c):
+                return c
+        return self._deployable_draw(land)
+
+    def _deployable_draw(self, land: Landscape) -> Config | None:
+        """A seeded draw among the new configs a user would deploy that are SAFE to fit; else, while the
+        failed-load budget lasts, the deployable config likeliest to fit of those it could test."""
+        safe = next(self._candidates(land, strict=True), None)
+        if safe is not None or len(land.failed_loads()) >= max_failed_loads(self.budget):
+            return safe
+        uncertain = [
+            c for c in self._candidates(land, strict=True, p_min=PROBE_MIN) if (land.p_fit(c) or 1.0) < SAFE
+        ]
+        return max(uncertain, key=lambda c: land.p_fit(c) or 0.0, default=None)
+
+    def _candidates(self, land: Landscape, strict: bool, p_min: float = SAFE) -> Iterator[Config]:
+        """Allowed new configs in a seeded random order (with `strict`, only where a user would deploy: every
+        config of a tag that reaches half the best speed, every-layer configs of the others)."""
+        configs = list(self.space.all_configs())
+        if strict and land.best:
+            tops = {t: self.space.max_layers for t in self.space.tags}
+            keep = set(self._deployable_tags(land, tops))
+            configs = [c for c in configs if c.tag in keep or c.num_gpu == self.space.max_layers]
+        order = random.Random(self._rng.random()).sample(configs, len(configs))
+        return (c for c in order if self._allowed(land, c, strict, p_min))
 
 
-def _history(study: optuna.Study, trial: FrozenTrial) -> tuple[list[TrialRecord], set[tuple[str, int, int]]]:
-    records, running = [], set()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-        if t.number == trial.number:
+def _first_at_least(land: Landscape, cands: Sequence[Config], p_min: float) -> Config | None:
+    """The first of `cands` (ordered from most to least memory) whose P(fit) is at least `p_min`, by bisection:
+    P(fit) only grows down the list."""
+
+    def ok(i: int) -> bool:
+        return (land.p_fit(cands[i]) or 0.0) >= p_min
+
+    lo, hi = 0, len(cands) - 1
+    if not ok(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return cands[lo]
+
+
+def _history(
+    study: optuna.Study, trial: FrozenTrial | None, space: Space
+) -> tuple[list[TrialRecord], set[Key]]:
+    """The finished trials' records, and the params of the running and queued ones (never proposed again)."""
+    records: list[TrialRecord] = []
+    taken: set[Key] = set()
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    for t in study.get_trials(deepcopy=False, states=states):
+        if trial is not None and t.number == trial.number:
             continue
         if t.state == TrialState.COMPLETE:
             records.append(record_of(t))
-        elif {"tag", "num_gpu", "log2_ctx"} <= set(t.params):
-            running.add((str(t.params["tag"]), int(t.params["num_gpu"]), 2 ** int(t.params["log2_ctx"])))
-    return records, running
-
-
-def _loaded(r: TrialRecord) -> bool:
-    return r.state == "COMPLETE" and not r.oom and not r.predicted_skip and r.decode_tok_s is not None
-
-
-def _on_gpu(r: TrialRecord) -> bool:
-    """Entirely in GPU memory (on a machine without a GPU, size_vram is 0: loaded is enough)."""
-    return fully_on_gpu(r.gpu_fraction) or not r.size_vram_bytes
-
-
-def _vram(r: TrialRecord) -> float:
-    return float(r.peak_vram_bytes if r.peak_vram_bytes is not None else (r.size_vram_bytes or 0))
+            continue
+        params = dict(t.params) or dict(t.system_attrs.get("fixed_params") or {})
+        if {"tag", "num_gpu", "log2_ctx"} <= set(params) and int(params["num_gpu"]) != AUTO:
+            taken.add(tuple(sorted(space.params(space.config(params)).items())))
+    return records, taken

@@ -8,6 +8,7 @@ the baseline trial uses -1 (the engine decides), enqueued outside that range on 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,6 +81,38 @@ class Space:
         if self.tune_flash_attn and params.get("kv_cache_type", "f16") == "f16":
             params["flash_attn"] = config.flash_attn or FLASH_ATTN_CHOICES[0]
         return params
+
+    def config(self, params: dict[str, Any]) -> Config:
+        """The config that Optuna `params` make (what `suggest` returns for a trial with these params)."""
+        kv = str(params.get("kv_cache_type", KV_CACHE_CHOICES[0])) if self.tune_kv_cache else None
+        fa = None
+        if self.tune_flash_attn:
+            fa = str(params.get("flash_attn", FLASH_ATTN_CHOICES[0])) if kv in (None, "f16") else "on"
+        elif kv not in (None, "f16"):
+            fa = "on"
+        return Config(str(params["tag"]), int(params["num_gpu"]), 2 ** int(params["log2_ctx"]), fa, kv)
+
+    def all_configs(self) -> Iterator[Config]:
+        """Every config of the space, once each (the same set `suggest` can return)."""
+        kvs: tuple[str | None, ...] = KV_CACHE_CHOICES if self.tune_kv_cache else (None,)
+        for tag in self.tags:
+            for ctx in self.ctx_ladder:
+                for n in range(self.max_layers + 1):
+                    for kv in kvs:
+                        fas: tuple[str | None, ...] = (None,)
+                        if self.tune_flash_attn and kv in (None, "f16"):
+                            fas = FLASH_ATTN_CHOICES
+                        for fa in fas:
+                            params: dict[str, Any] = {
+                                "tag": tag,
+                                "num_gpu": n,
+                                "log2_ctx": int(math.log2(ctx)),
+                            }
+                            if kv is not None:
+                                params["kv_cache_type"] = kv
+                            if fa is not None:
+                                params["flash_attn"] = fa
+                            yield self.config(params)
 
     def nearest_ctx(self, num_ctx: int) -> int:
         return min(self.ctx_ladder, key=lambda c: (abs(math.log2(c) - math.log2(num_ctx)), c))

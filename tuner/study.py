@@ -243,7 +243,7 @@ def skipped_record(
 ) -> TrialRecord:
     """A config predicted not to fit: never loaded, infeasible, its predicted shortfall as load_failed."""
     constraints = {
-        "load_failed": verdict.over,
+        "load_failed": max(verdict.over, 1e-3),
         "vram_over": 1.0,
         "cpu_spill": 1.0,
         "ctx_under": -1.0,
@@ -451,13 +451,15 @@ def _run_study(
                 "num_gpu_bound", fitcheck.num_gpu_bound(space.ctx_ladder[0], space.max_layers)
             )
         space = dataclasses.replace(space, max_layers=int(study.user_attrs["num_gpu_bound"]))
+    ours: StructuredSampler | None = None
     if structured:
-        study.sampler = StructuredSampler(
+        study.sampler = ours = StructuredSampler(
             space,
             fitcheck,
             seed=config.seed,
             vram_limit_bytes=config.vram_limit_bytes,
             gpu_only=config.gpu_only,
+            budget=config.budget,
         )
     objective = Objective(
         backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()), fitcheck, notify
@@ -483,6 +485,8 @@ def _run_study(
             complete = sum(1 for r in records if r.state == "COMPLETE")
             if complete >= config.budget:
                 break
+            if ours is not None and any(r.num_gpu == AUTO for r in records) and ours.exhausted(study):
+                break  # every config that can fit has been measured: stop rather than measure one twice
             running = sum(1 for r in records if r.state == "RUNNING")  # other workers' (or stale) trials
             if complete + running < config.budget:
                 told_waiting = False

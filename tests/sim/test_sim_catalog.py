@@ -9,8 +9,38 @@ from tuner.estimate.ggml import tensor_bytes
 from tuner.sim.catalog import CATALOG_NAMES, DEFAULT_TAGS, lookup
 from tuner.sim.modelinfo import model_info
 
-# Sizes ollama.com lists for each tag, in GB (10^9 bytes).
+# Sizes ollama.com lists for each tag, in GB (10^9 bytes); the tags added for the search benchmark as the
+# library's tag pages show them (scraped daily in github.com/D3rhami/ollama_gallery, data/tags/<model>.json,
+# commit 5d4b656, 2026-07-15).
 OLLAMA_SIZES_GB = {
+    "qwen2.5:7b-instruct-q4_K_M": 4.7,
+    "qwen2.5:7b-instruct-q8_0": 8.1,
+    "qwen2.5:7b-instruct-fp16": 15,
+    "qwen2.5:14b-instruct-q4_K_M": 9.0,
+    "qwen2.5:14b-instruct-q8_0": 16,
+    "qwen2.5:14b-instruct-fp16": 30,
+    "qwen2.5:32b-instruct-q4_K_M": 20,
+    "qwen2.5:32b-instruct-q8_0": 35,
+    "qwen2.5:32b-instruct-fp16": 66,
+    "qwen2.5:72b-instruct-q4_K_M": 47,
+    "qwen2.5:72b-instruct-q8_0": 77,
+    "qwen2.5:72b-instruct-fp16": 145,
+    "phi4:14b-q4_K_M": 9.1,
+    "phi4:14b-q8_0": 16,
+    "phi4:14b-fp16": 29,
+    "gemma3:27b-it-q4_K_M": 17,
+    "gemma3:27b-it-q8_0": 30,
+    "gemma3:27b-it-fp16": 55,
+    "mistral-small:24b-instruct-2501-q4_K_M": 14,
+    "mistral-small:24b-instruct-2501-q8_0": 25,
+    "mistral-small:24b-instruct-2501-fp16": 47,
+    "mixtral:8x7b-instruct-v0.1-q4_0": 26,
+    "mixtral:8x7b-instruct-v0.1-q4_K_M": 28,
+    "mixtral:8x7b-instruct-v0.1-q8_0": 50,
+    "mixtral:8x7b-instruct-v0.1-fp16": 93,
+    "qwen3:30b-a3b-q4_K_M": 19,
+    "qwen3:30b-a3b-q8_0": 33,
+    "qwen3:30b-a3b-fp16": 61,
     "deepseek-r1:32b-qwen-distill-q4_K_M": 20,
     "deepseek-r1:32b-qwen-distill-q8_0": 35,
     "deepseek-r1:32b-qwen-distill-fp16": 66,
@@ -56,8 +86,19 @@ def test_names_aliases_and_defaults() -> None:
         "gemma3:12b",
         "llama3.3:70b",
         "deepseek-r1:671b",
+        "qwen2.5:7b",
+        "qwen2.5:14b",
+        "qwen2.5:32b",
+        "qwen2.5:72b",
+        "phi4:14b",
+        "gemma3:27b",
+        "mistral-small:24b",
+        "mixtral:8x7b",
+        "qwen3:30b-a3b",
     }
-    assert len(CATALOG_NAMES) == 22
+    assert len(CATALOG_NAMES) == 63
+    assert lookup("mixtral:8x7b") is lookup("mixtral:8x7b-instruct-v0.1-q4_0")  # the library's default
+    assert lookup("qwen2.5") is lookup("qwen2.5:7b-instruct-q4_K_M")
 
 
 def test_q4_k_m_mixes_q4_k_with_q6_k_like_llama_cpp() -> None:
@@ -113,6 +154,36 @@ def test_architectures_are_the_real_ones() -> None:
     assert gemma.arch.tied_output and not any(t.name == "output.weight" for t in gemma.tensors)
     assert [gemma.arch.is_sliding(i) for i in range(6)] == [True] * 5 + [False]
     assert lookup("deepseek-r1:671b").active_parameter_count == pytest.approx(37.6e9, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("tag", "total", "active"),
+    [  # the parameter counts the model cards state
+        ("mixtral:8x7b", 46.7e9, 12.9e9),
+        ("qwen3:30b-a3b", 30.5e9, 3.3e9),
+        ("qwen2.5:72b", 72.7e9, 72.7e9),
+        ("phi4:14b", 14.7e9, 14.7e9),
+    ],
+)
+def test_moe_and_dense_parameter_counts(tag: str, total: float, active: float) -> None:
+    mf = lookup(tag)
+    assert mf.parameter_count == pytest.approx(total, rel=0.02)
+    assert mf.active_parameter_count == pytest.approx(active, rel=0.03)
+
+
+def test_new_families_have_their_tensor_layouts() -> None:
+    mixtral = {t.name: t for t in lookup("mixtral:8x7b-instruct-v0.1-q4_K_M").tensors}
+    assert mixtral["blk.0.ffn_up_exps.weight"].shape == (4096, 14336, 8)
+    assert "blk.0.ffn_gate_shexp.weight" not in mixtral and "blk.0.exp_probs_b.bias" not in mixtral
+    assert mixtral["blk.5.attn_v.weight"].type == "Q8_0"  # llama.cpp's 8-expert rule
+    qwen3 = {t.name: t.shape for t in lookup("qwen3:30b-a3b").tensors}
+    assert qwen3["blk.0.ffn_down_exps.weight"] == (768, 2048, 128)
+    assert qwen3["blk.0.attn_q.weight"] == (2048, 4096) and "blk.0.attn_q_norm.weight" in qwen3
+    phi = {t.name: t for t in lookup("phi4:14b").tensors}
+    assert phi["blk.0.attn_qkv.weight"].shape == (5120, 5120 + 2 * 1280)
+    assert phi["blk.0.ffn_up.weight"].shape == (5120, 2 * 17920) and "blk.0.ffn_gate.weight" not in phi
+    info = model_info(lookup("qwen3:30b-a3b"))
+    assert info["qwen3moe.expert_count"] == 128 and info["qwen3moe.expert_feed_forward_length"] == 768
 
 
 def test_model_info_and_details() -> None:

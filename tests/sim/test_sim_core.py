@@ -120,3 +120,26 @@ def test_unknown_tag_and_bad_arguments() -> None:
         Simulation("1x24GiB", version="latest")
     with pytest.raises(ValueError, match="noise"):
         Simulation("1x24GiB", noise=-1)
+
+
+def test_a_foreign_memory_truth_differs_by_card_family_and_keeps_fit_monotone_in_num_gpu() -> None:
+    from tuner.sim.memtruth import FOREIGN_FAMILIES  # noqa: PLC0415
+
+    def cuda0(gpus: str, truth: str, num_gpu: int = 33) -> dict[str, int]:
+        return (
+            Simulation(gpus, noise=0, memory_truth=truth)
+            .plan("llama3.1:8b", num_gpu, 4096)
+            .breakdown["CUDA0"]
+        )
+
+    exact = Simulation("1xH100", noise=0, estimator_error=0).plan("llama3.1:8b", 33, 4096).breakdown["CUDA0"]
+    h100, ada = cuda0("1xH100", "foreign"), cuda0("1xRTX4090", "foreign")
+    assert h100["weights"] == exact["weights"] and h100["kv"] == exact["kv"]  # what the file fixes is exact
+    assert h100["context"] == FOREIGN_FAMILIES["datacenter"][1] != ada["context"]
+    assert h100["compute"] < exact["compute"]  # the H100 fit: the estimator overstates compute there
+    assert cuda0("1xH100", "foreign") == h100  # deterministic
+    with pytest.raises(ValueError, match="memory_truth"):
+        Simulation("1xH100", memory_truth="wishful")
+    sim = Simulation("1xRTX3060-8GB", noise=0, memory_truth="foreign")
+    loads = [sim.plan("qwen2.5:7b-instruct-q8_0", n, 8192).ok for n in range(0, 30)]
+    assert loads == sorted(loads, reverse=True)  # whether it fits is monotone in num_gpu

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from tuner.backend.base import AUTO, ModelInfo, ServerInfo
 from tuner.backend.ollama import OllamaBackend, resolve_tags
 from tuner.bench.grid import GridOrderSampler
 from tuner.bench.metrics import hypervolume
-from tuner.bench.scenarios import Scenario
+from tuner.bench.scenarios import MEMORY_MODES, Scenario, expand
 from tuner.bench.truth import ScenarioTruth, compute_truth, lookup_point, make_simulation
 from tuner.config import MeasureSettings, StudyConfig
 from tuner.fingerprint import fingerprint
@@ -96,9 +96,11 @@ def study_inputs(
 
 
 def _server(scenario: Scenario, seed: int, noise: float) -> SimServer:
+    error, truth = scenario.memory
     return SimServer(
-        gpus=scenario.gpus, host_ram=scenario.host_ram, version=scenario.ollama_version, seed=seed,
-        noise=noise, local="all",
+        gpus=scenario.gpus, host_ram=scenario.host_ram, host_bandwidth=scenario.host_bandwidth,
+        version=scenario.ollama_version, seed=seed, noise=noise, estimator_error=error, memory_truth=truth,
+        local="all",
     )  # fmt: skip
 
 
@@ -127,12 +129,16 @@ class Job:
 
 @dataclass(frozen=True)
 class Measured:
-    """One finished trial, as scored: the config the study sent and whether the study judged it feasible."""
+    """One finished trial, as scored: the config the study sent, what it measured and how it judged it."""
 
     tag: str
     num_gpu: int
     num_ctx: int | None  # None: the engine's default context
     feasible: bool
+    number: int = 0
+    decode_tok_s: float | None = None  # as the study measured it (noise included)
+    skipped: bool = False  # not loaded: predicted to exceed memory
+    failed: bool = False  # loaded and failed for lack of memory
 
 
 @dataclass(frozen=True)
@@ -141,15 +147,26 @@ class RunScore:
     strategy: str
     seed: int
     budget: int
+    mode: str = ""  # the memory truth: an estimator-error scale ("0", "1", "2") or "foreign"
+    best_ratio: float | None = (
+        None  # true decode of the study's own pick / the true best (0: pick infeasible)
+    )
     hv_ratio: float | None = None  # None when the scenario has no feasible config
+    hv_deploy: float | None = None  # the same over the deployable region (tuner.schema.deployable)
     trials_to_99: int = 0  # budget + 1 when never reached
+    time_to_99_s: float | None = None  # simulated seconds until then; None when never
     sim_s: float = 0.0  # simulated wall-clock of the study (everything the simulator charged)
     failed_load_s: float = 0.0
-    failed_loads: int = 0
+    failed_loads: int = 0  # loads the simulator failed
+    failed_trials: int = 0  # trials that ended in a failed load
+    skips: int = 0  # trials not loaded because predicted not to fit
+    skip_s: float = 0.0  # simulated seconds those trials cost
     loads: int = 0
     trials: int = 0
     feasible_found: int = 0
-    mismatches: int = 0  # trials the study judged feasible differently from the truth
+    false_feasible: int = 0  # judged feasible, truly not
+    false_infeasible: int = 0  # judged infeasible, truly feasible (a skip of a config that fits counts here)
+    deployable_trials: int = 0  # trials whose config truly is deployable (where a user would run it)
     study_s: float = 0.0  # real seconds inside run_study
     wall_s: float = 0.0  # real seconds of the whole job (server start, set-up, study)
     error: str = ""
@@ -159,6 +176,10 @@ class RunScore:
     def reached(self) -> bool:
         return not self.error and self.trials_to_99 <= self.budget
 
+    @property
+    def mismatches(self) -> int:
+        return self.false_feasible + self.false_infeasible
+
 
 def measured_of(records: Iterable[TrialRecord], scenario: Scenario) -> list[Measured]:
     """The finished trials in the order they ran."""
@@ -167,47 +188,77 @@ def measured_of(records: Iterable[TrialRecord], scenario: Scenario) -> list[Meas
         if r.state != "COMPLETE":
             continue
         default_ctx = r.num_ctx <= 0 or (r.baseline and r.num_gpu == AUTO and scenario.baseline_ctx is None)
-        out.append(Measured(r.tag, r.num_gpu, None if default_ctx else r.num_ctx, r.feasible))
+        out.append(
+            Measured(
+                r.tag, r.num_gpu, None if default_ctx else r.num_ctx, r.feasible, r.number, r.decode_tok_s,
+                r.predicted_skip, r.oom and not r.predicted_skip,
+            )
+        )  # fmt: skip
     return out
 
 
-def score(job: Job, trials: list[Measured], state: dict[str, Any], study_s: float, wall_s: float) -> RunScore:
+Timeline = dict[
+    int, tuple[float, float]
+]  # trial number -> (simulated seconds so far, failed-load seconds so far)
+
+
+def score(
+    job: Job, trials: list[Measured], state: dict[str, Any], study_s: float, wall_s: float,
+    timeline: Timeline | None = None,
+) -> RunScore:  # fmt: skip
     """Score finished trials against the truth (found front evaluated noise-free; see tuner.bench.truth)."""
     truth = job.truth
     sim = make_simulation(truth.scenario)
-    found, outside = [], []
-    first_hit = job.budget + 1
-    mismatches = 0
+    found, found_deploy, outside = [], [], []
+    first_hit, time_to_99 = job.budget + 1, None
+    false_feasible = false_infeasible = deployable_trials = 0
     points = [lookup_point(truth, sim, t.tag, t.num_gpu, t.num_ctx) for t in trials]
     for p in points:
         if p.key not in truth.points and p.feasible:
             outside.append(p.objectives)  # reachable but outside the evaluated space: part of the truth too
     best = max([truth.best_decode_tok_s, *(d for d, _ in outside)])
+    timeline = timeline or {}
+    clock = prev = prev_failed = 0.0
+    skip_s = 0.0
     for number, (t, p) in enumerate(zip(trials, points), start=1):
-        mismatches += t.feasible != p.feasible
+        clock, failed_clock = timeline.get(t.number, (prev, prev_failed))
+        if t.skipped:
+            skip_s += clock - prev
+        prev, prev_failed = clock, failed_clock
+        false_feasible += t.feasible and not p.feasible
+        false_infeasible += p.feasible and not t.feasible
+        deployable_trials += truth.is_deployable(p)
         if t.feasible and p.feasible:
             found.append(p.objectives)
+            if truth.is_deployable(p):
+                found_deploy.append(p.objectives)
             if first_hit > job.budget and p.decode_tok_s >= 0.99 * best:
-                first_hit = number
-    true_hv = truth.hypervolume
+                first_hit, time_to_99 = number, clock
+    best_ratio = max((d for d, _ in found), default=0.0) / best if best > 0 else None
+    true_hv, deploy_hv = truth.hypervolume, truth.deployable_hypervolume
     if outside:
         feasible = [p.objectives for p in truth.points.values() if p.feasible]
         true_hv = hypervolume(feasible + outside, truth.ref_vram_gib)
     by_kind = dict(state.get("charged_s_by_kind", {}))
     return RunScore(
         scenario=truth.scenario.name, strategy=job.strategy, seed=job.seed, budget=job.budget,
+        mode=truth.scenario.estimator_error or "1", best_ratio=best_ratio,
         hv_ratio=hypervolume(found, truth.ref_vram_gib) / true_hv if true_hv > 0 else None,
-        trials_to_99=first_hit, sim_s=float(state.get("charged_s", 0.0)),
+        hv_deploy=hypervolume(found_deploy, truth.ref_vram_gib) / deploy_hv if deploy_hv > 0 else None,
+        trials_to_99=first_hit, time_to_99_s=time_to_99, sim_s=float(state.get("charged_s", 0.0)),
         failed_load_s=float(by_kind.get("failed_load", 0.0)),
         failed_loads=int(state.get("counters", {}).get("failed_loads", 0)),
-        loads=int(state.get("counters", {}).get("loads", 0)), trials=len(trials), feasible_found=len(found),
-        mismatches=mismatches, study_s=study_s, wall_s=wall_s, charged_s_by_kind=by_kind,
+        failed_trials=sum(1 for t in trials if t.failed), skips=sum(1 for t in trials if t.skipped),
+        skip_s=skip_s, loads=int(state.get("counters", {}).get("loads", 0)), trials=len(trials),
+        feasible_found=len(found), false_feasible=false_feasible, false_infeasible=false_infeasible,
+        deployable_trials=deployable_trials,
+        study_s=study_s, wall_s=wall_s, charged_s_by_kind=by_kind,
     )  # fmt: skip
 
 
 def run_job(job: Job) -> RunScore:
     """One study of `job.strategy` on the job's scenario, scored. Never raises: errors are in the score."""
-    from tuner.study import run_study  # noqa: PLC0415 - the study code as it is when the job runs
+    from tuner.study import TrialEvent, run_study  # noqa: PLC0415 - the study code as it is when the job runs
 
     start = time.perf_counter()
     scenario = job.truth.scenario
@@ -227,22 +278,39 @@ def run_job(job: Job) -> RunScore:
                     extra["sampler"] = GridOrderSampler(inputs.space, seed=job.seed)
                 if job.strategy == "auto":  # what `autotune` does by default: screen by predicted memory
                     extra["fitcheck"] = study_fitcheck(backend, probe, inputs.server, inputs.infos)
-                before = sim.state()["charged_s"]
+                before = sim.state()
+                timeline: Timeline = {}
+
+                def on_trial(event: TrialEvent) -> None:
+                    now = sim.state()
+                    timeline[event.record.number] = (
+                        now["charged_s"] - before["charged_s"],
+                        now["charged_s_by_kind"]["failed_load"] - before["charged_s_by_kind"]["failed_load"],
+                    )
+
                 study_start = time.perf_counter()
-                _, records = run_study(inputs.config, backend, probe, inputs.meta, inputs.space, **extra)
+                _, records = run_study(
+                    inputs.config, backend, probe, inputs.meta, inputs.space, on_trial=on_trial, **extra
+                )
                 study_s = time.perf_counter() - study_start
                 state = sim.state()
-                state["charged_s"] -= before
+                state["charged_s"] -= before["charged_s"]
+                state["charged_s_by_kind"] = {
+                    k: v - before["charged_s_by_kind"].get(k, 0.0)
+                    for k, v in state["charged_s_by_kind"].items()
+                }
             finally:
                 backend.close()
                 probe.close()
-        return score(job, measured_of(records, scenario), state, study_s, time.perf_counter() - start)
+        return score(
+            job, measured_of(records, scenario), state, study_s, time.perf_counter() - start, timeline
+        )
     except Exception as exc:  # noqa: BLE001 - one broken run must not lose the others' results
         if os.environ.get("TUNER_DEBUG") == "1":
             raise
         line = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return RunScore(scenario.name, job.strategy, job.seed, job.budget, error=line,
-                        wall_s=time.perf_counter() - start)  # fmt: skip
+        return RunScore(scenario.name, job.strategy, job.seed, job.budget, scenario.estimator_error or "1",
+                        error=line, wall_s=time.perf_counter() - start)  # fmt: skip
 
 
 def _single_threaded_torch() -> None:
@@ -302,9 +370,17 @@ class Progress:
 
 
 def run_benchmark(
-    scenarios: list[Scenario], strategies: list[str], seeds: int, budget: int, jobs: int, noise: float = NOISE
+    scenarios: list[Scenario],
+    strategies: list[str],
+    seeds: int,
+    budget: int,
+    jobs: int,
+    noise: float = NOISE,
+    modes: Sequence[str] = MEMORY_MODES,
 ) -> tuple[list[ScenarioTruth], list[RunScore]]:
-    """Every scenario's truth, then every (scenario, strategy, seed) run, scored (in file order)."""
+    """Every scenario's truth at each memory mode, then every (scenario, mode, strategy, seed) run, scored
+    (in file order)."""
+    scenarios = expand(scenarios, list(modes))
     import tuner.cli  # noqa: F401, PLC0415 - once, here: every job forked from this process runs the same code
     import tuner.study  # noqa: F401, PLC0415
 

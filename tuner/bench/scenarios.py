@@ -12,6 +12,9 @@ A scenarios file holds an optional `[defaults]` table and one `[[scenario]]` tab
     quant = ["q4_K_M", "q8_0"]      # optional: like --quant (a list or "q4_K_M,q8_0")
     tags = ["llama3.3:70b-instruct-q8_0"]  # optional: like --tags (wins over quant)
     host_ram = "128GiB"             # optional: the simulated host's RAM (simulator default 64GiB)
+    host_bandwidth = 83             # optional: the host's memory bandwidth in GB/s (simulator default 80)
+    estimator_error = 2             # optional: run only at this memory truth (a scale >= 0 on the estimator's
+                                    # hidden error, or "foreign"); default: every mode of --errors
     ollama_version = "0.32.0"       # optional: the release the simulator emulates (default 0.12.10)
     min_ctx = 32768                 # optional: like --min-ctx (also the bottom of the context ladder)
     max_ctx = 131072                # optional: like --max-ctx (top of the context ladder)
@@ -27,7 +30,8 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +46,13 @@ else:  # pragma: no cover - Python 3.10
 
 DEFAULT_SCENARIOS = Path(__file__).with_name("scenarios.toml")
 DEFAULT_OLLAMA_VERSION = "0.12.10"
-QUANTS = ("q4_K_M", "q8_0", "fp16")
+QUANTS = ("q4_0", "q4_K_M", "q8_0", "fp16")
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 KEYS = (
-    "name", "gpus", "model", "quant", "tags", "host_ram", "ollama_version",
+    "name", "gpus", "model", "quant", "tags", "host_ram", "host_bandwidth", "estimator_error", "ollama_version",
     "min_ctx", "max_ctx", "vram_limit", "gpu_only", "baseline_ctx", "note",
 )  # fmt: skip
+MEMORY_MODES = ("0", "1", "2", "foreign")  # the benchmark's default --errors
 REQUIRED = ("name", "gpus", "model")
 
 
@@ -59,6 +64,8 @@ class Scenario:
     quant: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     host_ram: str | None = None
+    host_bandwidth: float | None = None
+    estimator_error: str | None = None  # "0", "1", "2" (a scale), "foreign"; None: every mode of the run
     ollama_version: str = DEFAULT_OLLAMA_VERSION
     min_ctx: int | None = None
     max_ctx: int | None = None
@@ -66,6 +73,12 @@ class Scenario:
     gpu_only: bool = False
     baseline_ctx: int | None = None
     note: str = ""
+
+    @property
+    def memory(self) -> tuple[float, str]:
+        """(estimator_error, memory_truth) for the simulator: "foreign" or a scale on the estimator's error."""
+        mode = self.estimator_error or "1"
+        return (1.0, "foreign") if mode == "foreign" else (float(mode), "estimator")
 
     def constraints_text(self) -> str:
         """The constraints as the CLI flags that set them ('' when none)."""
@@ -149,6 +162,12 @@ def _check_value(where: _Where, key: str, value: Any) -> Any:
         return text
     if key in ("min_ctx", "max_ctx", "baseline_ctx"):
         return _count(where, key, value)
+    if key == "host_bandwidth":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise where.fail(key, value, "is not a positive number of GB/s; use e.g. host_bandwidth = 83")
+        return float(value)
+    if key == "estimator_error":
+        return memory_mode(value, lambda why: where.fail(key, value, why))
     if key == "gpu_only":
         if not isinstance(value, bool):
             raise where.fail(key, value, "is not true or false")
@@ -170,6 +189,30 @@ def _check_value(where: _Where, key: str, value: Any) -> Any:
             raise where.fail(key, value, "is not a string")
         return value
     raise AssertionError(key)
+
+
+def memory_mode(value: Any, fail: Callable[[str], Exception]) -> str:
+    """A memory truth as text: a scale >= 0 on the estimator's hidden error ("0", "1.5") or "foreign"."""
+    if value == "foreign":
+        return "foreign"
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not number >= 0:
+        raise fail('is not a scale >= 0 or "foreign"; use e.g. estimator_error = 2')
+    return f"{float(number):g}"
+
+
+def expand(scenarios: list[Scenario], modes: list[str]) -> list[Scenario]:
+    """Each scenario at each memory mode (one that pins its own estimator_error runs at that one only)."""
+    return [
+        s if s.estimator_error is not None else replace(s, estimator_error=m)
+        for s in scenarios
+        for m in ([s.estimator_error] if s.estimator_error is not None else modes)
+    ]
 
 
 def _table(where: _Where, raw: Any, allow_name: bool) -> dict[str, Any]:

@@ -10,6 +10,10 @@ For each config, as the study would see it with noise 0:
     peak VRAM      sum of the placement's gpu_bytes: what the study's probe measures (used minus idle)
     feasible       loads, and the scenario's constraints hold with tuner.study.build_record's meaning:
                    peak <= vram_limit; gpu_only: tuner.schema.fully_on_gpu(size_vram / size); context >= min_ctx
+    deployable     feasible, and tuner.schema.deployable: fully on the GPU, or at least half the best decode
+
+The simulator is the scenario's: its GPUs, host (RAM and memory bandwidth), release and memory truth (the
+estimator's error at the scenario's scale, or the foreign model of tuner.sim.memtruth).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 
 from tuner.bench.metrics import Point2, hypervolume, point_front
 from tuner.bench.scenarios import Scenario
-from tuner.schema import fully_on_gpu
+from tuner.schema import deployable, fully_on_gpu
 from tuner.sim import Simulation
 from tuner.space import Space
 from tuner.units import GiB
@@ -60,6 +64,11 @@ class ScenarioTruth:
     hypervolume: float = 0.0
     best_decode_tok_s: float = 0.0
     eval_s: float = 0.0  # wall seconds the exhaustive evaluation took
+    deployable_front: list[Point2] = field(default_factory=list)
+    deployable_hypervolume: float = 0.0
+
+    def is_deployable(self, point: TruePoint) -> bool:
+        return point.feasible and deployable(point.decode_tok_s, point.gpu_fraction, self.best_decode_tok_s)
 
     @property
     def n_feasible(self) -> int:
@@ -67,9 +76,11 @@ class ScenarioTruth:
 
 
 def make_simulation(scenario: Scenario, noise: float = 0.0, seed: int = 0) -> Simulation:
+    error, truth = scenario.memory
     return Simulation(
-        scenario.gpus, version=scenario.ollama_version, seed=seed, noise=noise, host_ram=scenario.host_ram
-    )
+        scenario.gpus, version=scenario.ollama_version, seed=seed, noise=noise, host_ram=scenario.host_ram,
+        host_bandwidth=scenario.host_bandwidth, estimator_error=error, memory_truth=truth,
+    )  # fmt: skip
 
 
 def _reported_ctx(sim: Simulation, num_ctx_used: int, requested_default: int) -> int:
@@ -114,6 +125,12 @@ def compute_truth(scenario: Scenario, space: Space, eval_s: float = 0.0) -> Scen
     total = sum(g.memory_bytes for g in sim.gpus)
     ref = (scenario.vram_limit_bytes or total) / GiB
     feasible = [p.objectives for p in points.values() if p.feasible]
+    best = max((d for d, _ in feasible), default=0.0)
+    deploy = [
+        p.objectives
+        for p in points.values()
+        if p.feasible and deployable(p.decode_tok_s, p.gpu_fraction, best)
+    ]
     return ScenarioTruth(
         scenario=scenario,
         space=space,
@@ -122,8 +139,10 @@ def compute_truth(scenario: Scenario, space: Space, eval_s: float = 0.0) -> Scen
         ref_vram_gib=ref,
         front=point_front(feasible),
         hypervolume=hypervolume(feasible, ref),
-        best_decode_tok_s=max((d for d, _ in feasible), default=0.0),
+        best_decode_tok_s=best,
         eval_s=eval_s,
+        deployable_front=point_front(deploy),
+        deployable_hypervolume=hypervolume(deploy, ref),
     )
 
 

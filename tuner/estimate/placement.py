@@ -122,7 +122,7 @@ class Prediction:
         return self.over_bytes(free, margin) <= 0
 
 
-Adjust = Callable[[Allocation], Allocation]
+Adjust = Callable[[Allocation, Sequence[int]], Allocation]  # (predicted, the runner's GPUs) -> real
 
 
 def predict(
@@ -136,8 +136,8 @@ def predict(
 ) -> Prediction:
     """Where `spec` lands on GPUs with `free` bytes each, and what every device holds.
 
-    `truth` maps a predicted allocation to the real one; only the simulator passes it (the real engine's
-    --fit measures real buffers, so it decides with them).
+    `truth` maps a predicted allocation (and the GPU indices its devices sit on) to the real one; only the
+    simulator passes it (the real engine's --fit measures real buffers, so it decides with them).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
@@ -164,7 +164,7 @@ def predict(
                 smallest_gpu_bytes=min(free) if free else 0,
             )
     ubatch = max(1, min(num_batch, ctx))
-    adjust = truth or (lambda a: a)
+    adjust: Adjust = truth or (lambda a, _gpus: a)
 
     def allocate(gpus: list[int], layers: int, split: list[float]) -> Allocation:
         return adjust(
@@ -178,7 +178,8 @@ def predict(
                 parallel=req.num_parallel,
                 flash_attn=fa,
                 kv_type=kv_type,
-            )
+            ),
+            gpus,
         )
 
     est: Estimate | None = None

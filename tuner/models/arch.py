@@ -15,11 +15,29 @@ serves (checked, not guessed):
   8 used, 1 shared; vocab 129280, ctx 163840. Ollama's GGUF predates llama.cpp's MLA cache layout
   (no `key_length_mla`), so it stores head_count_kv 128 / key 192 / value 128 and llama.cpp allocates the
   full per-head K and V cache for it (9.5 GiB at 2048 tokens, as Ollama's own logs show).
+
+Added for the search benchmark's breadth (each from the official Hugging Face config.json of the model the
+Ollama tag packages; https://huggingface.co/<repo>/blob/main/config.json):
+
+* qwen2.5:7b/14b/32b/72b = Qwen/Qwen2.5-{7B,14B,32B,72B}-Instruct, qwen2 with q/k/v biases, rope 1e6,
+  rms 1e-6, vocab 152064, untied; Ollama's files carry context 32768 (max_position_embeddings):
+  7B: 28 blocks, emb 3584, ffn 18944, 28/4 heads; 14B: 48, 5120, 13824, 40/8; 32B: 64, 5120, 27648, 40/8;
+  72B: 80, 8192, 29568, 64/8.
+* phi4:14b = microsoft/phi-4 (Phi3ForCausalLM, GGUF arch phi3): 40 blocks, emb 5120, ffn 17920, 40/10 heads,
+  vocab 100352, ctx 16384, rope 250000; fused attn_qkv and a fused gate+up ffn_up, as llama.cpp converts it.
+* gemma3:27b = google/gemma-3-27b-it: 62 blocks, emb 5376, ffn 21504, 32/16 heads, head_dim 128, sliding
+  window 1024 on 5 of every 6 layers, ctx 131072, the same SigLIP tower as gemma3:12b (27 x 1152/4304).
+* mistral-small:24b = mistralai/Mistral-Small-24B-Instruct-2501 (llama): 40 blocks, emb 5120, ffn 32768,
+  32/8 heads, head_dim 128, vocab 131072, ctx 32768, rope 1e8.
+* mixtral:8x7b = mistralai/Mixtral-8x7B-Instruct-v0.1 (GGUF arch llama with experts): 32 blocks, emb 4096,
+  expert ffn 14336, 32/8 heads, vocab 32000, ctx 32768, rope 1e6, 8 experts, 2 used per token, no shared one.
+* qwen3:30b-a3b = Qwen/Qwen3-30B-A3B (qwen3moe): 48 blocks, emb 2048, 32/4 heads, head_dim 128, q/k norms,
+  128 experts of 768, 8 used, vocab 151936, ctx 40960, rope 1e6.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,8 @@ class Arch:
     vision_ff: int = 0
     vision_image: int = 0
     vision_patch: int = 0
+    # phi3: one attn_qkv matrix, and ffn_up holds gate and up (2 x feed_forward_length)
+    fused_qkv: bool = False
     extra_kv: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -131,6 +151,34 @@ DEEPSEEK2_671B = Arch(
     rope_dim=64,
 )
 
+
+def _qwen25(blocks: int, emb: int, ffn: int, heads: int, kv: int) -> Arch:
+    return Arch(
+        "qwen2", blocks, 32768, emb, ffn, heads, kv, 152064, rope_freq_base=1e6, rms_eps=1e-6, qkv_bias=True
+    )
+
+
+QWEN25_7B = _qwen25(28, 3584, 18944, 28, 4)
+QWEN25_14B = _qwen25(48, 5120, 13824, 40, 8)
+QWEN25_32B = _qwen25(64, 5120, 27648, 40, 8)
+QWEN25_72B = _qwen25(80, 8192, 29568, 64, 8)
+PHI4_14B = Arch("phi3", 40, 16384, 5120, 17920, 40, 10, 100352, rope_freq_base=250000.0, fused_qkv=True)
+GEMMA3_27B = replace(
+    GEMMA3_12B, block_count=62, embedding_length=5376, feed_forward_length=21504, head_count=32,
+    head_count_kv=16, key_length=128, value_length=128,
+)  # fmt: skip
+MISTRAL_SMALL_24B = Arch(
+    "llama", 40, 32768, 5120, 32768, 32, 8, 131072, key_length=128, value_length=128, rope_freq_base=1e8
+)
+MIXTRAL_8X7B = Arch(
+    "llama", 32, 32768, 4096, 14336, 32, 8, 32000, rope_freq_base=1e6, expert_count=8, expert_used_count=2,
+    expert_ff_length=14336,
+)  # fmt: skip
+QWEN3_30B_A3B = Arch(
+    "qwen3moe", 48, 40960, 2048, 6144, 32, 4, 151936, key_length=128, value_length=128, rope_freq_base=1e6,
+    rms_eps=1e-6, qk_norm=True, expert_count=128, expert_used_count=8, expert_ff_length=768,
+)  # fmt: skip
+
 Tensor = tuple[str, tuple[int, ...]]  # name, shape (GGUF order: ne0 first)
 
 
@@ -149,6 +197,10 @@ def _block_tensors(a: Arch, i: int) -> list[Tensor]:
             (p + "attn_kv_b.weight", (a.kv_lora_rank, a.head_count * (nope + a.head_dim_v))),
             (p + "attn_output.weight", (a.head_count * a.head_dim_v, e)),
         ]
+    elif a.fused_qkv:
+        q = a.head_count * a.head_dim_k
+        kv = a.head_count_kv * a.head_dim_k
+        out += [(p + "attn_qkv.weight", (e, q + 2 * kv)), (p + "attn_output.weight", (q, e))]
     else:
         q = a.head_count * a.head_dim_k
         kv = a.head_count_kv * a.head_dim_k
@@ -164,16 +216,23 @@ def _block_tensors(a: Arch, i: int) -> list[Tensor]:
     if a.is_moe_layer(i):
         f, n = a.expert_ff_length, a.expert_count
         fs = f * a.expert_shared_count
+        out.append((p + "ffn_gate_inp.weight", (e, n)))
+        if a.name == "deepseek2":
+            out.append((p + "exp_probs_b.bias", (n,)))
         out += [
-            (p + "ffn_gate_inp.weight", (e, n)),
-            (p + "exp_probs_b.bias", (n,)),
             (p + "ffn_gate_exps.weight", (e, f, n)),
             (p + "ffn_up_exps.weight", (e, f, n)),
             (p + "ffn_down_exps.weight", (f, e, n)),
-            (p + "ffn_gate_shexp.weight", (e, fs)),
-            (p + "ffn_up_shexp.weight", (e, fs)),
-            (p + "ffn_down_shexp.weight", (fs, e)),
         ]
+        if fs:
+            out += [
+                (p + "ffn_gate_shexp.weight", (e, fs)),
+                (p + "ffn_up_shexp.weight", (e, fs)),
+                (p + "ffn_down_shexp.weight", (fs, e)),
+            ]
+    elif a.fused_qkv:  # phi3: gate and up in one matrix
+        f = a.feed_forward_length
+        out += [(p + "ffn_up.weight", (e, 2 * f)), (p + "ffn_down.weight", (f, e))]
     else:
         f = a.feed_forward_length
         out += [

@@ -26,7 +26,7 @@ def arch_keys(a: Arch) -> dict[str, Any]:
     }
     if a.name in ("llama", "deepseek2"):
         info[p + "vocab_size"] = a.vocab_size
-    if a.name == "llama":
+    if a.name in ("llama", "phi3"):
         info[p + "rope.dimension_count"] = a.head_dim_k
     if a.key_length:
         info[p + "attention.key_length"] = a.key_length
@@ -47,7 +47,12 @@ def arch_keys(a: Arch) -> dict[str, Any]:
                 p + "vision.patch_size": a.vision_patch,
             }
         )
-    if a.is_moe:
+    if a.is_moe and a.name != "deepseek2":  # mixtral (llama), qwen3moe: the router's keys only
+        info[p + "expert_count"] = a.expert_count
+        info[p + "expert_used_count"] = a.expert_used_count
+        if a.name != "llama":
+            info[p + "expert_feed_forward_length"] = a.expert_ff_length
+    elif a.is_moe:
         info.update(
             {
                 p + "leading_dense_block_count": a.leading_dense_block_count,
@@ -89,6 +94,7 @@ def file_tensors(a: Arch, ftype: str, *, is_70b: bool = False) -> list[Tensor]:
                 n_layers=a.block_count,
                 has_output=not a.tied_output,
                 is_70b=is_70b,
+                n_expert=a.expert_count,
             ),
         )
         for name, shape in tensor_shapes(a)

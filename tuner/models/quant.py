@@ -23,8 +23,12 @@ def choose_type(
     n_layers: int,
     has_output: bool,
     is_70b: bool = False,
+    n_expert: int = 0,
 ) -> str:
-    """The ggml type llama.cpp gives tensor `name` in a file of type `ftype` ('Q4_K_M', 'Q8_0', 'F16')."""
+    """The ggml type llama.cpp gives tensor `name` in a file of type `ftype` ('Q4_K_M', 'Q8_0', 'F16').
+
+    8-expert models (mixtral) keep attn_k and attn_v at Q8_0 and attn_output at Q5_K in every k-quant mix
+    ("bumping this to Q8_0 trades just ~128MB"); a fused attn_qkv (phi3) gets Q5_K in Q4_K_M."""
     if len(shape) == 1 or name.endswith(".bias") or "norm" in name or "ffn_gate_inp" in name:
         return "F32"
     if name.startswith("rope_freqs"):
@@ -33,12 +37,18 @@ def choose_type(
         return "F16"
     if ftype in ("F16", "Q8_0"):
         return ftype
+    if n_expert == 8 and (".attn_v." in name or ".attn_k." in name):
+        return "Q8_0"
     if ftype == "Q4_0":  # llama.cpp gives the output matrix Q6_K in every k-less 4-bit file
         is_out = name == "output.weight" or (not has_output and name == "token_embd.weight")
         return "Q6_K" if is_out and shape[0] % 256 == 0 else "Q8_0" if is_out else "Q4_0"
     if ftype != "Q4_K_M":
         raise ValueError(f"unsupported file type {ftype!r}")
     new = "Q4_K"
+    if n_expert == 8 and ".attn_output." in name:
+        return "Q5_K"
+    if ".attn_qkv." in name:
+        return "Q5_K"
     is_output = name == "output.weight" or (not has_output and name == "token_embd.weight")
     if is_output:
         new = "Q6_K"

@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale of each model's hidden error between autotune's memory estimate and the real buffers "
         "(default 1; 0 = the estimate is exact)",
     )
+    p.add_argument(
+        "--memory-truth",
+        choices=("estimator", "foreign"),
+        default="estimator",
+        help="what the runner really allocates: the estimate plus its hidden error (default), or a per-card-"
+        "family model of a different form (tuner/sim/memtruth.py)",
+    )
     p.add_argument("--local", default="all", help="models present at start: all | default | tag,tag,...")
     p.add_argument("--realtime", action="store_true", help="sleep the simulated durations")
     return p
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             noise=args.noise,
             estimator_error=args.estimator_error,
+            memory_truth=args.memory_truth,
             local=local,
             realtime=args.realtime,
             port=args.port,

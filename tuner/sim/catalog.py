@@ -15,7 +15,8 @@ from tuner.estimate.ggml import tensor_bytes
 from tuner.models import arch as A
 from tuner.models.gguf import file_tensors
 
-QUANTS = {"q4_K_M": "Q4_K_M", "q8_0": "Q8_0", "fp16": "F16"}
+QUANTS = {"q4_K_M": "Q4_K_M", "q8_0": "Q8_0", "fp16": "F16", "q4_0": "Q4_0"}
+STANDARD_QUANTS = ("q4_K_M", "q8_0", "fp16")
 
 DEEPSEEK_TEMPLATE = (
     "{{- if .System }}{{ .System }}{{ end }}\n{{- range $i, $_ := .Messages }}\n"
@@ -38,6 +39,21 @@ GEMMA3_TEMPLATE = (
     '{{- else if eq .Role "assistant" }}<start_of_turn>model\n{{ .Content }}'
     "{{ if not $last }}<end_of_turn>\n{{ end }}\n{{- end }}\n{{- end }}"
 )
+CHATML_TEMPLATE = (
+    "{{- range $i, $_ := .Messages }}\n{{- $last := eq (len (slice $.Messages $i)) 1 -}}\n"
+    "<|im_start|>{{ .Role }}\n{{ .Content }}{{ if not $last }}<|im_end|>\n{{ end }}\n"
+    '{{- if and $last (ne .Role "assistant") }}<|im_end|>\n<|im_start|>assistant\n{{ end }}\n{{- end }}'
+)
+PHI4_TEMPLATE = (
+    "{{- range $i, $_ := .Messages }}\n{{- $last := eq (len (slice $.Messages $i)) 1 -}}\n"
+    "<|im_start|>{{ .Role }}<|im_sep|>{{ .Content }}{{ if not $last }}<|im_end|>{{ end }}\n"
+    '{{- if and $last (ne .Role "assistant") }}<|im_end|><|im_start|>assistant<|im_sep|>{{ end }}\n{{- end }}'
+)
+MISTRAL_TEMPLATE = (
+    '{{- range $i, $_ := .Messages }}\n{{- if eq .Role "user" }}[INST] {{ .Content }}[/INST]\n'
+    '{{- else if eq .Role "assistant" }}{{ .Content }}</s>\n{{- end }}\n{{- end }}'
+)
+CHATML_STOP = ["<|im_start|>", "<|im_end|>"]
 DEEPSEEK_STOP = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"]
 LLAMA3_STOP = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
@@ -56,6 +72,9 @@ class Family:
     basename: str
     tokenizer: tuple[str, str, int, int]  # model, pre, bos id, eos id
     aliases: tuple[str, ...] = ()  # extra names for the default tag ("llama3.1:latest")
+    quants: tuple[str, ...] = STANDARD_QUANTS  # the tag suffixes published for this size
+    default_quant: str = "q4_K_M"  # what the size's own tag ("mixtral:8x7b") points at
+    is_70b: bool = False  # llama.cpp's LLM_TYPE_70B (80 blocks): more bits for attn_v in k-quants
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -126,7 +145,49 @@ FAMILIES: tuple[Family, ...] = (
         "DeepSeek-R1",
         ("gpt2", "deepseek-v3", 0, 1),
     ),
-)
+    Family(
+        "qwen2.5", "7b", A.QWEN25_7B, "instruct-", "qwen2", CHATML_TEMPLATE, {"stop": CHATML_STOP},
+        ("completion", "tools"), "Apache License 2.0", "Qwen2.5", ("gpt2", "qwen2", 151643, 151645),
+        ("qwen2.5:latest",),
+    ),
+    Family(
+        "qwen2.5", "14b", A.QWEN25_14B, "instruct-", "qwen2", CHATML_TEMPLATE, {"stop": CHATML_STOP},
+        ("completion", "tools"), "Apache License 2.0", "Qwen2.5", ("gpt2", "qwen2", 151643, 151645),
+    ),
+    Family(
+        "qwen2.5", "32b", A.QWEN25_32B, "instruct-", "qwen2", CHATML_TEMPLATE, {"stop": CHATML_STOP},
+        ("completion", "tools"), "Apache License 2.0", "Qwen2.5", ("gpt2", "qwen2", 151643, 151645),
+    ),
+    Family(
+        "qwen2.5", "72b", A.QWEN25_72B, "instruct-", "qwen2", CHATML_TEMPLATE, {"stop": CHATML_STOP},
+        ("completion", "tools"), "Qwen LICENSE AGREEMENT", "Qwen2.5", ("gpt2", "qwen2", 151643, 151645),
+        is_70b=True,
+    ),
+    Family(
+        "phi4", "14b", A.PHI4_14B, "", "phi3", PHI4_TEMPLATE, {"stop": ["<|im_start|>", "<|im_end|>", "<|im_sep|>"]},
+        ("completion",), "MIT License", "Phi 4", ("gpt2", "dbrx", 100257, 100265), ("phi4:latest",),
+    ),
+    Family(
+        "gemma3", "27b", A.GEMMA3_27B, "it-", "gemma3", GEMMA3_TEMPLATE,
+        {"stop": ["<end_of_turn>"], "temperature": 1, "top_k": 64, "top_p": 0.95},
+        ("completion", "vision"), "Gemma Terms of Use", "gemma-3", ("llama", "default", 2, 1),
+    ),
+    Family(
+        "mistral-small", "24b", A.MISTRAL_SMALL_24B, "instruct-2501-", "llama", MISTRAL_TEMPLATE,
+        {"temperature": 0.15}, ("completion", "tools"), "Apache License 2.0", "Mistral-Small-24B-Instruct-2501",
+        ("gpt2", "tekken", 1, 2), ("mistral-small:latest",),
+    ),
+    Family(
+        "mixtral", "8x7b", A.MIXTRAL_8X7B, "instruct-v0.1-", "llama", MISTRAL_TEMPLATE,
+        {"stop": ["[INST]", "[/INST]"]}, ("completion", "tools"), "Apache License 2.0", "Mixtral-8x7B-Instruct-v0.1",
+        ("llama", "default", 1, 2), ("mixtral:latest",), quants=("q4_0", *STANDARD_QUANTS), default_quant="q4_0",
+    ),
+    Family(
+        "qwen3", "30b-a3b", A.QWEN3_30B_A3B, "", "qwen3moe", CHATML_TEMPLATE, {"stop": CHATML_STOP},
+        ("completion", "tools", "thinking"), "Apache License 2.0", "Qwen3-30B-A3B",
+        ("gpt2", "qwen2", 151643, 151645),
+    ),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -208,7 +269,7 @@ def build_file(fam: Family, ftype: str, tag: str) -> ModelFile:
     a = fam.arch
     tensors = [
         TensorInfo(name, gtype, shape, tensor_bytes(gtype, shape))
-        for name, shape, gtype in file_tensors(a, ftype, is_70b=fam.size == "70b")
+        for name, shape, gtype in file_tensors(a, ftype, is_70b=fam.is_70b or fam.size == "70b")
     ]
     meta = a.vocab_size * 24 + 64 * 1024  # tokenizer strings, types, merges, and the other keys
     return assemble_file(fam, ftype, tag, tensors, meta)
@@ -283,10 +344,10 @@ def _build_names() -> tuple[dict[str, tuple[int, str]], tuple[str, ...]]:
     for i, fam in enumerate(FAMILIES):
         default = f"{fam.model}:{fam.size}"
         defaults.append(default)
-        names[default] = (i, "q4_K_M")
+        names[default] = (i, fam.default_quant)
         for alias in fam.aliases:
-            names[alias] = (i, "q4_K_M")
-        for quant in QUANTS:
+            names[alias] = (i, fam.default_quant)
+        for quant in fam.quants:
             names[f"{fam.model}:{fam.size}-{fam.infix}{quant}"] = (i, quant)
     return names, tuple(defaults)
 

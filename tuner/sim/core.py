@@ -9,22 +9,18 @@ Simulation.speed (how fast it then runs). No HTTP, no clock; the only state is t
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
-from collections.abc import Callable
-from dataclasses import replace
 
 from tuner.estimate import Request, predict
-from tuner.estimate.llamacpp import Allocation
 from tuner.estimate.versions import Version, parse_version
 from tuner.hardware import GpuSpec, parse_gpus
 from tuner.sim import perf
 from tuner.sim.catalog import ModelFile, lookup
 from tuner.sim.hardware import HostSpec, make_host
+from tuner.sim.memtruth import MEMORY_TRUTHS, Adjust, estimator_truth, foreign_truth
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
-from tuner.units import MiB
 
 
 class Simulation:
@@ -40,6 +36,7 @@ class Simulation:
         host_ram: str | int | None = None,
         host_bandwidth: float | None = None,
         estimator_error: float = 1.0,
+        memory_truth: str = "estimator",
     ) -> None:
         self.gpus = parse_gpus(gpus)
         self.host = host if host is not None else make_host(host_ram, host_bandwidth, self.gpus)
@@ -56,6 +53,9 @@ class Simulation:
                 f"Invalid estimator_error {estimator_error!r}: a scale >= 0 (0 = the estimator is exact)."
             )
         self.estimator_error = float(estimator_error)
+        if memory_truth not in MEMORY_TRUTHS:
+            raise ValueError(f"Invalid memory_truth {memory_truth!r}: use one of {', '.join(MEMORY_TRUTHS)}.")
+        self.memory_truth = memory_truth
         self.seed = seed
         self._rng = random.Random(seed)
 
@@ -133,7 +133,8 @@ class Simulation:
             num_batch=num_batch,
             flash_attn=self.version.flash_attention(mf.arch.name, fa_ok),
         )
-        pred = predict(spec, free, req, engine="ollama", version=self.version, truth=self.truth(mf.tag))
+        truth = self.truth(mf.tag, requested_ctx)
+        pred = predict(spec, free, req, engine="ollama", version=self.version, truth=truth)
         at = Attempt(
             mf,
             num_gpu,
@@ -177,23 +178,13 @@ class Simulation:
             at, len(self.gpus), alloc, runner_gpus, pred.num_gpu, size, vram, error, kind, est
         )
 
-    def truth(self, tag: str) -> Callable[[Allocation], Allocation]:
-        """The runner's real buffers: the estimator's, with this model's hidden error on the compute buffers
-        (a factor in [0.92, 1.22]) and the CUDA context (up to 192 MiB more), scaled by estimator_error."""
-        digest = hashlib.sha256(("estimator-error:" + tag).encode()).digest()
-        u1, u2 = digest[0] / 255, digest[1] / 255
-        factor = 1 + self.estimator_error * (-0.08 + 0.30 * u1)
-        extra = int(self.estimator_error * u2 * 192 * MiB)
-
-        def adjust(alloc: Allocation) -> Allocation:
-            if not self.estimator_error:
-                return alloc
-            gpu = tuple(
-                replace(d, compute=int(d.compute * factor), context=d.context + extra) for d in alloc.gpu
-            )
-            return replace(alloc, gpu=gpu, cpu=replace(alloc.cpu, compute=int(alloc.cpu.compute * factor)))
-
-        return adjust
+    def truth(self, tag: str, num_ctx: int = 0) -> Adjust:
+        """The runner's real buffers against the estimator's (tuner.sim.memtruth): the estimator's own with
+        this model's hidden error scaled by estimator_error, or, with memory_truth "foreign", a per-card-family
+        model of a different form."""
+        if self.memory_truth == "foreign":
+            return foreign_truth(tag, num_ctx, self.gpus)
+        return estimator_truth(tag, self.estimator_error)
 
     # --- speed ---------------------------------------------------------------------------------
     def layout(self, placement: Placement) -> perf.Layout:

@@ -215,6 +215,6 @@ def quantized_variant(mf: ModelFile, quantize: str) -> ModelFile | None:
     if mf.ftype != "F16":
         return None
     wanted = {k.lower(): k for k in QUANTS}.get(quantize.lower())
-    if wanted is None or wanted == "fp16":
+    if wanted is None or wanted == "fp16" or wanted not in mf.family.quants:
         return None
     return model_file(FAMILIES.index(mf.family), wanted)

@@ -48,3 +48,26 @@ def make_host(
     if overrides:
         host = replace(host, **overrides)
     return host
+
+
+# A power limit below the card's TDP slows what draws the most power first. On an RTX PRO 6000 (600 W)
+# llama.cpp's prompt speed held at 500 W and fell to 0.77x at 300 W, while decode (memory-bound) held down to
+# about 350 W and fell to 0.93x at 300 W (../shared/data/throughput-public.csv rows 32-33): below a knee each
+# falls with the square root of the limit. Fitted on those two rows only.
+POWER_COMPUTE_KNEE = 0.83  # fraction of TDP under which prompt (compute-bound) throughput drops
+POWER_BANDWIDTH_KNEE = 0.57  # fraction of TDP under which decode (bandwidth-bound) throughput drops
+
+
+def power_limited(card: GpuSpec, watts: float, tdp_w: float) -> GpuSpec:
+    """`card` run at a power limit of `watts` (its TDP is `tdp_w`): lower TFLOPS and, lower still, bandwidth."""
+    if not watts > 0 or not tdp_w > 0:
+        raise ValueError(f"Invalid power limit {watts!r} W for a {tdp_w!r} W card: both must be positive.")
+    x = min(1.0, watts / tdp_w)
+    compute = min(1.0, x / POWER_COMPUTE_KNEE) ** 0.5
+    bandwidth = min(1.0, x / POWER_BANDWIDTH_KNEE) ** 0.5
+    return replace(
+        card,
+        name=f"{card.name} @{watts:g} W",
+        tflops=card.tflops * compute,
+        bandwidth_gbps=card.bandwidth_gbps * bandwidth,
+    )

@@ -3,7 +3,9 @@
 Decode, per token: for every device, the bytes it must read (the weights of its layers that a token touches,
 MoE: dense parts plus expert_used/expert_count of the experts, plus the KV cache filled so far) over its
 bandwidth times an efficiency, summed over devices (layer split = one device after another), plus a fixed
-per-token cost and a small cost per device hop. A CPU-resident layer reads at host-memory speed, which is why
+per-token cost and a small cost per device hop. An MoE layer also pays its routing (the router matmul, top-k,
+gathering the chosen experts' rows: a handful of small kernels), a fixed MOE_LAYER_S per layer, so an MoE's
+decode is bound by the bytes of its active experts plus a per-layer floor. A CPU-resident layer reads at host-memory speed, which is why
 spilling to the CPU is 5-10x slower.
 
 Prompt processing, per micro-batch: 2 x active parameters x tokens of matrix work at the device's TFLOPS
@@ -33,6 +35,9 @@ CPU_FLOPS_EFFICIENCY = 0.55
 TOKEN_OVERHEAD_S = 0.0007  # fixed cost per generated token (sampling, launch latency)
 HOP_OVERHEAD_S = 0.00012  # per device boundary per token (copy of the hidden state)
 UBATCH_OVERHEAD_S = 0.002  # fixed cost per prompt micro-batch
+# Routing cost per MoE layer per token, fitted on the one MoE row of the throughput table that the simulator
+# maps (row 35: gpt-oss 120B on an RTX PRO 6000, 193 tok/s where its active bytes alone would allow 378).
+MOE_LAYER_S = 70e-6
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,8 @@ def decode_seconds_per_token(
         else:
             seconds += nbytes / (gpus[dev].bandwidth_gbps * 1e9 * bw_efficiency(gpus[dev]))
     hops = sum(1 for i in range(1, blocks + 1) if layout.layer_gpu[i] != layout.layer_gpu[i - 1])
-    return seconds + hops * HOP_OVERHEAD_S
+    moe_layers = sum(1 for il in range(blocks) if a.is_moe_layer(il))
+    return seconds + hops * HOP_OVERHEAD_S + moe_layers * MOE_LAYER_S
 
 
 def prefill_seconds(

@@ -207,6 +207,7 @@ class SimServer:
         seed: int = 0,
         noise: float = 0.02,
         estimator_error: float = 1.0,
+        memory_truth: str = "estimator",
         local: str | list[str] = "all",
         realtime: bool = False,
         port: int = 0,
@@ -224,6 +225,7 @@ class SimServer:
             host_ram=host_ram,
             host_bandwidth=host_bandwidth,
             estimator_error=estimator_error,
+            memory_truth=memory_truth,
         )
         self.scheduler = Scheduler(self.simulation)
         self.registry = Registry(local, clock())
