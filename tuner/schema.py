@@ -10,7 +10,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = (
+    2  # 2: decode_tok_s is the mean of decode_samples (1: the median); intervals, noise, machines
+)
 AUTO = -1  # num_gpu left to the engine's own placement (the baseline trial)
 FULL_GPU_FRACTION = 0.999  # gpu_fraction (size_vram / size) at or above this counts as fully on the GPU
 
@@ -28,8 +30,11 @@ class TrialRecord:
     tag: str  # the model variant (Ollama tag or GGUF path)
     num_gpu: int  # -1 = the engine's own placement (the baseline trial)
     num_ctx: int
-    decode_tok_s: float | None = None  # median over the measured repeats; None when it did not load
+    decode_tok_s: float | None = None  # mean over the measured repeats (schema 1: median); None: no load
     decode_cv: float | None = None  # coefficient of variation of decode tok/s over the repeats
+    decode_samples: list[float] = field(default_factory=list)  # each repeat's decode tok/s
+    decode_rse: float | None = None  # relative standard error of the mean
+    noisy: bool = False  # the repeats never reached the RSE target (measured, but the spread is large)
     prefill_tok_s: float | None = None  # median
     ttft_s: float | None = None  # median streamed time to first token
     load_s: float | None = None
@@ -55,12 +60,26 @@ class TrialRecord:
     predicted_offloaded: int | None = None  # layers the estimator expects on the GPUs
     margin: float | None = None  # learned factor on predicted compute + context when this config was judged
     predicted_skip: bool = False  # not loaded: predicted x margin exceeds a GPU's free memory
+    interference: dict[str, Any] = field(default_factory=dict)  # tuner.interference's block
+    fingerprint_id: str = (
+        ""  # which machine and server measured it (StudyMeta.fingerprints); "" = the study's
+    )
+    # Filled when the study is read back, never stored on the trial: the interleaved re-measure of the
+    # contenders (tuner.remeasure), one decode tok/s per visit.
+    remeasure_samples: list[float] = field(default_factory=list)
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["peak_vram_per_gpu"] = ";".join(str(v) for v in self.peak_vram_per_gpu)
         row["predicted_vram_per_gpu"] = ";".join(str(v) for v in self.predicted_vram_per_gpu)
         row["predicted_fixed_per_gpu"] = ";".join(str(v) for v in self.predicted_fixed_per_gpu)
+        row["decode_samples"] = ";".join(f"{v:.4g}" for v in self.decode_samples)
+        row["remeasure_samples"] = ";".join(f"{v:.4g}" for v in self.remeasure_samples)
+        interference = row.pop("interference") or {}
+        for key in ("other_cpu_before", "other_cpu_during"):
+            row[f"interference_{key}"] = interference.get(key)
+        for key in ("gpu_processes_during", "throttle_during"):
+            row[f"interference_{key}"] = len(interference.get(key) or []) if interference else None
         row.pop("constraints")
         for key, value in sorted(self.constraints.items()):
             row[f"constraint_{key}"] = value
@@ -80,6 +99,9 @@ CSV_COLUMNS = [
     "num_gpu",
     "num_ctx",
     "decode_tok_s",
+    "decode_ci_low",
+    "decode_ci_high",
+    "noisy",
     "prefill_tok_s",
     "ttft_s",
     "load_s",
@@ -116,6 +138,12 @@ class StudyMeta:
     ]  # gpus [{name, memory_bytes, driver}], server {engine, version, host}, host {cpu, ram_bytes, os}, tool
     engine_args: dict[str, Any] = field(default_factory=dict)  # e.g. llama-server binary path
     prediction_rule: str = ""  # the engine rule the memory estimator followed ("" = no predictions)
+    target_rse: float = 0.02  # a trial whose relative standard error stays at or above this is noisy
+    allow_cpu_only: bool = False  # the user asked for picks that may run entirely on the CPU
+    # Every machine that measured trials, {fingerprint id: fingerprint}; `fingerprint` is the first.
+    fingerprints: dict[str, Any] = field(default_factory=dict)
+    # The latest interleaved re-measure of the contenders (tuner.remeasure), as stored on the study.
+    remeasure: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyMeta:

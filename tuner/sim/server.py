@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from tuner.hardware import GpuSpec
 from tuner.sim.api import Api
-from tuner.sim.core import Simulation
+from tuner.sim.core import Interference, Simulation
 from tuner.sim.registry import Registry
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import Scheduler
@@ -39,6 +39,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "/api/copy": {"POST": "copy"},
     "/sim/state": {"GET": "sim_state"},
     "/sim/reset": {"POST": "sim_reset"},
+    "/sim/interference": {"POST": "sim_interference"},
 }
 NO_BODY = {"root", "version", "tags", "ps", "sim_state", "sim_reset"}
 
@@ -207,6 +208,7 @@ class SimServer:
         seed: int = 0,
         noise: float = 0.02,
         estimator_error: float = 1.0,
+        interference: Interference | str | None = None,
         local: str | list[str] = "all",
         realtime: bool = False,
         port: int = 0,
@@ -225,6 +227,10 @@ class SimServer:
             host_bandwidth=host_bandwidth,
             estimator_error=estimator_error,
         )
+        if interference is not None:
+            self.simulation.interference = (
+                Interference.parse(interference) if isinstance(interference, str) else interference
+            )
         self.scheduler = Scheduler(self.simulation)
         self.registry = Registry(local, clock())
         self.api = Api(self.scheduler, self.registry, clock)
@@ -264,6 +270,13 @@ class SimServer:
         self.api.blobs.close()
         self._httpd = None
         self._thread = None
+
+    def interfere(self, interference: Interference | str) -> None:
+        """Inject (or, with Interference(), end) a simulated neighbour: what POST /sim/interference does."""
+        with self.scheduler.lock:
+            self.simulation.interference = (
+                Interference.parse(interference) if isinstance(interference, str) else interference
+            )
 
     def state(self) -> dict[str, Any]:
         """What GET /sim/state returns, without HTTP."""
