@@ -159,7 +159,7 @@ class Chromium:
         return out
 
     def screenshot(self, out: Path, *, full_page: bool = False, clip: dict[str, float] | None = None) -> None:
-        params: dict[str, Any] = {"format": "png", "captureBeyondViewport": full_page}
+        params: dict[str, Any] = {"format": "png", "captureBeyondViewport": full_page or clip is not None}
         if clip is not None:
             params["clip"] = {**clip, "scale": 1}
         elif full_page:

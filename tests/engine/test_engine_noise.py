@@ -47,7 +47,7 @@ def test_a_busy_neighbour_is_recorded_and_the_noise_fields_hold(
     try:
         neighbour = psutil.Process(busy.pid)
         before = sum(neighbour.cpu_times()[:2])
-        settings = MeasureSettings(num_predict=32, max_repeats=4)
+        settings = MeasureSettings(num_predict=16, max_repeats=3)
         m = measure(llama_backend, Watch(), Config(tiny_models["Q8_0"], 0, 2048), settings, monitor=monitor)
         used = sum(neighbour.cpu_times()[:2]) - before
     finally:
