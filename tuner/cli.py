@@ -161,6 +161,23 @@ def cli() -> None:
     default=None,
     help="num_ctx of the baseline trial (the engine's own placement); default: the engine's own default context.",
 )
+@click.option(
+    "--remeasure-rounds",
+    type=click.IntRange(0, 50),
+    default=3,
+    show_default=True,
+    help="After the budget, measure the configs within noise of the fastest again, interleaved, up to this many rounds (0: never).",
+)
+@click.option(
+    "--allow-other-machine",
+    is_flag=True,
+    help="Resume a study on another machine or server (other GPUs, driver, server version or build), mixing their trials.",
+)
+@click.option(
+    "--allow-cpu-only",
+    is_flag=True,
+    help="Let the picks name a config that runs entirely on the CPU even where a GPU config loads.",
+)
 @click.option("--tune-flash-attn", is_flag=True, help="llama-server: also tune flash attention on/off.")
 @click.option(
     "--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0."
@@ -264,6 +281,9 @@ def tune_cmd(
     num_predict: int,
     max_repeats: int,
     baseline_ctx: int | None,
+    remeasure_rounds: int,
+    allow_other_machine: bool,
+    allow_cpu_only: bool,
     tune_flash_attn: bool,
     tune_kv_cache: bool,
     predict_memory: bool,
@@ -345,14 +365,18 @@ def tune_cmd(
             measure=settings,
             timeouts=timeouts,
             retry=retry,
+            remeasure_rounds=remeasure_rounds,
+            allow_other_machine=allow_other_machine,
+            allow_cpu_only=allow_cpu_only,
         )
         from tuner.fingerprint import fingerprint  # noqa: PLC0415
         from tuner.progress import Progress  # noqa: PLC0415
-        from tuner.study import run_study, study_meta, study_space  # noqa: PLC0415
+        from tuner.study import check_resume, run_study, study_meta, study_space  # noqa: PLC0415
 
         space = study_space(config, infos)
         engine_args = {"binary": str(getattr(backend, "binary", ""))} if engine != "ollama" else {}
         meta = study_meta(config, infos, space, fingerprint(probe, server), engine_args)
+        check_resume(config, meta)
         ladder = space.ctx_ladder
         gpus = ", ".join(f"{g.name} {g.memory_bytes / GiB:.0f} GiB" for g in probe.gpus()) or "no GPU visible"
         say(
@@ -375,6 +399,10 @@ def tune_cmd(
                 fitcheck=check,
                 lock=lock,
                 notify=progress.note,
+                on_remeasure=lambda todo, rounds: progress.note(
+                    f"re-measuring the {len(todo)} configs within noise of the fastest "
+                    f"({', '.join(f'#{r.number}' for r in todo)}), interleaved, {rounds} rounds"
+                ),
             )
         except (KeyboardInterrupt, TunerError):
             progress.close()

@@ -135,6 +135,9 @@ class StudyConfig:
     measure: MeasureSettings = MeasureSettings()
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()
+    remeasure_rounds: int = 0  # after the budget: rounds of the interleaved re-measure of the contenders
+    allow_other_machine: bool = False  # resume a study on another machine or server, mixing their trials
+    allow_cpu_only: bool = False  # picks may run entirely on the CPU even where a GPU config loads
 
     def __post_init__(self) -> None:
         if self.budget < 1:

@@ -139,3 +139,22 @@ class Stopped(TunerError):
         super().__init__(signal_name)
         self.signal_name = signal_name
         self.exit_code = exit_code
+
+
+# Substrings that mark a memory failure on the host (system RAM, pinned host buffers), not on a GPU.
+HOST_MEMORY_MARKERS = (
+    "system memory",
+    "host memory",
+    "cpu_buffer",
+    "cpu buffer",
+    "cuda_host",
+    "bad_alloc",
+)
+
+
+def memory_failure_kind(message: str) -> str:
+    """ "host" for a host-RAM failure, "gpu" for any other out-of-memory message, "" for neither."""
+    low = message.lower()
+    if any(marker in low for marker in HOST_MEMORY_MARKERS):
+        return "host"
+    return "gpu" if is_out_of_memory(message) else ""

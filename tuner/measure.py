@@ -9,6 +9,12 @@ the relative standard error of decode tok/s is under `target_rse` (at least `min
 Before every generation and after the last one the engine must still hold our model alone, as loaded
 (`Backend.check_alone`): otherwise ServerStateChanged, and the measurement is discarded, never recorded.
 Whatever ends the trial (an error, Ctrl-C, SIGTERM), the model is unloaded on the way out.
+
+Decode tok/s is the mean of the repeats, with a 95% t-interval (tuner.stats); a trial that stops at
+`max_repeats` without reaching `target_rse` is marked noisy. An InterferenceMonitor, when given, records
+what else used the machine before and during the trial. Time to first token is the streamed wall clock, but
+never less than what the engine itself reports for the prompt and the first token: a server that reports
+its durations without taking them (the simulator) gets a TTFT consistent with its prefill and decode speed.
 """
 
 from __future__ import annotations
@@ -16,12 +22,24 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 from tuner.backend.base import Backend, Generation, Residency
 from tuner.config import MeasureSettings
 from tuner.errors import OutOfMemory, TunerError
+from tuner.interference import InterferenceMonitor
 from tuner.probe import PeakSampler, Probe
 from tuner.space import Config
+from tuner.stats import Interval, coefficient_of_variation, relative_standard_error, t_interval
+
+__all__ = [
+    "Measurement",
+    "coefficient_of_variation",
+    "engine_ttft_s",
+    "make_prompt",
+    "measure",
+    "relative_standard_error",
+]
 
 PROMPT = "Write a detailed story about a lighthouse keeper who finds a message in a bottle."
 # Short common words, close to one token each in the usual tokenizers: used to fill a context depth.
@@ -40,20 +58,10 @@ def make_prompt(run: int, depth_tokens: int = 0) -> str:
     return prefix + " ".join(words) + "\n\n" + PROMPT
 
 
-def relative_standard_error(values: list[float]) -> float:
-    if len(values) < 2:
-        return math.inf
-    mean = statistics.fmean(values)
-    if mean <= 0:
-        return math.inf
-    return statistics.stdev(values) / math.sqrt(len(values)) / mean
-
-
-def coefficient_of_variation(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    mean = statistics.fmean(values)
-    return statistics.stdev(values) / mean if mean > 0 else None
+def engine_ttft_s(g: Generation) -> float:
+    """Time to first token as the engine reports it: its prompt time plus one token's decode time."""
+    per_token = g.eval_s / g.eval_tokens if g.eval_tokens > 0 and g.eval_s > 0 else 0.0
+    return max(0.0, g.prompt_s) + per_token
 
 
 def _median(values: list[float]) -> float | None:
@@ -72,14 +80,33 @@ class Measurement:
     generations: list[Generation] = field(default_factory=list)
     peak_vram_per_gpu: list[int] = field(default_factory=list)
     vram_source: str = ""
+    target_rse: float = 0.02
+    interference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def decode_rates(self) -> list[float]:
         return [g.decode_tok_s for g in self.generations if not math.isnan(g.decode_tok_s)]
 
     @property
+    def decode_interval(self) -> Interval | None:
+        return t_interval(self.decode_rates)
+
+    @property
     def decode_tok_s(self) -> float | None:
-        return _median(self.decode_rates)
+        """The mean of the repeats (the centre of decode_interval)."""
+        rates = self.decode_rates
+        return statistics.fmean(rates) if rates else None
+
+    @property
+    def decode_rse(self) -> float | None:
+        rse = relative_standard_error(self.decode_rates)
+        return rse if math.isfinite(rse) else None
+
+    @property
+    def noisy(self) -> bool:
+        """The repeats stopped without reaching the RSE target (at max_repeats, or cut short)."""
+        rse = self.decode_rse
+        return bool(self.decode_rates) and (rse is None or rse >= self.target_rse)
 
     @property
     def decode_cv(self) -> float | None:
@@ -91,7 +118,7 @@ class Measurement:
 
     @property
     def ttft_s(self) -> float | None:
-        return _median([g.ttft_s for g in self.generations])
+        return _median([max(g.ttft_s, engine_ttft_s(g)) for g in self.generations])
 
     @property
     def peak_vram_bytes(self) -> int | None:
@@ -108,11 +135,12 @@ def measure(
     *,
     run_offset: int = 0,
     sample_interval_s: float = 0.05,
+    monitor: InterferenceMonitor | None = None,
 ) -> Measurement:
     """Run the trial protocol for `config`. Raises only for infrastructure errors (server gone, a timeout,
     the server changed under the trial...), after unloading the model as well as it can."""
     try:
-        return _measure(backend, probe, config, settings, run_offset, sample_interval_s)
+        return _measure(backend, probe, config, settings, run_offset, sample_interval_s, monitor)
     except BaseException:
         _unload_quietly(backend)
         raise
@@ -134,9 +162,12 @@ def _measure(
     settings: MeasureSettings,
     run_offset: int,
     sample_interval_s: float,
+    monitor: InterferenceMonitor | None,
 ) -> Measurement:
     options = config.options
     backend.unload_all()
+    if monitor is not None:
+        monitor.start()
     sampler = PeakSampler(probe, interval_s=sample_interval_s)
     sampler.start()
     residency: Residency | None = None
@@ -146,6 +177,8 @@ def _measure(
     try:
         load_s = backend.load(config.tag, options)
         sampler.mark()
+        if monitor is not None:
+            monitor.mark()
         residency = backend.residency(config.tag)
         num_ctx = config.num_ctx or (residency.context_length if residency else 0) or 0
         depth_tokens = max(0, int(settings.depth * num_ctx) - settings.num_predict - 64)
@@ -177,7 +210,9 @@ def _measure(
         failure = exc
     finally:
         peak = sampler.stop()
+        interference = monitor.stop() if monitor is not None else {}
     backend.unload_all()
+    common: dict[str, Any] = {"target_rse": settings.target_rse, "interference": interference}
     if failure is not None:
         return Measurement(
             config,
@@ -189,6 +224,7 @@ def _measure(
             generations=generations,
             peak_vram_per_gpu=peak.peak_bytes,
             vram_source=probe.source,
+            **common,
         )
     per_gpu = peak.peak_bytes
     source = probe.source
@@ -203,4 +239,5 @@ def _measure(
         generations=generations,
         peak_vram_per_gpu=per_gpu,
         vram_source=source,
+        **common,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -33,6 +33,58 @@ class GpuInfo:
     @property
     def supports_flash_attention(self) -> bool:
         return flash_attention_capable(self.compute_capability)
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process with memory on a GPU (NVML's compute and graphics process lists)."""
+
+    gpu: int  # index in gpus()
+    pid: int
+    name: str
+    used_bytes: int | None  # None where the driver does not say (Windows WDDM)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What else is going on on the GPUs (and, for the simulator, its simulated host) at one moment."""
+
+    processes: list[GpuProcess] = field(default_factory=list)
+    throttle: list[str] = field(default_factory=list)  # clock throttle reasons in effect, any GPU
+    host_other_cpu_cores: float | None = None  # the simulator's host only; None: measure this host
+
+
+# NVML clock event ("throttle") reasons, by bit (nvmlClocksEventReason*; the older name is ...ThrottleReason*).
+THROTTLE_REASONS = {
+    0x1: "GpuIdle",
+    0x2: "ApplicationsClocksSetting",
+    0x4: "SwPowerCap",
+    0x8: "HwSlowdown",
+    0x10: "SyncBoost",
+    0x20: "SwThermalSlowdown",
+    0x40: "HwThermalSlowdown",
+    0x80: "HwPowerBrakeSlowdown",
+    0x100: "DisplayClockSetting",
+}
+
+
+def throttle_names(mask: int) -> list[str]:
+    """The reasons set in an NVML clock event mask, by name (unknown bits as hex)."""
+    names = [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+    rest = mask & ~sum(THROTTLE_REASONS)
+    return names + ([hex(rest)] if rest else [])
+
+
+def activity_of(probe: object) -> Activity:
+    """probe.activity() where the probe has one (NVML, the simulator), else nothing known."""
+    read = getattr(probe, "activity", None)
+    if read is None:
+        return Activity()
+    try:
+        result = read()
+    except (ProbeError, OSError):
+        return Activity()
+    return result if isinstance(result, Activity) else Activity()
 
 
 class Probe(Protocol):
@@ -111,6 +163,60 @@ class NvmlProbe:
     def used_bytes(self) -> list[int]:
         return [int(self._memory(h).used) for h in self._handles]
 
+    def activity(self) -> Activity:
+        """Every process with memory on the GPUs and the clock throttle reasons, each query on its own
+        (a NotSupported on one loses only that one)."""
+        nvml = self._nvml
+        errors = (nvml.NVMLError, getattr(nvml, "NVMLLibraryMismatchError", nvml.NVMLError), AttributeError)
+        processes: list[GpuProcess] = []
+        throttle: list[str] = []
+        for gpu, handle in enumerate(self._handles):
+            seen: set[int] = set()
+            for getter in (
+                "nvmlDeviceGetComputeRunningProcesses",
+                "nvmlDeviceGetComputeRunningProcesses_v2",
+                "nvmlDeviceGetGraphicsRunningProcesses",
+            ):
+                if getter.endswith("_v2") and seen:
+                    continue  # the versioned call is only the fallback for an older driver
+                try:
+                    listed = getattr(nvml, getter)(handle)
+                except errors:
+                    continue
+                for p in listed:
+                    pid = int(p.pid)
+                    if pid in seen:
+                        continue
+                    seen.add(pid)
+                    used = getattr(p, "usedGpuMemory", None)
+                    processes.append(
+                        GpuProcess(gpu, pid, self._process_name(pid), int(used) if used else None)
+                    )
+            for getter in (
+                "nvmlDeviceGetCurrentClocksEventReasons",
+                "nvmlDeviceGetCurrentClocksThrottleReasons",
+            ):
+                try:
+                    mask = int(getattr(nvml, getter)(handle))
+                except errors:
+                    continue
+                throttle += [n for n in throttle_names(mask) if n not in throttle]
+                break
+        return Activity(processes, throttle)
+
+    def _process_name(self, pid: int) -> str:
+        import psutil  # noqa: PLC0415
+
+        try:
+            return psutil.Process(pid).name()
+        except psutil.Error:
+            pass
+        try:
+            name = self._nvml.nvmlSystemGetProcessName(pid)
+        except (self._nvml.NVMLError, AttributeError):
+            return "?"
+        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+
     def close(self) -> None:
         try:
             self._nvml.nvmlShutdown()
@@ -154,6 +260,20 @@ class SimProbe:
 
     def used_bytes(self) -> list[int]:
         return [int(g["used_bytes"]) for g in self._state()["gpus"]]
+
+    def activity(self) -> Activity:
+        """The simulator's injected interference (python -m tuner.sim --interference), read like NVML's."""
+        state = self._state()
+        processes = [
+            GpuProcess(int(g["index"]), int(p["pid"]), str(p["name"]), int(p["used_bytes"]))
+            for g in state["gpus"]
+            for p in g.get("other_processes") or []
+        ]
+        throttle: list[str] = []
+        for g in state["gpus"]:
+            throttle += [str(t) for t in g.get("throttle_reasons") or [] if t not in throttle]
+        cpu = (state.get("host") or {}).get("other_cpu_cores")
+        return Activity(processes, throttle, float(cpu) if cpu is not None else 0.0)
 
     def close(self) -> None:
         self._http.close()

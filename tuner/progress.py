@@ -48,6 +48,8 @@ def _outcome(r: TrialRecord) -> str:
         got = f"{r.decode_tok_s:.1f} tok/s, {(r.peak_vram_bytes or 0) / GiB:.1f} GiB"
         if r.cpu_spill:
             got += f", {100 * (1 - (r.gpu_fraction or 0)):.0f}% on CPU"
+        if r.noisy:
+            got += f", noisy (RSE {100 * (r.decode_rse or 0):.1f}%)"
         if not r.feasible:
             got += " (violates a constraint)"
         return got

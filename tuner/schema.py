@@ -12,7 +12,9 @@ from typing import Any
 
 from tuner.units import GiB
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = (
+    2  # 2: decode_tok_s is the mean of decode_samples (1: the median); intervals, noise, machines
+)
 AUTO = -1  # num_gpu left to the engine's own placement (the baseline trial)
 FULL_GPU_FRACTION = 0.999  # gpu_fraction (size_vram / size) at or above this counts as fully on the GPU
 
@@ -30,8 +32,11 @@ class TrialRecord:
     tag: str  # the model variant (Ollama tag or GGUF path)
     num_gpu: int  # -1 = the engine's own placement (the baseline trial)
     num_ctx: int
-    decode_tok_s: float | None = None  # median over the measured repeats; None when it did not load
+    decode_tok_s: float | None = None  # mean over the measured repeats (schema 1: median); None: no load
     decode_cv: float | None = None  # coefficient of variation of decode tok/s over the repeats
+    decode_samples: list[float] = field(default_factory=list)  # each repeat's decode tok/s
+    decode_rse: float | None = None  # relative standard error of the mean
+    noisy: bool = False  # the repeats never reached the RSE target (measured, but the spread is large)
     prefill_tok_s: float | None = None  # median
     ttft_s: float | None = None  # median streamed time to first token
     load_s: float | None = None
@@ -64,6 +69,13 @@ class TrialRecord:
     predicted_skip: bool = False  # not loaded: the learned belief gives it under 5% to fit
     p_fit: float | None = None  # the belief's probability that this config fits, when it was judged
     attempts: list[str] = field(default_factory=list)  # discarded attempts and why (a timeout, a reset...)
+    interference: dict[str, Any] = field(default_factory=dict)  # tuner.interference's block
+    fingerprint_id: str = (
+        ""  # which machine and server measured it (StudyMeta.fingerprints); "" = the study's
+    )
+    # Filled when the study is read back, never stored on the trial: the interleaved re-measure of the
+    # contenders (tuner.remeasure), one decode tok/s per visit.
+    remeasure_samples: list[float] = field(default_factory=list)
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -72,6 +84,13 @@ class TrialRecord:
         row["predicted_fixed_per_gpu"] = ";".join(str(v) for v in self.predicted_fixed_per_gpu)
         row["predicted_compute_per_gpu"] = ";".join(str(v) for v in self.predicted_compute_per_gpu)
         row["attempts"] = " | ".join(self.attempts)
+        row["decode_samples"] = ";".join(f"{v:.4g}" for v in self.decode_samples)
+        row["remeasure_samples"] = ";".join(f"{v:.4g}" for v in self.remeasure_samples)
+        interference = row.pop("interference") or {}
+        for key in ("other_cpu_before", "other_cpu_during"):
+            row[f"interference_{key}"] = interference.get(key)
+        for key in ("gpu_processes_during", "throttle_during"):
+            row[f"interference_{key}"] = len(interference.get(key) or []) if interference else None
         row.pop("constraints")
         for key, value in sorted(self.constraints.items()):
             row[f"constraint_{key}"] = value
@@ -91,6 +110,9 @@ CSV_COLUMNS = [
     "num_gpu",
     "num_ctx",
     "decode_tok_s",
+    "decode_ci_low",
+    "decode_ci_high",
+    "noisy",
     "prefill_tok_s",
     "ttft_s",
     "load_s",
@@ -128,6 +150,12 @@ class StudyMeta:
     engine_args: dict[str, Any] = field(default_factory=dict)  # e.g. llama-server binary path
     prediction_rule: str = ""  # the engine rule the memory estimator followed ("" = no predictions)
     max_ctx: int | None = None  # --max-ctx: no recommendation above this context
+    target_rse: float = 0.02  # a trial whose relative standard error stays at or above this is noisy
+    allow_cpu_only: bool = False  # the user asked for picks that may run entirely on the CPU
+    # Every machine that measured trials, {fingerprint id: fingerprint}; `fingerprint` is the first.
+    fingerprints: dict[str, Any] = field(default_factory=dict)
+    # The latest interleaved re-measure of the contenders (tuner.remeasure), as stored on the study.
+    remeasure: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyMeta:

@@ -37,11 +37,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from tuner import remeasure
 from tuner.attempts import measure_with_retries
 from tuner.backend.base import AUTO, Backend, ModelInfo
 from tuner.config import StudyConfig, ctx_ladder
-from tuner.errors import ConfigError, TrialFailed, TunerError
+from tuner.errors import BackendError, ConfigError, TrialFailed, TunerError
+from tuner.fingerprint import check_machine, fingerprint_id
 from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
+from tuner.interference import EnginePids, InterferenceMonitor
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
 from tuner.records import record_of
@@ -135,6 +138,8 @@ def study_meta(
         num_predict=config.measure.num_predict,
         fingerprint=fingerprint,
         engine_args=engine_args or {},
+        target_rse=config.measure.target_rse,
+        allow_cpu_only=config.allow_cpu_only,
     )
 
 
@@ -168,7 +173,29 @@ def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRe
         if "autotune_meta" not in study.user_attrs:
             raise ConfigError(f"Study '{study_name}' in '{mask_url(storage)}' was not made by autotune.")
         meta = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
-        return meta, [record_of(t) for t in study.get_trials(deepcopy=False)]
+        stored = study.user_attrs.get(remeasure.ATTR)
+        records = [record_of(t) for t in study.get_trials(deepcopy=False)]
+    return dataclasses.replace(meta, remeasure=stored or {}), remeasure.apply(records, stored)
+
+
+def check_resume(config: StudyConfig, meta: StudyMeta) -> None:
+    """Before anything runs: a stored study of this name must have been measured on this machine and
+    server (or config.allow_other_machine). run_study checks the same; this lets the CLI say so first."""
+    storage = make_storage(config.storage)
+    with storage_errors(config.storage):
+        try:
+            stored = optuna.load_study(study_name=config.study_name, storage=storage).user_attrs.get(
+                "autotune_meta"
+            )
+        except KeyError:
+            return  # a new study
+    if stored:
+        _check_machine(StudyMeta.from_attrs(stored), meta, config)
+
+
+def _check_machine(stored: StudyMeta, meta: StudyMeta, config: StudyConfig) -> None:
+    known = [stored.fingerprint, *(stored.fingerprints or {}).values()]
+    check_machine(known, meta.fingerprint, config.study_name, config.allow_other_machine)
 
 
 # -- one trial ------------------------------------------------------------------------------------
@@ -216,6 +243,9 @@ def build_record(
         num_ctx=config.num_ctx or (res.context_length if res and res.context_length else 0),
         decode_tok_s=m.decode_tok_s if measured else None,
         decode_cv=m.decode_cv if measured else None,
+        decode_samples=[round(v, 4) for v in m.decode_rates] if measured else [],
+        decode_rse=m.decode_rse if measured else None,
+        noisy=m.noisy if measured else False,
         prefill_tok_s=m.prefill_tok_s if measured else None,
         ttft_s=m.ttft_s if measured else None,
         load_s=m.load_s,
@@ -235,6 +265,7 @@ def build_record(
         flash_attn=config.flash_attn,
         kv_cache_type=config.kv_cache_type,
         constraints=constraints,
+        interference=dict(m.interference),
     )
 
 
@@ -280,6 +311,8 @@ class Objective:
         gpu_total_bytes: int,
         fitcheck: FitCheck | None = None,
         notify: Notify = _quiet,
+        monitor: InterferenceMonitor | None = None,
+        fingerprint_id: str = "",
     ) -> None:
         self.backend = backend
         self.probe = probe
@@ -288,6 +321,8 @@ class Objective:
         self.gpu_total_bytes = gpu_total_bytes
         self.fitcheck = fitcheck if fitcheck is not None and fitcheck.active else None
         self.notify = notify
+        self.monitor = monitor
+        self.fingerprint_id = fingerprint_id
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         first_heartbeat(trial)
@@ -317,7 +352,12 @@ class Objective:
             try:
                 m, attempts = measure_with_retries(
                     lambda: measure(
-                        self.backend, self.probe, config, self.config.measure, run_offset=trial.number * 100
+                        self.backend,
+                        self.probe,
+                        config,
+                        self.config.measure,
+                        run_offset=trial.number * 100,
+                        monitor=self.monitor,
                     ),
                     self.backend,
                     self.config.retry,
@@ -331,9 +371,10 @@ class Objective:
             record = with_prediction(build_record(trial.number, config, m, self.config, baseline), verdict)
             if attempts:
                 record = dataclasses.replace(record, attempts=attempts)
+        record = dataclasses.replace(record, fingerprint_id=self.fingerprint_id)
         attrs = dataclasses.asdict(record)
-        attrs.pop("number")
-        attrs.pop("state")
+        for key in ("number", "state", "remeasure_samples"):
+            attrs.pop(key)
         trial.set_user_attr("record", attrs)
         for key in CONSTRAINT_KEYS:
             trial.set_constraint(key, record.constraints[key])
@@ -396,8 +437,13 @@ def run_study(
     lock: ServerLock | None = None,
     notify: Notify = _quiet,
     sleep: Callable[[float], None] = time.sleep,
+    on_remeasure: Callable[[list[TrialRecord], int], None] | None = None,
 ) -> tuple[StudyMeta, list[TrialRecord]]:
-    """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored.
+    """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored; then,
+    with config.remeasure_rounds, measure the contenders again, interleaved (tuner.remeasure).
+
+    A stored study resumes only on the machine and server it started on (check_machine), unless
+    config.allow_other_machine; every trial records the fingerprint id of the machine that measured it.
 
     With config.sampler 'auto' the baseline trial (the engine's own placement) comes first, then our
     search.StructuredSampler; a plain sampler (or one passed in as `sampler`, e.g. by the search benchmark)
@@ -411,7 +457,19 @@ def run_study(
     """
     with storage_errors(config.storage):
         return _run_study(
-            config, backend, probe, meta, space, on_trial, clock, sampler, fitcheck, lock, notify, sleep
+            config,
+            backend,
+            probe,
+            meta,
+            space,
+            on_trial,
+            clock,
+            sampler,
+            fitcheck,
+            lock,
+            notify,
+            sleep,
+            on_remeasure,
         )
 
 
@@ -428,12 +486,17 @@ def _run_study(
     lock: ServerLock | None,
     notify: Notify,
     sleep: Callable[[float], None],
+    on_remeasure: Callable[[list[TrialRecord], int], None] | None,
 ) -> tuple[StudyMeta, list[TrialRecord]]:
     stale = _StaleTrials()
     study = open_study(config, sampler, on_stale=stale)
     structured = sampler is None and config.sampler == "auto"
     if fitcheck is not None and fitcheck.active:
         meta = dataclasses.replace(meta, prediction_rule=fitcheck.rule)
+    machine = fingerprint_id(meta.fingerprint)
+    meta = dataclasses.replace(
+        meta, target_rse=config.measure.target_rse, fingerprints={machine: meta.fingerprint}
+    )
     if "autotune_meta" not in study.user_attrs:
         study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
     else:
@@ -443,7 +506,13 @@ def _run_study(
                 f"Study '{config.study_name}' was made for {stored.engine} variants {stored.tags}, not "
                 f"{list(meta.tags)}; pass another --study name or the same variants."
             )
-        meta = dataclasses.replace(meta, budget=config.budget)
+        _check_machine(stored, meta, config)
+        # The study keeps the fingerprint it started on; every machine that measured is listed beside it.
+        prints = dict(stored.fingerprints or {fingerprint_id(stored.fingerprint): stored.fingerprint})
+        prints.setdefault(machine, meta.fingerprint)
+        meta = dataclasses.replace(
+            meta, budget=config.budget, fingerprint=stored.fingerprint, fingerprints=prints
+        )
         study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
     if fitcheck is not None and fitcheck.active:
         if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
@@ -461,8 +530,10 @@ def _run_study(
             gpu_only=config.gpu_only,
             budget=config.budget,
         )
+    monitor = InterferenceMonitor(probe, EnginePids(backend))
+    total = sum(g.memory_bytes for g in probe.gpus())
     objective = Objective(
-        backend, probe, space, config, sum(g.memory_bytes for g in probe.gpus()), fitcheck, notify
+        backend, probe, space, config, total, fitcheck, notify=notify, monitor=monitor, fingerprint_id=machine
     )
     baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
     start = clock()
@@ -530,4 +601,26 @@ def _run_study(
             on_trial(
                 TrialEvent(n_done, config.budget, record_of(trial), best_feasible(records), elapsed, eta)
             )
-    return meta, records
+    with holding(lock, notify):  # one worker re-measures; the others find its result stored
+        again: dict[str, Any] | None = study.user_attrs.get(remeasure.ATTR)
+        todo = remeasure.needed(meta, records, again, machine) if config.remeasure_rounds > 0 else []
+        if todo:
+            rounds = remeasure.rounds_for(config.remeasure_rounds, len(todo), config.budget)
+            if on_remeasure is not None:
+                on_remeasure(todo, rounds)
+            try:
+                again = remeasure.remeasure(
+                    backend,
+                    probe,
+                    todo,
+                    config.measure,
+                    rounds=rounds,
+                    monitor=monitor,
+                    fingerprint_id=machine,
+                )
+                study.set_user_attr(remeasure.ATTR, again)
+            except BackendError as exc:  # the trials stand; only the extra certainty is missing
+                notify(
+                    f"The re-measure of the contenders stopped ({exc}); the answer uses each trial's own runs."
+                )
+    return dataclasses.replace(meta, remeasure=again or {}), remeasure.apply(records, again)

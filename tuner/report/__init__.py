@@ -1,10 +1,10 @@
 """The report: the only writer of reports/ (and, in plots.py and prediction.py, the only user of matplotlib).
 
+    decide / picks / missing_picks / baseline_comparison   what the study decided   tuner.decision (pure)
     trials_frame(records)            the trials as a DataFrame (the rows of trials.csv)      frame.py
-    pareto_front / picks / missing_picks / baseline_comparison    what the study decided      picks.py
     plot_pareto / plot_speed_vs_num_gpu / plot_vram_vs_num_ctx    the figures (Agg)           plots.py
     plot_predicted_vs_measured / summarize                        estimate against measurement prediction.py
-    build_report                                                  the text, as blocks         document.py
+    build_report                     the text, as blocks (first screen; details: sections.py) document.py
     render_markdown / render_html                                 blocks to report.md/.html   render.py
     write_report(meta, records, out_dir)                          everything above, on disk   here
     report_dir(out, study_name)                                   --out checked before trial 1 here
@@ -23,6 +23,28 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from tuner.decision.picks import (
+    PICK_NAMES,
+    PICK_TITLES,
+    BaselineComparison,
+    Decision,
+    Pick,
+    baseline_comparison,
+    contenders,
+    decide,
+    missing_picks,
+    pareto_front,
+    picks,
+)
+from tuner.decision.trials import (
+    finite,
+    fmt_gib,
+    fmt_interval,
+    fmt_tok_s,
+    is_feasible,
+    is_measured,
+    speed_interval,
+)
 from tuner.errors import ConfigError, OutputError
 from tuner.modelfile import (
     COMMAND_SUFFIX,
@@ -33,37 +55,27 @@ from tuner.modelfile import (
 )
 from tuner.report.document import Artifact, build_report
 from tuner.report.frame import trials_frame
-from tuner.report.picks import (
-    PICK_NAMES,
-    PICK_TITLES,
-    BaselineComparison,
-    Pick,
-    baseline_comparison,
-    finite,
-    fmt_gib,
-    fmt_tok_s,
-    is_feasible,
-    is_measured,
-    missing_picks,
-    pareto_front,
-    picks,
-)
-from tuner.report.plots import figure_png, plot_pareto, plot_speed_vs_num_gpu, plot_vram_vs_num_ctx
+from tuner.report.frontplot import plot_pareto
+from tuner.report.plots import figure_png, plot_speed_vs_num_gpu, plot_vram_vs_num_ctx
 from tuner.report.prediction import plot_predicted_vs_measured
 from tuner.report.render import render_html, render_markdown
 from tuner.schema import StudyMeta, TrialRecord, honour_limits
 
 __all__ = [
     "BaselineComparison",
+    "Decision",
     "Pick",
     "artifact_filename",
     "baseline_comparison",
+    "contenders",
+    "decide",
     "is_feasible",
     "is_measured",
     "missing_picks",
     "pareto_front",
     "pick_artifact",
     "picks",
+    "speed_interval",
     "plot_pareto",
     "plot_speed_vs_num_gpu",
     "plot_vram_vs_num_ctx",
@@ -236,9 +248,8 @@ def _compose(
     meta: StudyMeta, records: Sequence[TrialRecord], out_dir: Path, files: _Staged
 ) -> dict[str, Path]:
     records = [honour_limits(meta, r) for r in records]
-    chosen = picks(meta, records)
-    missing = missing_picks(meta, records)
-    comparison = baseline_comparison(records)
+    decision = decide(meta, records)
+    chosen = decision.picks
     written: dict[str, Path] = {}
 
     written["trials.csv"] = files.write(
@@ -287,7 +298,7 @@ def _compose(
             written[PRESET_FILENAME] = files.write(out_dir / PRESET_FILENAME, preset.encode("utf-8"))
             extra.append(PRESET_FILENAME)
 
-    blocks = build_report(meta, records, chosen, missing, comparison, artifacts, images, extra)
+    blocks = build_report(meta, records, decision, artifacts, images, extra)
     written["report.md"] = files.write(out_dir / "report.md", render_markdown(blocks).encode("utf-8"))
     title = f"autotune report: {meta.model} ({meta.study_name})"
     written["report.html"] = files.write(out_dir / "report.html", render_html(blocks, title).encode("utf-8"))
@@ -326,9 +337,10 @@ def _comment_lines(meta: StudyMeta, pick: Pick) -> list[str]:
         ", ".join(f"{g.get('name', '?')} {fmt_gib(g.get('memory_bytes'))}" for g in gpus) or "no GPU recorded"
     )
     server = fp.get("server") or {}
-    measured = [f"decode {fmt_tok_s(r.decode_tok_s)} tok/s"]
-    if finite(r.decode_cv):
-        measured[0] += f" (cv {100 * r.decode_cv:.1f}%{f', {r.repeats} runs' if r.repeats else ''})"
+    interval = speed_interval(r)
+    measured = [f"decode {fmt_interval(interval)} tok/s"]
+    if interval is not None and interval.known:
+        measured[0] += f" (95% interval, {interval.n} runs)"
     if finite(r.prefill_tok_s):
         measured.append(f"prefill {fmt_tok_s(r.prefill_tok_s)} tok/s")
     if finite(r.ttft_s):

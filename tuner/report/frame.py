@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pandas as pd
 
-from tuner.report.picks import is_complete, is_measured
+from tuner.decision.trials import is_complete, is_measured, speed_interval
 from tuner.schema import CSV_COLUMNS, TrialRecord
 
 # Measurements that mean nothing for a trial that did not load (a stored placeholder is blanked).
@@ -22,6 +22,9 @@ def trials_frame(records: Iterable[TrialRecord]) -> pd.DataFrame:
     rows = []
     for record in sorted(records, key=lambda r: r.number):
         row = record.to_row()
+        interval = speed_interval(record) if is_complete(record) else None
+        row["decode_ci_low"] = interval.low if interval is not None and interval.known else None
+        row["decode_ci_high"] = interval.high if interval is not None and interval.known else None
         if is_complete(record) and not is_measured(record):
             for column in _MEASUREMENT_COLUMNS:
                 row[column] = None

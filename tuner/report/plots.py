@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Sequence
 from pathlib import PurePath
 
@@ -21,19 +22,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from tuner.report.picks import (
-    Pick,
+from tuner.decision.trials import (
     decode_of,
     did_not_load,
     finite,
     has_vram,
     is_complete,
-    is_feasible,
     is_measured,
     is_on_gpu,
     is_spilled,
     is_true,
-    pareto_front,
     vram_of,
 )
 from tuner.schema import StudyMeta, TrialRecord
@@ -62,9 +60,40 @@ def figure_png(fig: Figure) -> bytes:
 
 
 def short_tag(tag: str, limit: int = 34) -> str:
-    """A tag for a legend: GGUF paths by their file name, long names shortened."""
+    """A tag for a title: GGUF paths by their file name, long names shortened in the middle (the end,
+    where the quantization is, stays)."""
     name = PurePath(tag).name if ("/" in tag or "\\" in tag) else tag
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+    if len(name) <= limit:
+        return name
+    keep = limit - 1
+    return name[: keep // 2] + "…" + name[len(name) - (keep - keep // 2) :]
+
+
+_TAG_PARTS = re.compile(r"([:/\\.-])")
+
+
+def tag_labels(tags: Sequence[str]) -> dict[str, str]:
+    """Legend labels: the part of each tag that differs from the others ('q4_K_M', 'Q8_0'), found by
+    dropping the parts (split at : / . -) that every tag starts and ends with; one tag keeps its name."""
+    unique = list(dict.fromkeys(tags))
+    names = {t: PurePath(t).name if ("/" in t or "\\" in t) else t for t in unique}
+    if len(unique) < 2:
+        return {t: short_tag(t) for t in unique}
+    split = {t: _TAG_PARTS.split(n) for t, n in names.items()}
+    parts = list(split.values())
+    head = 0
+    while all(len(p) > head for p in parts) and len({p[head] for p in parts}) == 1:
+        head += 1
+    tail = 0
+    while all(len(p) - head > tail for p in parts) and len({p[len(p) - 1 - tail] for p in parts}) == 1:
+        tail += 1
+    labels = {}
+    for t, p in split.items():
+        middle = "".join(p[head : len(p) - tail]).strip(":/\\.-")
+        labels[t] = short_tag(middle or names[t])
+    if len(set(labels.values())) < len(labels):  # the differing parts collide: show whole names
+        return {t: short_tag(names[t]) for t in unique}
+    return labels
 
 
 def tag_colors(meta: StudyMeta, records: Sequence[TrialRecord]) -> dict[str, tuple]:
@@ -77,122 +106,6 @@ def gpu_memory_bytes(meta: StudyMeta) -> int | None:
     gpus = (meta.fingerprint or {}).get("gpus") or []
     total = sum(g.get("memory_bytes") or 0 for g in gpus if isinstance(g, dict))
     return total or None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Speed against memory, with the Pareto front
-# ---------------------------------------------------------------------------------------------------------
-
-
-def plot_pareto(
-    meta: StudyMeta, records: Sequence[TrialRecord], chosen: dict[str, Pick] | None = None
-) -> Figure:
-    """Decode tok/s against peak VRAM (GiB): one colour per tag, the feasible front connected."""
-    colors = tag_colors(meta, records)
-    fig = Figure(figsize=(10.5, 6.2), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    placed = [r for r in records if is_complete(r) and is_measured(r) and has_vram(r)]
-    failed = sorted((r for r in records if did_not_load(r)), key=lambda r: r.number)
-    capacity = gpu_memory_bytes(meta)
-
-    for r in placed:
-        _scatter_trial(ax, vram_of(r) / GiB, decode_of(r), r, colors[r.tag])
-
-    front = pareto_front(records)
-    if front:
-        ax.plot(
-            [vram_of(r) / GiB for r in front],
-            [decode_of(r) for r in front],
-            color="black",
-            lw=1.4,
-            alpha=0.75,
-            zorder=2,
-            drawstyle="steps-post" if len(front) > 1 else "default",
-        )
-        ax.scatter(
-            [vram_of(r) / GiB for r in front],
-            [decode_of(r) for r in front],
-            s=190,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=1.4,
-            zorder=4,
-        )
-
-    top = max((decode_of(r) for r in placed), default=1.0) * 1.12
-    x_values = [vram_of(r) / GiB for r in placed]
-    x_right = max([*x_values, (capacity or 0) / GiB, 1.0])
-    if failed:
-        band = 0.13 * top
-        ax.axhspan(-band, 0, color=_FAIL_BAND, zorder=0)
-        sized = any(finite(r.size_bytes) and r.size_bytes > 0 for r in failed)
-        where = "at the size they needed" if sized else "no size known"
-        ax.text(
-            0.005,
-            -band * 0.9,
-            f"did not load ({len(failed)}; {where})",
-            transform=ax.get_yaxis_transform(),
-            fontsize=8,
-            color="#a94442",
-            va="bottom",
-        )
-        for i, r in enumerate(failed):
-            # At the size it asked for when known, else just past the GPU's memory.
-            x = (
-                r.size_bytes / GiB
-                if finite(r.size_bytes) and r.size_bytes > 0
-                else x_right * (1.02 + 0.015 * (i % 6))
-            )
-            ax.scatter(
-                [x],
-                [-band * (0.3 + 0.15 * (i % 3))],
-                marker="x",
-                s=55,
-                color=colors[r.tag],
-                linewidths=1.8,
-                zorder=3,
-            )
-        ax.set_ylim(-band, top)
-    else:
-        ax.set_ylim(0, top)
-    for r in placed:
-        if is_true(r.baseline):
-            ax.annotate(
-                "engine's own placement",
-                xy=(vram_of(r) / GiB, decode_of(r)),
-                xytext=(7, -9),
-                textcoords="offset points",
-                fontsize=7,
-                color=_GREY,
-                va="top",
-            )
-    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= top])
-    _capacity_lines(ax, meta, capacity, vertical=True)
-    if chosen:
-        _annotate_picks(ax, chosen)
-    if not placed:
-        ax.text(
-            0.5,
-            0.55,
-            "No trial loaded, so there is nothing to place on the speed/memory plane.",
-            transform=ax.transAxes,
-            ha="center",
-            fontsize=11,
-            color=_GREY,
-        )
-
-    ax.set_xlabel("peak VRAM (GiB)")
-    ax.set_ylabel("decode speed (tokens/s)")
-    ax.set_xlim(left=0)
-    ax.grid(True, alpha=0.3)
-    ax.set_title(
-        f"{meta.model}: decode speed vs peak VRAM ({sum(map(is_complete, records))} trials, "
-        f"{sum(map(is_feasible, records))} feasible)",
-        fontsize=11,
-    )
-    handles = _tag_handles(colors, records) + _status_handles(front=bool(front), failed=bool(failed))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -268,7 +181,7 @@ def plot_speed_vs_num_gpu(meta: StudyMeta, records: Sequence[TrialRecord]) -> Fi
                 va="center",
                 rotation=90,
             )
-        ax.set_title(short_tag(tag), fontsize=10)
+        ax.set_title(short_tag(tag, 48), fontsize=10)
         ax.set_xlabel("num_gpu (layers on the GPU)")
         ax.grid(True, alpha=0.3)
         ax.set_xlim(left=-0.5)
@@ -423,33 +336,12 @@ def _capacity_lines(ax, meta: StudyMeta, capacity: int | None, *, vertical: bool
             )
 
 
-def _annotate_picks(ax, chosen: dict[str, Pick]) -> None:
-    by_trial: dict[int, list[str]] = {}
-    for name, pick in chosen.items():
-        if has_vram(pick.trial):
-            by_trial.setdefault(pick.trial.number, []).append(name)
-    offsets = [(12, 14), (12, -22), (-70, 16), (14, -40), (-70, -30)]
-    trials = {p.trial.number: p.trial for p in chosen.values()}
-    for i, (number, names) in enumerate(sorted(by_trial.items())):
-        r = trials[number]
-        label = " + ".join(_PICK_LABELS.get(n, n) for n in names)
-        ax.annotate(
-            label,
-            xy=(vram_of(r) / GiB, decode_of(r)),
-            xytext=offsets[i % len(offsets)],
-            textcoords="offset points",
-            fontsize=8,
-            zorder=5,
-            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#999999", "alpha": 0.9},
-            arrowprops={"arrowstyle": "-", "color": "#666666", "lw": 0.8},
-        )
-
-
 def _tag_handles(colors: dict[str, tuple], records: Sequence[TrialRecord]) -> list[Line2D]:
     """One legend entry per tag with trials, at most MAX_LEGEND_TAGS (then a "+N more" line)."""
     used = [t for t in colors if any(r.tag == t for r in records)]
+    labels = tag_labels(used)
     handles = [
-        Line2D([], [], color=colors[t], marker="o", ls="", markersize=7, label=short_tag(t))
+        Line2D([], [], color=colors[t], marker="o", ls="", markersize=7, label=labels[t])
         for t in used[:MAX_LEGEND_TAGS]
     ]
     if len(used) > MAX_LEGEND_TAGS:

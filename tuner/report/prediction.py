@@ -12,7 +12,7 @@ from statistics import median
 
 from matplotlib.figure import Figure
 
-from tuner.report.picks import finite, is_complete, is_measured
+from tuner.decision.trials import finite, is_complete, is_measured
 from tuner.report.plots import DPI, short_tag, tag_colors
 from tuner.schema import StudyMeta, TrialRecord
 from tuner.units import GiB

@@ -18,6 +18,7 @@ class Block:
     rows: list[list[str]] = field(default_factory=list)  # table rows
     caption: str = ""  # code: the file name; img: the file name
     data: bytes = b""  # img: PNG bytes
+    css: str = ""  # HTML only: a class for the element ("decision" for the first screen's table)
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:
@@ -45,12 +46,27 @@ def render_markdown(blocks: Sequence[Block]) -> str:
     return "\n\n".join(out) + "\n"
 
 
+# Characters Markdown (CommonMark, GitHub tables) would read as markup, and so escapes with a backslash.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+
+
+def escape_md(text: object) -> str:
+    """Literal text (a server's message, a tag, a host name) for report.md: every character Markdown or
+    HTML could read as markup is backslash-escaped, newlines become spaces. _inline undoes it for HTML."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def code_md(text: object) -> str:
+    """Literal text as an inline code span (backticks inside become quotes: a span cannot hold them)."""
+    return "`" + " ".join(str(text).split()).replace("`", "'") + "`"
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return escape_md(text)
 
 
 _CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;max-width:1100px;margin:2em auto;
+body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;max-width:1220px;margin:1.2em auto;
 padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;border-bottom:2px solid #ddd;padding-bottom:.3em}h2{font-size:1.3em;margin-top:1.8em;
 border-bottom:1px solid #eee;padding-bottom:.2em}h3{font-size:1.08em;margin-top:1.3em}
@@ -61,6 +77,8 @@ pre{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:4px;padding:.7em;o
 pre code{background:none;padding:0}.caption{font-size:.82em;color:#666;margin-bottom:-.4em}
 .note{background:#fcf8e3;border:1px solid #faebcc;border-radius:4px;padding:.6em .8em}
 img{max-width:100%;height:auto;border:1px solid #eee}
+table.decision{font-size:.8em;margin-top:.3em}table.decision td:nth-child(n+3):nth-child(-n+7){white-space:nowrap}
+table.decision tr:first-child td{background:#eef3f8}p.first-plot{margin:.4em 0}p.first-plot img{max-height:500px}
 """
 
 
@@ -81,7 +99,8 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             rows = "".join(
                 "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in b.rows
             )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            klass = f' class="{html.escape(b.css)}"' if b.css else ""
+            body.append(f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif b.kind == "code":
             caption = (
                 f'<div class="caption">{html.escape(b.caption)}</div>'
@@ -91,7 +110,10 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             body.append(f"{caption}<pre><code>{html.escape(b.text.rstrip())}</code></pre>")
         elif b.kind == "img":
             encoded = base64.b64encode(b.data).decode("ascii")
-            body.append(f'<p><img alt="{html.escape(b.text)}" src="data:image/png;base64,{encoded}"></p>')
+            klass = f' class="{html.escape(b.css)}"' if b.css else ""
+            body.append(
+                f'<p{klass}><img alt="{html.escape(b.text)}" src="data:image/png;base64,{encoded}"></p>'
+            )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -101,8 +123,22 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
     )
 
 
+_INLINE = re.compile(r"\\(.)|`([^`]+)`|\*\*((?:\\.|[^*])+)\*\*")
+
+
 def _inline(text: str) -> str:
-    """Escape, then turn `code` and **bold** into tags."""
-    escaped = html.escape(text)
-    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+    """The few Markdown constructs the report writes, as HTML: backslash escapes, `code`, **bold**;
+    everything else is escaped text."""
+    out: list[str] = []
+    pos = 0
+    for m in _INLINE.finditer(text):
+        out.append(html.escape(text[pos : m.start()]))
+        if m.group(1) is not None:
+            out.append(html.escape(m.group(1)))
+        elif m.group(2) is not None:
+            out.append(f"<code>{html.escape(m.group(2))}</code>")
+        else:
+            out.append(f"<strong>{_inline(m.group(3))}</strong>")
+        pos = m.end()
+    out.append(html.escape(text[pos:]))
+    return "".join(out)

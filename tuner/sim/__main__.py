@@ -1,5 +1,6 @@
 """python -m tuner.sim --port 11500 --gpus 2x24GiB [--host-ram 64GiB] [--host-bandwidth 80]
-    [--ollama-version 0.12.10] [--num-parallel 1] [--seed 0] [--noise 0.02] [--estimator-error 1] [--local all|default] [--realtime]
+    [--ollama-version 0.12.10] [--num-parallel 1] [--seed 0] [--noise 0.02] [--estimator-error 1] [--interference SPEC]
+    [--local all|default] [--realtime]
 
 Prints one line with the URL and serves until interrupted. A bad value prints one line naming it and the
 fix, and exits with status 2.
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the runner really allocates: the estimate plus its hidden error (default), or a per-card-"
         "family model of a different form (tuner/sim/memtruth.py)",
     )
+    p.add_argument(
+        "--interference",
+        default="",
+        help="a simulated neighbour, e.g. cpu=1.5,gpu=2GiB,throttle=HwSlowdown,jitter=0.3 (default none)",
+    )
     p.add_argument("--local", default="all", help="models present at start: all | default | tag,tag,...")
     p.add_argument("--realtime", action="store_true", help="sleep the simulated durations")
     return p
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             noise=args.noise,
             estimator_error=args.estimator_error,
             memory_truth=args.memory_truth,
+            interference=args.interference or None,
             local=local,
             realtime=args.realtime,
             port=args.port,

@@ -13,6 +13,7 @@ from typing import Any
 
 from tuner.sim import generation as gen
 from tuner.sim.catalog import lookup
+from tuner.sim.core import Interference
 from tuner.sim.imported import BlobError, BlobStore, parse_digest, read_gguf
 from tuner.sim.options import DurationError, OptionError, parse_keep_alive, parse_options, runner_options
 from tuner.sim.registry import (
@@ -398,6 +399,17 @@ class Api:
         for entry in state["loaded"]:
             entry["expires_at"] = local_time(entry["expires_at"])
         return Reply(200, state)
+
+    def sim_interference(self, body: bytes) -> Reply:
+        """POST /sim/interference {"spec": "cpu=1,gpu=2GiB,throttle=HwSlowdown,jitter=0.3"} ("" ends it)."""
+        try:
+            spec = json.loads(body or b"{}").get("spec", "")
+            interference = Interference.parse(str(spec))
+        except (ValueError, AttributeError) as exc:
+            return error(400, str(exc))
+        with self.sched.lock:
+            self.sched.sim.interference = interference
+        return Reply(200, {"status": "success", "interference": interference.to_json()})
 
     def sim_reset(self) -> Reply:
         with self.sched.lock:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 
+from tuner.config import bytes_of
 from tuner.estimate import Request, predict
 from tuner.estimate.versions import Version, parse_version
 from tuner.hardware import GpuSpec, parse_gpus
@@ -21,6 +23,66 @@ from tuner.sim.hardware import HostSpec, make_host
 from tuner.sim.memtruth import MEMORY_TRUTHS, Adjust, estimator_truth, foreign_truth
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
+
+
+@dataclass(frozen=True)
+class Interference:
+    """Another tenant on the simulated machine, injected to test how autotune copes with noise.
+
+    cpu_cores   other processes' CPU use on the simulated host (what autotune records as interference)
+    gpu_bytes   another process holding this much memory on every simulated GPU (less free memory)
+    throttle    clock throttle reasons the simulated GPUs report (NVML names, e.g. HwSlowdown)
+    jitter      sigma of an extra one-sided slowdown of every generation, exp(|N(0, jitter)|): 0.3 makes
+                repeats differ by tens of percent, as a busy neighbour on a shared core does
+    """
+
+    cpu_cores: float = 0.0
+    gpu_bytes: int = 0
+    throttle: tuple[str, ...] = ()
+    jitter: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.cpu_cores or self.gpu_bytes or self.throttle or self.jitter)
+
+    @classmethod
+    def parse(cls, text: str) -> Interference:
+        """'cpu=1.5,gpu=2GiB,throttle=HwSlowdown+SwPowerCap,jitter=0.3' (any subset; '' or 'none' = none)."""
+        fields: dict[str, object] = {}
+        for part in (p.strip() for p in (text or "").split(",")):
+            if not part or part == "none":
+                continue
+            key, _, value = part.partition("=")
+            try:
+                if key == "cpu":
+                    fields["cpu_cores"] = float(value)
+                elif key == "gpu":
+                    size = bytes_of(value)
+                    if size is None:
+                        raise ValueError(value)
+                    fields["gpu_bytes"] = size
+                elif key == "throttle":
+                    fields["throttle"] = tuple(t for t in value.split("+") if t)
+                elif key == "jitter":
+                    fields["jitter"] = float(value)
+                else:
+                    raise KeyError(key)
+            except (ValueError, KeyError) as exc:
+                raise ValueError(
+                    f"Invalid interference '{part}': use cpu=CORES, gpu=SIZE, throttle=NAME+NAME, jitter=SIGMA"
+                ) from exc
+        made = cls(**fields)  # type: ignore[arg-type]
+        if made.cpu_cores < 0 or made.gpu_bytes < 0 or made.jitter < 0:
+            raise ValueError(f"Invalid interference '{text}': every value must be >= 0")
+        return made
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cpu_cores": self.cpu_cores,
+            "gpu_bytes": self.gpu_bytes,
+            "throttle": list(self.throttle),
+            "jitter": self.jitter,
+        }
 
 
 class Simulation:
@@ -58,6 +120,7 @@ class Simulation:
         self.memory_truth = memory_truth
         self.seed = seed
         self._rng = random.Random(seed)
+        self.interference = Interference()
 
     def reseed(self) -> None:
         """Restart the noise sequence from the seed (POST /sim/reset does this)."""
@@ -72,7 +135,7 @@ class Simulation:
         used = used_gpu or [0] * len(self.gpus)
         out = []
         for g, u in zip(self.gpus, used):
-            free = g.memory_bytes - g.idle_reserved_bytes - u
+            free = g.memory_bytes - g.idle_reserved_bytes - self.interference.gpu_bytes - u
             if g.unified:  # the host's own use comes out of the same pool
                 free -= self.host.idle_used_bytes + used_host
             out.append(max(0, free))
@@ -225,7 +288,12 @@ class Simulation:
         )
         mid = depth_tokens + processed_tokens + eval_tokens // 2
         eval_s = eval_tokens * perf.decode_seconds_per_token(mf, layout, self.gpus, self.host, mid)
-        return prompt_s * load_factor * self.noise_factor(), eval_s * load_factor * self.noise_factor()
+        prompt_s *= load_factor * self.noise_factor()
+        eval_s *= load_factor * self.noise_factor()
+        if self.interference.jitter > 0:  # a busy neighbour only ever slows a generation down
+            prompt_s *= math.exp(abs(self._rng.gauss(0.0, self.interference.jitter)))
+            eval_s *= math.exp(abs(self._rng.gauss(0.0, self.interference.jitter)))
+        return prompt_s, eval_s
 
 
 def _file(placement: Placement) -> ModelFile:

@@ -166,7 +166,7 @@ class Scheduler:
 
     # --- reporting -----------------------------------------------------------------------------
     def gpu_used(self) -> list[int]:
-        base = [g.idle_reserved_bytes for g in self.sim.gpus]
+        base = [g.idle_reserved_bytes + self.sim.interference.gpu_bytes for g in self.sim.gpus]
         used, _ = self.used()
         return [a + b for a, b in zip(base, used)]
 
@@ -175,7 +175,13 @@ class Scheduler:
         used = self.gpu_used()
         _, host_used = self.used()
         gpus = []
+        noise = sim.interference
         for i, (g, u) in enumerate(zip(sim.gpus, used)):
+            others = (
+                [{"pid": 4242, "name": "other-tenant", "used_bytes": noise.gpu_bytes}]
+                if noise.gpu_bytes
+                else []
+            )
             gpus.append(
                 {
                     "index": i,
@@ -185,6 +191,8 @@ class Scheduler:
                     "free_bytes": max(0, g.memory_bytes - u),
                     "bandwidth_gbps": g.bandwidth_gbps,
                     "compute_capability": list(g.compute_capability),
+                    "other_processes": others,
+                    "throttle_reasons": list(noise.throttle),
                 }
             )
         loaded = []
@@ -208,7 +216,12 @@ class Scheduler:
             )
         return {
             "gpus": gpus,
-            "host": {"ram_bytes": sim.host.ram_bytes, "ram_used_bytes": sim.host.idle_used_bytes + host_used},
+            "host": {
+                "ram_bytes": sim.host.ram_bytes,
+                "ram_used_bytes": sim.host.idle_used_bytes + host_used,
+                "other_cpu_cores": noise.cpu_cores,
+            },
+            "interference": noise.to_json(),
             "driver": f"sim-{sim.version.text}",
             "version": sim.version.text,
             "charged_s": round(self.charged_s, 6),

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from tuner.hardware import GpuSpec
 from tuner.sim.api import Api
-from tuner.sim.core import Simulation
+from tuner.sim.core import Interference, Simulation
 from tuner.sim.registry import Registry
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import Scheduler
@@ -39,6 +39,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "/api/copy": {"POST": "copy"},
     "/sim/state": {"GET": "sim_state"},
     "/sim/reset": {"POST": "sim_reset"},
+    "/sim/interference": {"POST": "sim_interference"},
 }
 NO_BODY = {"root", "version", "tags", "ps", "sim_state", "sim_reset"}
 
@@ -208,6 +209,7 @@ class SimServer:
         noise: float = 0.02,
         estimator_error: float = 1.0,
         memory_truth: str = "estimator",
+        interference: Interference | str | None = None,
         local: str | list[str] = "all",
         realtime: bool = False,
         port: int = 0,
@@ -227,6 +229,10 @@ class SimServer:
             estimator_error=estimator_error,
             memory_truth=memory_truth,
         )
+        if interference is not None:
+            self.simulation.interference = (
+                Interference.parse(interference) if isinstance(interference, str) else interference
+            )
         self.scheduler = Scheduler(self.simulation)
         self.registry = Registry(local, clock())
         self.api = Api(self.scheduler, self.registry, clock)
@@ -266,6 +272,13 @@ class SimServer:
         self.api.blobs.close()
         self._httpd = None
         self._thread = None
+
+    def interfere(self, interference: Interference | str) -> None:
+        """Inject (or, with Interference(), end) a simulated neighbour: what POST /sim/interference does."""
+        with self.scheduler.lock:
+            self.simulation.interference = (
+                Interference.parse(interference) if isinstance(interference, str) else interference
+            )
 
     def state(self) -> dict[str, Any]:
         """What GET /sim/state returns, without HTTP."""
