@@ -27,6 +27,7 @@ headers received.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -69,6 +70,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.proxy._open.add(self.connection)  # a server that goes down drops these too
+
+    def finish(self) -> None:
+        self.server.proxy._open.discard(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:  # noqa: N802
         self._handle("GET")
@@ -202,6 +211,7 @@ class FaultProxy:
         self.down_periods = 0
         self.authorizations: list[str] = []
         self.held = threading.Event()
+        self._open: set[socket.socket] = set()  # client connections being served (kept alive)
 
     @property
     def url(self) -> str:
@@ -253,6 +263,9 @@ class FaultProxy:
     def _go_down(self, seconds: float) -> None:
         self.down_periods += 1
         self.stop_listening()
+        for conn in list(self._open):  # a server that is down keeps no connection alive either
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         time.sleep(seconds)
         if not self._closed.is_set():
             self.start()
