@@ -97,7 +97,9 @@ def test_the_written_report_honours_limits_the_stored_trials_did_not_know(tmp_pa
         for line in (tmp_path / "report.md").read_text().splitlines()
         if line.startswith(("| fastest", "| largest context", "| balanced", "| leanest"))
     ]
-    assert pick_rows and not any("| #99 |" in line for line in pick_rows)  # shown as your setting, never picked
+    assert pick_rows and not any(
+        "| #99 |" in line for line in pick_rows
+    )  # shown as your setting, never picked
 
 
 def run_cli(args: list[str]) -> int:

@@ -1,5 +1,7 @@
 """A 300-trial soak through the CLI against the simulator (which does not sleep): the tuner's memory does
-not grow (under 50 MB from trial 50 to trial 300) and no config is measured twice."""
+not grow (under 50 MB from trial 50 to trial 300). It runs a plain sampler: our structured search stops
+once every config a user would deploy is measured (25 trials here), and never measures a config twice
+(tests/test_search.py holds it to that at every budget)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ MiB = 1024 * 1024
 
 
 @pytest.mark.slow
-def test_a_300_trial_study_keeps_its_memory_and_never_repeats_a_config(tmp_path):
+def test_a_300_trial_study_keeps_its_memory(tmp_path):
     storage = f"sqlite:///{tmp_path}/soak.db"
     with SimServer(gpus="2xRTX4090", seed=13) as sim:
         args = [
@@ -42,6 +44,8 @@ def test_a_300_trial_study_keeps_its_memory_and_never_repeats_a_config(tmp_path)
             "soak",
             "--out",
             str(tmp_path / "r"),
+            "--sampler",
+            "tpe",
         ]
         args += ["--num-predict", "8", "--max-repeats", "3", "--heartbeat", "5"]
         env = {k: v for k, v in os.environ.items() if k != "TUNER_DEBUG"}
@@ -61,8 +65,6 @@ def test_a_300_trial_study_keeps_its_memory_and_never_repeats_a_config(tmp_path)
     _, records = load_records(storage, "soak")
     complete = [r for r in records if r.state == "COMPLETE"]
     assert len(complete) == BUDGET and len(records) == BUDGET
-    keys = [(r.tag, r.num_gpu, r.num_ctx) for r in complete]
-    assert len(set(keys)) == BUDGET, "a config was measured twice"
     growth = max(v for n, v in rss.items() if n >= AFTER) - rss[AFTER]
     print(
         f"soak: RSS at trial {AFTER} {rss[AFTER] / MiB:.1f} MiB, growth to trial {BUDGET} {growth / MiB:.1f} MiB"

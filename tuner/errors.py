@@ -155,6 +155,6 @@ HOST_MEMORY_MARKERS = (
 def memory_failure_kind(message: str) -> str:
     """ "host" for a host-RAM failure, "gpu" for any other out-of-memory message, "" for neither."""
     low = message.lower()
-    if any(marker in low for marker in HOST_MEMORY_MARKERS):
+    if any(marker in low for marker in HOST_MEMORY_MARKERS) or ("host" in low and "memory" in low):
         return "host"
     return "gpu" if is_out_of_memory(message) else ""

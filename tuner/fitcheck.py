@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from tuner.backend.base import AUTO, Backend, ModelInfo, ServerInfo
+from tuner.errors import memory_failure_kind
 from tuner.estimate import ModelSpec, Prediction, Request, SpecError, max_num_gpu, predict
 from tuner.estimate.llamacpp import CUDA_CONTEXT_BYTES
 from tuner.estimate.versions import Version, parse_version
@@ -232,8 +233,7 @@ def _informs_vram(r: TrialRecord) -> bool:
 
 def host_failure(error: str) -> bool:
     """A load that failed for lack of host (system) memory."""
-    text = error.lower()
-    return "system memory" in text or "cpu_buffer" in text or ("host" in text and "memory" in text)
+    return memory_failure_kind(error) == "host"
 
 
 def gpu_failure(error: str) -> bool:

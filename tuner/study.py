@@ -557,7 +557,11 @@ def _run_study(
             if complete >= config.budget:
                 break
             if ours is not None and any(r.num_gpu == AUTO for r in records) and ours.exhausted(study):
-                break  # every config that can fit has been measured: stop rather than measure one twice
+                notify(
+                    f"stopping after {complete} of {config.budget} trials: every config a user would deploy "
+                    "that can fit is measured (the search never measures a config twice)"
+                )
+                break
             running = sum(1 for r in records if r.state == "RUNNING")  # other workers' (or stale) trials
             if complete + running < config.budget:
                 told_waiting = False

@@ -44,6 +44,7 @@ from tuner.report.plots import (
     _status_handles,
     _tag_handles,
     gpu_memory_bytes,
+    memory_line,
     tag_colors,
 )
 from tuner.schema import StudyMeta, TrialRecord
@@ -212,18 +213,7 @@ def _memory_marks(ax, meta: StudyMeta, capacity: int | None, x_right: float) -> 
         gib = value / GiB
         text = f"{label} {gib:.1f} GiB"
         if gib <= x_right:
-            ax.axvline(gib, color=_LIMIT, ls=style, lw=1.0, zorder=1)
-            ax.annotate(
-                text,
-                xy=(gib, 1),
-                xycoords=("data", "axes fraction"),
-                xytext=(-4, -4),
-                textcoords="offset points",
-                fontsize=7,
-                color=_LIMIT,
-                ha="right",
-                va="top",
-            )
+            memory_line(ax, gib, text, style)
         else:
             ax.annotate(
                 f"{text} →",
@@ -277,18 +267,7 @@ def place_pick_labels(fig: Figure, ax, chosen: dict[str, Pick], base: TrialRecor
         xy = (vram_of(r) / GiB, decode_of(r))
         placed = None
         for dx, dy in candidates:
-            ann = ax.annotate(
-                label,
-                xy=xy,
-                xytext=(dx, dy),
-                textcoords="offset points",
-                fontsize=8,
-                zorder=6,
-                ha="center",
-                va="center",
-                bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#888888", "alpha": 0.95},
-                arrowprops={"arrowstyle": "-", "color": "#555555", "lw": 0.8, "shrinkA": 0, "shrinkB": 4},
-            )
+            ann = _pick_label(ax, label, xy, dx, dy)
             extent = _label_extent(ann, renderer)
             inside = (
                 extent.x0 >= frame.x0
@@ -302,21 +281,26 @@ def place_pick_labels(fig: Figure, ax, chosen: dict[str, Pick], base: TrialRecor
             ann.remove()
         if placed is None:  # nowhere free: the first position, so the label is at least there
             dx, dy = candidates[0]
-            ann = ax.annotate(
-                label,
-                xy=xy,
-                xytext=(dx, dy),
-                textcoords="offset points",
-                fontsize=8,
-                zorder=6,
-                ha="center",
-                va="center",
-                bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#888888", "alpha": 0.95},
-                arrowprops={"arrowstyle": "-", "color": "#555555", "lw": 0.8, "shrinkA": 0, "shrinkB": 4},
-            )
+            ann = _pick_label(ax, label, xy, dx, dy)
             placed = (ann, _label_extent(ann, renderer))
         placed[0].set_gid(f"pick:{number}" if names else f"current:{number}")
         taken.append(placed[1])
+
+
+def _pick_label(ax, label: str, xy: tuple[float, float], dx: float, dy: float) -> Annotation:
+    """A pick's label in a box, offset (dx, dy) points from its point, joined to it by a thin line."""
+    return ax.annotate(
+        label,
+        xy=xy,
+        xytext=(dx, dy),
+        textcoords="offset points",
+        fontsize=8,
+        zorder=6,
+        ha="center",
+        va="center",
+        bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#888888", "alpha": 0.95},
+        arrowprops={"arrowstyle": "-", "color": "#555555", "lw": 0.8, "shrinkA": 0, "shrinkB": 4},
+    )
 
 
 def _label_extent(ann: Annotation, renderer) -> Bbox:

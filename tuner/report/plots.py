@@ -302,6 +302,22 @@ def _scatter_trial(ax, x: float, y: float, r: TrialRecord, color) -> None:
     ax.scatter([x], [y], marker=marker, s=48, facecolors=[face], edgecolors=[color], linewidths=1.5, zorder=3)
 
 
+def memory_line(ax, gib: float, text: str, style: str) -> None:
+    """A memory limit at x = `gib`, labelled at the top of the axes, just left of the line."""
+    ax.axvline(gib, color=_LIMIT, ls=style, lw=1.0, zorder=1)
+    ax.annotate(
+        text,
+        xy=(gib, 1),
+        xycoords=("data", "axes fraction"),
+        xytext=(-4, -4),
+        textcoords="offset points",
+        fontsize=7,
+        color=_LIMIT,
+        ha="right",
+        va="top",
+    )
+
+
 def _capacity_lines(ax, meta: StudyMeta, capacity: int | None, *, vertical: bool) -> None:
     """The GPUs' total memory and the user's VRAM limit, labelled beside the line."""
     for value, label, style in ((capacity, "GPU memory", "--"), (meta.vram_limit_bytes, "VRAM limit", "-.")):
@@ -309,18 +325,7 @@ def _capacity_lines(ax, meta: StudyMeta, capacity: int | None, *, vertical: bool
             continue
         text = f"{label} {value / GiB:.1f} GiB"
         if vertical:
-            ax.axvline(value / GiB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
-            ax.annotate(
-                text,
-                xy=(value / GiB, 1),
-                xycoords=("data", "axes fraction"),
-                xytext=(-4, -4),
-                textcoords="offset points",
-                fontsize=7,
-                color=_LIMIT,
-                ha="right",
-                va="top",
-            )
+            memory_line(ax, value / GiB, text, style)
         else:
             ax.axhline(value / GiB, color=_LIMIT, ls=style, lw=1.0, zorder=1)
             ax.annotate(
