@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 from tuner.progress import Progress, PullBar, trial_line
+from tuner.runloop import TrialEvent
 from tuner.schema import TrialRecord
-from tuner.study import TrialEvent
 from tuner.units import GiB
 
 

@@ -10,10 +10,12 @@ from tests.fakes import FakeBackend, FakeMachine, FakeProbe
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError
 from tuner.landscape import Landscape
+from tuner.runloop import run_study
 from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
 from tuner.search import StructuredSampler
 from tuner.space import Config, Space
-from tuner.study import CONSTRAINT_KEYS, load_records, open_study, recover_interrupted, run_study
+from tuner.storage import recover_interrupted
+from tuner.study import CONSTRAINT_KEYS, load_records, open_study
 from tuner.units import GiB
 
 

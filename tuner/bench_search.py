@@ -49,7 +49,7 @@ from tuner.errors import ConfigError, TunerError
 from tuner.fingerprint import cpu_name
 
 HOW_TO_READ = """\
-How to read: every run is one real study (tuner.study.run_study, the real OllamaBackend and SimProbe)
+How to read: every run is one real study (tuner.runloop.run_study, the real OllamaBackend and SimProbe)
 against an in-process simulator with noise {noise}; its finished trials are scored with the simulator's
 noise-free truth, evaluated exhaustively over every (tag, num_gpu, num_ctx) the study can try. Every scenario
 runs at each memory mode: the simulator's hidden error between autotune's estimate and the real buffers at

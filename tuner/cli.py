@@ -371,7 +371,8 @@ def tune_cmd(
         )
         from tuner.fingerprint import fingerprint  # noqa: PLC0415
         from tuner.progress import Progress  # noqa: PLC0415
-        from tuner.study import check_resume, run_study, study_meta, study_space  # noqa: PLC0415
+        from tuner.runloop import run_study  # noqa: PLC0415
+        from tuner.study import check_resume, study_meta, study_space  # noqa: PLC0415
 
         space = study_space(config, infos)
         engine_args = {"binary": str(getattr(backend, "binary", ""))} if engine != "ollama" else {}

@@ -18,7 +18,7 @@ from tuner.schema import TrialRecord
 from tuner.units import GiB
 
 if TYPE_CHECKING:  # the study (and Optuna) is imported only when a study runs
-    from tuner.study import TrialEvent
+    from tuner.runloop import TrialEvent
 
 
 def watched(stream: IO[str]) -> bool:

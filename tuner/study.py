@@ -17,10 +17,9 @@ loaded at all: COMPLETE, infeasible, load_failed = its predicted shortfall, erro
 memory: ...". The num_gpu range ends where no variant could fit even at the smallest context.
 Everything a report needs is in user attributes ("autotune_meta" on the study, "record" on each trial).
 
-About 530 lines, kept whole for now: it is the one seam to Optuna (samplers, the objective and the run loop
-share the study's life cycle), and two open issues change its record and its resume rules; its storage and
-the recovery of interrupted trials are tuner.storage, a trial's retries tuner.attempts, reading trials back
-tuner.records, the search tuner.search. The run loop (run_study) is the next candidate to move out.
+The run loop (run_study: the budget, parallel workers, recovery, the re-measure) is tuner.runloop; the
+storage and the recovery of interrupted trials tuner.storage; a trial's retries tuner.attempts; reading
+trials back tuner.records; the search tuner.search.
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ import dataclasses
 import importlib.util
 import os
 import socket
-import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
@@ -41,25 +39,20 @@ from tuner import remeasure
 from tuner.attempts import measure_with_retries
 from tuner.backend.base import AUTO, Backend, ModelInfo
 from tuner.config import StudyConfig, ctx_ladder
-from tuner.errors import BackendError, ConfigError, TrialFailed, TunerError
-from tuner.fingerprint import check_machine, fingerprint_id
+from tuner.errors import ConfigError, TrialFailed
+from tuner.fingerprint import check_machine
 from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
-from tuner.interference import EnginePids, InterferenceMonitor
+from tuner.interference import InterferenceMonitor
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
 from tuner.records import record_of
 from tuner.redact import mask_url
 from tuner.schema import FULL_GPU_FRACTION, SCHEMA_VERSION, StudyMeta, TrialRecord, fully_on_gpu
-from tuner.search import StructuredSampler
-from tuner.serverlock import ServerLock, holding
 from tuner.space import Config, Space
 from tuner.storage import (
     creation_lock,
-    describe_recovered,
-    fail_stale,
     first_heartbeat,
     make_storage,
-    recover_interrupted,
     storage_errors,
 )
 from tuner.units import GiB
@@ -71,7 +64,7 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is our own 
 Notify = Callable[[str], None]
 
 
-def _quiet(_message: str) -> None:
+def quiet(_message: str) -> None:
     pass
 
 
@@ -190,10 +183,10 @@ def check_resume(config: StudyConfig, meta: StudyMeta) -> None:
         except KeyError:
             return  # a new study
     if stored:
-        _check_machine(StudyMeta.from_attrs(stored), meta, config)
+        check_same_machine(StudyMeta.from_attrs(stored), meta, config)
 
 
-def _check_machine(stored: StudyMeta, meta: StudyMeta, config: StudyConfig) -> None:
+def check_same_machine(stored: StudyMeta, meta: StudyMeta, config: StudyConfig) -> None:
     known = [stored.fingerprint, *(stored.fingerprints or {}).values()]
     check_machine(known, meta.fingerprint, config.study_name, config.allow_other_machine)
 
@@ -310,7 +303,7 @@ class Objective:
         config: StudyConfig,
         gpu_total_bytes: int,
         fitcheck: FitCheck | None = None,
-        notify: Notify = _quiet,
+        notify: Notify = quiet,
         monitor: InterferenceMonitor | None = None,
         fingerprint_id: str = "",
     ) -> None:
@@ -382,249 +375,3 @@ class Objective:
             limit = self.config.vram_limit_bytes or self.gpu_total_bytes or record.size_bytes or GiB
             return 0.0, limit / GiB
         return record.decode_tok_s, (record.peak_vram_bytes or 0) / GiB
-
-
-# -- the run -------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class TrialEvent:
-    """What the progress display gets after each finished trial."""
-
-    done: int
-    budget: int
-    record: TrialRecord
-    best: TrialRecord | None
-    elapsed_s: float
-    eta_s: float | None
-
-
-def _collect_into(
-    ran: list[optuna.trial.FrozenTrial],
-) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
-    """An Optuna callback that keeps each trial the study finishes."""
-
-    def collect(_study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        ran.append(trial)
-
-    return collect
-
-
-def best_feasible(records: Sequence[TrialRecord]) -> TrialRecord | None:
-    feasible = [r for r in records if r.feasible and r.decode_tok_s is not None]
-    return max(feasible, key=lambda r: r.decode_tok_s or 0.0, default=None)
-
-
-class _StaleTrials:
-    """Optuna's heartbeat_stale_trial_callback: note which trials the heartbeat found stale."""
-
-    def __init__(self) -> None:
-        self.numbers: set[int] = set()
-
-    def __call__(self, _study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.numbers.add(trial.number)
-
-
-def run_study(
-    config: StudyConfig,
-    backend: Backend,
-    probe: Probe,
-    meta: StudyMeta,
-    space: Space,
-    *,
-    on_trial: Callable[[TrialEvent], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    sampler: optuna.samplers.BaseSampler | None = None,
-    fitcheck: FitCheck | None = None,
-    lock: ServerLock | None = None,
-    notify: Notify = _quiet,
-    sleep: Callable[[float], None] = time.sleep,
-    on_remeasure: Callable[[list[TrialRecord], int], None] | None = None,
-) -> tuple[StudyMeta, list[TrialRecord]]:
-    """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored; then,
-    with config.remeasure_rounds, measure the contenders again, interleaved (tuner.remeasure).
-
-    A stored study resumes only on the machine and server it started on (check_machine), unless
-    config.allow_other_machine; every trial records the fingerprint id of the machine that measured it.
-
-    With config.sampler 'auto' the baseline trial (the engine's own placement) comes first, then our
-    search.StructuredSampler; a plain sampler (or one passed in as `sampler`, e.g. by the search benchmark)
-    gets every trial to itself. With `fitcheck`, configs predicted not to fit are not loaded.
-
-    Each trial runs holding `lock` (tuner.serverlock: one tuner per server): it is planned from everything
-    stored when the lock is ours, and counted against the budget with the trials other workers are running,
-    so parallel workers never exceed the budget. Trials left running by a worker that died are found by
-    Optuna's heartbeat, said through `notify`, and run again. `config.retry.failed_in_row` trials failing in
-    a row stop the study (TunerError).
-    """
-    with storage_errors(config.storage):
-        return _run_study(
-            config,
-            backend,
-            probe,
-            meta,
-            space,
-            on_trial,
-            clock,
-            sampler,
-            fitcheck,
-            lock,
-            notify,
-            sleep,
-            on_remeasure,
-        )
-
-
-def _run_study(
-    config: StudyConfig,
-    backend: Backend,
-    probe: Probe,
-    meta: StudyMeta,
-    space: Space,
-    on_trial: Callable[[TrialEvent], None] | None,
-    clock: Callable[[], float],
-    sampler: optuna.samplers.BaseSampler | None,
-    fitcheck: FitCheck | None,
-    lock: ServerLock | None,
-    notify: Notify,
-    sleep: Callable[[float], None],
-    on_remeasure: Callable[[list[TrialRecord], int], None] | None,
-) -> tuple[StudyMeta, list[TrialRecord]]:
-    stale = _StaleTrials()
-    study = open_study(config, sampler, on_stale=stale)
-    structured = sampler is None and config.sampler == "auto"
-    if fitcheck is not None and fitcheck.active:
-        meta = dataclasses.replace(meta, prediction_rule=fitcheck.rule)
-    machine = fingerprint_id(meta.fingerprint)
-    meta = dataclasses.replace(
-        meta, target_rse=config.measure.target_rse, fingerprints={machine: meta.fingerprint}
-    )
-    if "autotune_meta" not in study.user_attrs:
-        study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
-    else:
-        stored = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
-        if list(stored.tags) != list(meta.tags) or stored.engine != meta.engine:
-            raise ConfigError(
-                f"Study '{config.study_name}' was made for {stored.engine} variants {stored.tags}, not "
-                f"{list(meta.tags)}; pass another --study name or the same variants."
-            )
-        _check_machine(stored, meta, config)
-        # The study keeps the fingerprint it started on; every machine that measured is listed beside it.
-        prints = dict(stored.fingerprints or {fingerprint_id(stored.fingerprint): stored.fingerprint})
-        prints.setdefault(machine, meta.fingerprint)
-        meta = dataclasses.replace(
-            meta, budget=config.budget, fingerprint=stored.fingerprint, fingerprints=prints
-        )
-        study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
-    if fitcheck is not None and fitcheck.active:
-        if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
-            study.set_user_attr(
-                "num_gpu_bound", fitcheck.num_gpu_bound(space.ctx_ladder[0], space.max_layers)
-            )
-        space = dataclasses.replace(space, max_layers=int(study.user_attrs["num_gpu_bound"]))
-    ours: StructuredSampler | None = None
-    if structured:
-        study.sampler = ours = StructuredSampler(
-            space,
-            fitcheck,
-            seed=config.seed,
-            vram_limit_bytes=config.vram_limit_bytes,
-            gpu_only=config.gpu_only,
-            budget=config.budget,
-        )
-    monitor = InterferenceMonitor(probe, EnginePids(backend))
-    total = sum(g.memory_bytes for g in probe.gpus())
-    objective = Objective(
-        backend, probe, space, config, total, fitcheck, notify=notify, monitor=monitor, fingerprint_id=machine
-    )
-    baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
-    start = clock()
-    session_trials = 0
-    failed_in_row: list[str] = []
-    told_waiting = False
-    poll_s = min(1.0, config.retry.heartbeat_s / 2)
-    while True:
-        ran: list[optuna.trial.FrozenTrial] = []
-        with holding(lock, notify):
-            fail_stale(study, config.retry.grace_s)
-            for record in recover_interrupted(study):
-                if record.number in stale.numbers and not record.error:
-                    record = dataclasses.replace(
-                        record,
-                        error=f"its worker stopped (no heartbeat for {config.retry.grace_s} s)",
-                    )
-                notify(describe_recovered(record))
-            records = [record_of(t) for t in study.get_trials(deepcopy=False)]
-            complete = sum(1 for r in records if r.state == "COMPLETE")
-            if complete >= config.budget:
-                break
-            if ours is not None and any(r.num_gpu == AUTO for r in records) and ours.exhausted(study):
-                notify(
-                    f"stopping after {complete} of {config.budget} trials: every config a user would deploy "
-                    "that can fit is measured (the search never measures a config twice)"
-                )
-                break
-            running = sum(1 for r in records if r.state == "RUNNING")  # other workers' (or stale) trials
-            if complete + running < config.budget:
-                told_waiting = False
-                if structured and not any(
-                    r.num_gpu == AUTO for r in records
-                ):  # first, the engine's own placement
-                    params = space.params(
-                        Config(space.tags[0], AUTO, space.nearest_ctx(baseline_ctx or 4096))
-                    )
-                    attrs = {"fixed_ctx": baseline_ctx} if baseline_ctx not in space.ctx_ladder else None
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        study.enqueue_trial(params, user_attrs=attrs)
-                study.optimize(objective, n_trials=1, callbacks=[_collect_into(ran)], catch=(TrialFailed,))
-        if not ran:  # the budget is taken by trials running elsewhere: wait for them to end (or go stale)
-            if not told_waiting:
-                notify(
-                    f"{running} trial(s) still running elsewhere could finish the budget of {config.budget}; "
-                    f"waiting for them (a dead worker's trial is taken over after {config.retry.grace_s} s)"
-                )
-                told_waiting = True
-            sleep(poll_s)
-            continue
-        session_trials += 1
-        trial = ran[0]
-        if trial.state == TrialState.FAIL:
-            failed_in_row.append(str(trial.user_attrs.get("error", "")))
-            if len(failed_in_row) >= config.retry.failed_in_row:
-                raise TunerError(
-                    f"{len(failed_in_row)} trials in a row failed; the last: {failed_in_row[-1]} "
-                    "Check the server (and anything between it and autotune), then run the same command to "
-                    "resume."
-                )
-        else:
-            failed_in_row = []
-        records = [record_of(t) for t in study.get_trials(deepcopy=False)]
-        if on_trial is not None:
-            n_done = sum(1 for r in records if r.state == "COMPLETE")
-            elapsed = clock() - start
-            eta = elapsed / session_trials * max(0, config.budget - n_done)
-            on_trial(
-                TrialEvent(n_done, config.budget, record_of(trial), best_feasible(records), elapsed, eta)
-            )
-    with holding(lock, notify):  # one worker re-measures; the others find its result stored
-        again: dict[str, Any] | None = study.user_attrs.get(remeasure.ATTR)
-        todo = remeasure.needed(meta, records, again, machine) if config.remeasure_rounds > 0 else []
-        if todo:
-            rounds = remeasure.rounds_for(config.remeasure_rounds, len(todo), config.budget)
-            if on_remeasure is not None:
-                on_remeasure(todo, rounds)
-            try:
-                again = remeasure.remeasure(
-                    backend,
-                    probe,
-                    todo,
-                    config.measure,
-                    rounds=rounds,
-                    monitor=monitor,
-                    fingerprint_id=machine,
-                )
-                study.set_user_attr(remeasure.ATTR, again)
-            except BackendError as exc:  # the trials stand; only the extra certainty is missing
-                notify(
-                    f"The re-measure of the contenders stopped ({exc}); the answer uses each trial's own runs."
-                )
-    return dataclasses.replace(meta, remeasure=again or {}), remeasure.apply(records, again)

@@ -16,9 +16,9 @@ from tuner.backend.llamaserver import LlamaServerBackend
 from tuner.config import MeasureSettings, StudyConfig, ctx_ladder
 from tuner.probe import ProcessRssProbe
 from tuner.report import write_report
+from tuner.runloop import run_study
 from tuner.schema import SCHEMA_VERSION, StudyMeta
 from tuner.space import Space
-from tuner.study import run_study
 
 pytestmark = pytest.mark.engine
 

@@ -258,7 +258,7 @@ def score(
 
 def run_job(job: Job) -> RunScore:
     """One study of `job.strategy` on the job's scenario, scored. Never raises: errors are in the score."""
-    from tuner.study import TrialEvent, run_study  # noqa: PLC0415 - the study code as it is when the job runs
+    from tuner.runloop import TrialEvent, run_study  # noqa: PLC0415 - the study code as it is when the job runs
 
     start = time.perf_counter()
     scenario = job.truth.scenario
