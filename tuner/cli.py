@@ -166,6 +166,25 @@ def cli() -> None:
     is_flag=True,
     help="Let the picks name a config that runs entirely on the CPU even where a GPU config loads.",
 )
+@click.option(
+    "--quality/--no-quality",
+    default=True,
+    show_default=True,
+    help="Measure each tag's quality loss (KL divergence of its next-token log-probabilities from the most precise tag's), once per tag.",
+)
+@click.option(
+    "--max-quality-loss",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Constraint: a tag may lose at most this mean KL divergence (nats per token) against the most precise tag, e.g. 0.05.",
+)
+@click.option(
+    "--quality-tokens",
+    type=click.IntRange(4, 512),
+    default=32,
+    show_default=True,
+    help="Tokens the quality measure reads per prompt of its set.",
+)
 @click.option("--tune-flash-attn", is_flag=True, help="llama-server: also tune flash attention on/off.")
 @click.option(
     "--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0."
@@ -209,6 +228,9 @@ def tune_cmd(
     remeasure_rounds: int,
     allow_other_machine: bool,
     allow_cpu_only: bool,
+    quality: bool,
+    max_quality_loss: float | None,
+    quality_tokens: int,
     tune_flash_attn: bool,
     tune_kv_cache: bool,
     predict_memory: bool,
@@ -260,6 +282,9 @@ def tune_cmd(
             remeasure_rounds=remeasure_rounds,
             allow_other_machine=allow_other_machine,
             allow_cpu_only=allow_cpu_only,
+            quality=quality,
+            max_quality_loss=max_quality_loss,
+            quality_tokens=quality_tokens,
         )
         from tuner.fingerprint import fingerprint  # noqa: PLC0415
         from tuner.progress import Progress  # noqa: PLC0415
@@ -292,6 +317,7 @@ def tune_cmd(
                     f"re-measuring the {len(todo)} configs within noise of the fastest "
                     f"({', '.join(f'#{r.number}' for r in todo)}), interleaved, {rounds} rounds"
                 ),
+                on_quality=lambda variant: say(f"quality: reading log-probabilities of {variant}"),
             )
         finally:
             progress.close()

@@ -14,8 +14,10 @@ divergence (greedy prefix: both decoded the same tokens so far, Ollama). At each
 
 Per prompt: the mean KL over its compared positions, the share of positions with the same top-1, and the
 first position where the greedy choices differ (the prompt's length when they never do). The tag's figures
-are the means over prompts, each with its 95% t-interval over prompts (tuner.stats): the spread says how
-much the prompt set alone moves them, and two tags whose KL intervals overlap are not told apart.
+are per compared position (KL, top-1: pooled over the prompts, each prompt weighted by its positions) or per
+prompt (first divergence), each with its 95% interval over prompts (the prompts are the independent draws:
+tuner.stats' t quantiles, the ratio estimator's variance for the pooled ones). The spread says how much the
+prompt set alone moves them; two tags whose KL intervals overlap are not told apart.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tuner.stats import Interval, t_interval
+from tuner.stats import Interval, t_interval, t_quantile
 
 QUALITY_SCHEMA = 1  # bump when a stored quality block changes meaning
 RESIDUAL_FLOOR = 1e-9  # the least probability the "every other token" bucket gets (avoids log 0)
@@ -154,6 +156,25 @@ class Spread:
             return None
         return cls(interval.mean, max(low, interval.low), min(high, interval.high), interval.n)
 
+    @classmethod
+    def pooled(
+        cls, values: Sequence[float], weights: Sequence[int], low: float = -math.inf, high: float = math.inf
+    ) -> Spread | None:
+        """The per-position mean over prompts that compared `weights` positions each (a ratio estimator),
+        with the 95% interval of cluster sampling: prompts, not positions, are the independent draws."""
+        pairs = [(v, w) for v, w in zip(values, weights) if w > 0 and math.isfinite(v)]
+        if not pairs:
+            return None
+        total = sum(w for _, w in pairs)
+        mean = sum(v * w for v, w in pairs) / total
+        k = len(pairs)
+        if k < 2:
+            return cls(mean, mean, mean, k)
+        w_bar = total / k
+        var = sum((w * (v - mean)) ** 2 for v, w in pairs) / (k * (k - 1)) / w_bar**2
+        half = t_quantile(k - 1) * math.sqrt(var)
+        return cls(mean, max(low, mean - half), min(high, mean + half), k)
+
     @property
     def interval(self) -> Interval:
         return Interval(self.mean, self.low, self.high, self.n)
@@ -230,6 +251,7 @@ def summarize(
 ) -> TagQuality:
     """The tag's figures over the prompts, each with its spread."""
     usable = [s for s in scores if s.positions > 0]
+    weights = [s.positions for s in usable]
     if not usable:
         return not_measured(tag, kv_cache_type, reference, "no position could be compared (no logprobs)")
     return TagQuality(
@@ -238,8 +260,8 @@ def summarize(
         reference=reference,
         measured=True,
         method=method,
-        kl=Spread.of([s.mean_kl for s in usable], low=0.0),
-        top1=Spread.of([s.top1_agreement for s in usable], low=0.0, high=1.0),
+        kl=Spread.pooled([s.mean_kl for s in usable], weights, low=0.0),
+        top1=Spread.pooled([s.top1_agreement for s in usable], weights, low=0.0, high=1.0),
         first_divergence=Spread.of([float(s.first_divergence) for s in usable], low=0.0),
         positions=sum(s.positions for s in usable),
         prompts=list(scores),

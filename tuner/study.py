@@ -7,6 +7,8 @@ Every trial sets the same constraint keys (<= 0 is satisfied), so samplers learn
     vram_over    (peak - limit) / limit with --vram-limit, else -1          (+1 when it did not load)
     cpu_spill    share of the model outside VRAM with --gpu-only, else -1   (+1 when it did not load)
     ctx_under    (min_ctx - num_ctx) / min_ctx with --min-ctx, else -1
+    quality_over (loss - limit) / limit with --max-quality-loss, else -1: the tag's mean KL divergence from
+                 the reference tag, measured once per tag and KV cache type before the trials (tuner.quality)
 
 A trial that did not load is COMPLETE with placeholder values (0 tok/s, the GPUs' total memory) that only
 the sampler sees: its record says decode_tok_s None, oom True, and keeps the server's message.
@@ -42,13 +44,16 @@ from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
 from tuner.interference import EnginePids, InterferenceMonitor
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
+from tuner.quality import stored as quality_store
+from tuner.quality.run import QualitySettings
 from tuner.records import record_of
 from tuner.schema import FULL_GPU_FRACTION, SCHEMA_VERSION, StudyMeta, TrialRecord, fully_on_gpu
 from tuner.search import StructuredSampler
-from tuner.space import Config, Space
+from tuner.space import KV_CACHE_CHOICES, Config, Space
 from tuner.units import GiB
 
-CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under")
+CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under", "quality_over")
+QUALITY_FIELDS = ("quality_kl", "quality_kl_low", "quality_kl_high", "quality_top1")  # filled on reading back
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -135,6 +140,8 @@ def study_meta(
         engine_args=engine_args or {},
         target_rse=config.measure.target_rse,
         allow_cpu_only=config.allow_cpu_only,
+        quantization={v: i.quantization for v, i in infos.items()},
+        max_quality_loss=config.max_quality_loss,
     )
 
 
@@ -161,7 +168,9 @@ def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRe
     meta = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
     stored = study.user_attrs.get(remeasure.ATTR)
     records = [record_of(t) for t in study.get_trials(deepcopy=False)]
-    return dataclasses.replace(meta, remeasure=stored or {}), remeasure.apply(records, stored)
+    quality = study.user_attrs.get(quality_store.ATTR) or {}
+    records = quality_store.apply(remeasure.apply(records, stored), quality)
+    return dataclasses.replace(meta, remeasure=stored or {}, quality=quality), records
 
 
 def check_resume(config: StudyConfig, meta: StudyMeta) -> None:
@@ -224,8 +233,23 @@ def recover_interrupted(study: optuna.Study) -> int:
 
 
 # -- one trial ------------------------------------------------------------------------------------
+def quality_constraint(study_config: StudyConfig, loss: float | None) -> float:
+    """quality_over: (loss - limit) / limit with --max-quality-loss (a loss not measured is over), else -1."""
+    limit = study_config.max_quality_loss
+    if limit is None:
+        return -1.0
+    if loss is None:
+        return 1.0
+    return (loss - limit) / limit if limit > 0 else (1.0 if loss > 0 else -1.0)
+
+
 def build_record(
-    number: int, config: Config, m: Measurement, study_config: StudyConfig, baseline: bool
+    number: int,
+    config: Config,
+    m: Measurement,
+    study_config: StudyConfig,
+    baseline: bool,
+    quality_loss: float | None = None,
 ) -> TrialRecord:
     res = m.residency
     gpu_fraction = res.gpu_fraction if res else None
@@ -246,6 +270,7 @@ def build_record(
         constraints["ctx_under"] = (study_config.min_ctx - effective_ctx) / study_config.min_ctx
     else:
         constraints["ctx_under"] = -1.0
+    constraints["quality_over"] = quality_constraint(study_config, quality_loss)
     feasible = measured and all(v <= 0 for v in constraints.values())
     error = m.error
     if measured and not feasible:
@@ -253,6 +278,12 @@ def build_record(
             "vram_over": f"peak VRAM {peak / GiB if peak else 0:.1f} GiB is over --vram-limit {limit / GiB if limit else 0:.1f} GiB",
             "cpu_spill": f"{(1 - (gpu_fraction or 0)) * 100:.0f}% of the model is on the CPU (--gpu-only)",
             "ctx_under": f"num_ctx {config.num_ctx} is below --min-ctx {study_config.min_ctx}",
+            "quality_over": (
+                f"{config.tag} loses {quality_loss:.4f} nats of KL divergence, over --max-quality-loss "
+                f"{study_config.max_quality_loss}"
+                if quality_loss is not None
+                else f"{config.tag}'s quality was not measured (--max-quality-loss)"
+            ),
         }
         error = "; ".join(why[k] for k, v in constraints.items() if v > 0 and k in why)
     return TrialRecord(
@@ -290,10 +321,16 @@ def build_record(
 
 
 def skipped_record(
-    number: int, config: Config, verdict: Verdict, study_config: StudyConfig, free: list[int]
+    number: int,
+    config: Config,
+    verdict: Verdict,
+    study_config: StudyConfig,
+    free: list[int],
+    quality_loss: float | None = None,
 ) -> TrialRecord:
     """A config predicted not to fit: never loaded, infeasible, its predicted shortfall as load_failed."""
     constraints = {"load_failed": verdict.over, "vram_over": 1.0, "cpu_spill": 1.0, "ctx_under": -1.0}
+    constraints["quality_over"] = quality_constraint(study_config, quality_loss)
     if study_config.min_ctx:
         constraints["ctx_under"] = (study_config.min_ctx - config.num_ctx) / study_config.min_ctx
     return with_prediction(
@@ -324,6 +361,7 @@ class Objective:
         fitcheck: FitCheck | None = None,
         monitor: InterferenceMonitor | None = None,
         fingerprint_id: str = "",
+        quality: dict[str, Any] | None = None,
     ) -> None:
         self.backend = backend
         self.probe = probe
@@ -333,6 +371,7 @@ class Objective:
         self.fitcheck = fitcheck if fitcheck is not None and fitcheck.active else None
         self.monitor = monitor
         self.fingerprint_id = fingerprint_id
+        self.quality = quality_store.results(quality)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
@@ -351,8 +390,9 @@ class Objective:
                 record_of(t) for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             ]
             verdict = self.fitcheck.verdict(config, done)
+        loss = quality_store.loss_of(self.quality, config.tag, config.kv_cache_type)
         if verdict is not None and verdict.skip and not baseline:  # the baseline shows what the engine does
-            record = skipped_record(trial.number, config, verdict, self.config, self.fitcheck.free)  # type: ignore[union-attr]
+            record = skipped_record(trial.number, config, verdict, self.config, self.fitcheck.free, loss)  # type: ignore[union-attr]
         else:
             m = measure(
                 self.backend,
@@ -362,10 +402,12 @@ class Objective:
                 run_offset=trial.number * 100,
                 monitor=self.monitor,
             )
-            record = with_prediction(build_record(trial.number, config, m, self.config, baseline), verdict)
+            record = with_prediction(
+                build_record(trial.number, config, m, self.config, baseline, loss), verdict
+            )
         record = dataclasses.replace(record, fingerprint_id=self.fingerprint_id)
         attrs = dataclasses.asdict(record)
-        for key in ("number", "state", "remeasure_samples"):
+        for key in ("number", "state", "remeasure_samples", *QUALITY_FIELDS):
             attrs.pop(key)
         trial.set_user_attr("record", attrs)
         for key in CONSTRAINT_KEYS:
@@ -417,6 +459,7 @@ def run_study(
     sampler: optuna.samplers.BaseSampler | None = None,
     fitcheck: FitCheck | None = None,
     on_remeasure: Callable[[list[TrialRecord], int], None] | None = None,
+    on_quality: Callable[[str], None] | None = None,
 ) -> tuple[StudyMeta, list[TrialRecord]]:
     """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored; then,
     with config.remeasure_rounds, measure the contenders again, interleaved (tuner.remeasure).
@@ -454,6 +497,7 @@ def run_study(
         )
         study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
     recover_interrupted(study)
+    quality = _quality_block(study, config, backend, meta, space, on_quality)
     if fitcheck is not None and fitcheck.active:
         if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
             study.set_user_attr(
@@ -470,7 +514,7 @@ def run_study(
         )
     monitor = InterferenceMonitor(probe, EnginePids(backend))
     total = sum(g.memory_bytes for g in probe.gpus())
-    objective = Objective(backend, probe, space, config, total, fitcheck, monitor, machine)
+    objective = Objective(backend, probe, space, config, total, fitcheck, monitor, machine, quality)
     baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
     start = clock()
     session_trials = 0
@@ -509,4 +553,35 @@ def run_study(
                 fingerprint_id=machine,
             )
             study.set_user_attr(remeasure.ATTR, again)
-    return dataclasses.replace(meta, remeasure=again or {}), remeasure.apply(records, again)
+    records = quality_store.apply(remeasure.apply(records, again), quality)
+    return dataclasses.replace(meta, remeasure=again or {}, quality=quality or {}), records
+
+
+def _quality_block(
+    study: optuna.Study,
+    config: StudyConfig,
+    backend: Backend,
+    meta: StudyMeta,
+    space: Space,
+    on_variant: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """Each (tag, KV cache type)'s fidelity, measured once and stored on the study (resume reuses it)."""
+    if not config.quality:
+        return {}
+    kvs: tuple[str | None, ...] = KV_CACHE_CHOICES if space.tune_kv_cache else (None,)
+    variants = [(tag, kv) for tag in space.tags for kv in kvs]
+    stored = study.user_attrs.get(quality_store.ATTR)
+    settings = QualitySettings(num_predict=config.quality_tokens)
+    block = quality_store.ensure(
+        backend,
+        stored,
+        variants,
+        meta.quantization or {t: t for t in space.tags},
+        settings,
+        context_length=meta.context_length,
+        on_variant=on_variant,
+    )
+    if block and block != stored:
+        study.set_user_attr(quality_store.ATTR, block)
+    quality_store.check_limit(quality_store.results(block), config.max_quality_loss)
+    return block or {}

@@ -1,0 +1,124 @@
+"""The quality block a study stores (study user attribute ATTR) and how trials read it back.
+
+    {"schema": 1, "prompt_set": "v1", "reference": "<tag>", "variants": {"<tag>|kv=<type>": TagQuality}}
+
+Measured once per (tag, KV cache type); a resumed study measures only the variants it lacks, and the report
+reads it without the server. Each trial record gets its variant's figures when the study is read back
+(TrialRecord.quality_*), so the picks and the report need nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from tuner.backend.base import Backend
+from tuner.errors import ConfigError
+from tuner.fidelity import QUALITY_SCHEMA, TagQuality, choose_reference, variant_key
+from tuner.quality.run import QualitySettings, Variant, measure_quality, normal_kv
+from tuner.schema import TrialRecord
+
+ATTR = "autotune_quality"
+
+
+def variants_of(records: Iterable[TrialRecord]) -> list[Variant]:
+    return list(dict.fromkeys((r.tag, normal_kv(r.kv_cache_type)) for r in records))
+
+
+def results(block: Mapping[str, Any] | None) -> dict[str, TagQuality]:
+    """{variant key: TagQuality} of a stored block (empty when there is none)."""
+    if not block or not isinstance(block.get("variants"), dict):
+        return {}
+    return {k: TagQuality.from_dict(v) for k, v in block["variants"].items() if isinstance(v, dict)}
+
+
+def missing(block: Mapping[str, Any] | None, variants: Sequence[Variant], prompt_set: str) -> list[Variant]:
+    """The variants a study still has to measure (all of them when the stored set is another version)."""
+    if not block or block.get("prompt_set") != prompt_set:
+        return list(variants)
+    have = results(block)
+    return [v for v in variants if variant_key(*v) not in have]
+
+
+def merged(
+    block: Mapping[str, Any] | None, new: Mapping[str, TagQuality], prompt_set: str
+) -> dict[str, Any]:
+    """The stored block with `new` results added (a block of another prompt set is replaced)."""
+    keep = dict(block or {}) if block and block.get("prompt_set") == prompt_set else {}
+    variants = dict(keep.get("variants") or {})
+    variants.update({k: q.to_dict() for k, q in new.items()})
+    reference = next((q.reference for q in new.values() if q.reference), keep.get("reference", ""))
+    return {"schema": QUALITY_SCHEMA, "prompt_set": prompt_set, "reference": reference, "variants": variants}
+
+
+def of(block_results: Mapping[str, TagQuality], tag: str, kv_cache_type: str | None) -> TagQuality | None:
+    return block_results.get(variant_key(tag, normal_kv(kv_cache_type)))
+
+
+def loss_of(block_results: Mapping[str, TagQuality], tag: str, kv_cache_type: str | None) -> float | None:
+    q = of(block_results, tag, kv_cache_type)
+    return q.loss if q is not None else None
+
+
+def apply(records: Sequence[TrialRecord], block: Mapping[str, Any] | None) -> list[TrialRecord]:
+    """Each record with its variant's quality filled in (None where not measured)."""
+    found = results(block)
+    if not found:
+        return list(records)
+    out = []
+    for r in records:
+        q = of(found, r.tag, r.kv_cache_type)
+        if q is None or not q.measured or q.kl is None:
+            out.append(r)
+            continue
+        out.append(
+            dataclasses.replace(
+                r,
+                quality_kl=q.kl.mean,
+                quality_kl_low=q.kl.low,
+                quality_kl_high=q.kl.high,
+                quality_top1=q.top1.mean if q.top1 is not None else None,
+            )
+        )
+    return out
+
+
+def ensure(
+    backend: Backend,
+    block: Mapping[str, Any] | None,
+    variants: Sequence[Variant],
+    quantizations: Mapping[str, str],
+    settings: QualitySettings,
+    *,
+    context_length: Mapping[str, int] | None = None,
+    on_variant: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """The study's quality block with every variant measured: `block` itself when it has them all (resume),
+    else a new block with the missing ones measured (and the reference again, which they are compared with).
+    None when nothing had to be measured and nothing was stored."""
+    todo = missing(block, variants, settings.prompt_set)
+    if not todo:
+        return dict(block) if block else None
+    reference = choose_reference(dict(quantizations))
+    wanted = list(dict.fromkeys([*todo, (reference, None)])) if reference in quantizations else list(todo)
+    new = measure_quality(
+        backend,
+        wanted,
+        quantizations,
+        settings,
+        context_length=context_length,
+        on_variant=on_variant,
+    )
+    return merged(block, new, settings.prompt_set)
+
+
+def check_limit(block_results: Mapping[str, TagQuality], max_quality_loss: float | None) -> None:
+    """--max-quality-loss needs a measured quality: ConfigError with the reason when there is none."""
+    if max_quality_loss is None or any(q.measured for q in block_results.values()):
+        return
+    why = next((q.why_not for q in block_results.values() if q.why_not), "no tag was measured")
+    raise ConfigError(
+        f"--max-quality-loss {max_quality_loss} cannot be applied: quality not measured ({why}); "
+        "drop --max-quality-loss or measure on a server that serves log-probabilities."
+    )
