@@ -117,7 +117,7 @@ def check_limit(block_results: Mapping[str, TagQuality], max_quality_loss: float
     """--max-quality-loss needs a measured quality: ConfigError with the reason when there is none."""
     if max_quality_loss is None or any(q.measured for q in block_results.values()):
         return
-    why = next((q.why_not for q in block_results.values() if q.why_not), "no tag was measured")
+    why = next((q.why_not for q in block_results.values() if q.why_not), "no tag was measured").rstrip(".")
     raise ConfigError(
         f"--max-quality-loss {max_quality_loss} cannot be applied: quality not measured ({why}); "
         "drop --max-quality-loss or measure on a server that serves log-probabilities."
