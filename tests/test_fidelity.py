@@ -82,7 +82,9 @@ def test_summary_round_trips_through_the_stored_dict() -> None:
     ref = [step({"x": 0.9, "y": 0.1})] * 4
     cand = [step({"x": 0.7, "y": 0.3})] * 4
     scores = [score_prompt(f"p{i}", "code", ref, cand, teacher_forced=True) for i in range(3)]
-    q = summarize("m:q4", None, "m:f16", scores, method="teacher-forced", prompt_set="v1", top_k=20, num_predict=4)
+    q = summarize(
+        "m:q4", None, "m:f16", scores, method="teacher-forced", prompt_set="v1", top_k=20, num_predict=4
+    )
     assert q.measured and q.loss is not None and q.loss > 0 and q.positions == 12
     assert TagQuality.from_dict(q.to_dict()) == q
     assert reference_quality("m:f16", None, "v1").loss == 0.0
@@ -95,7 +97,9 @@ def test_nothing_compared_is_not_measured_never_zero() -> None:
 
 def test_the_reference_is_the_most_precise_tag() -> None:
     assert precision_rank("F16") > precision_rank("Q8_0") > precision_rank("Q6_K") > precision_rank("Q4_K_M")
-    assert precision_rank("Q4_K_M") > precision_rank("Q4_0") > precision_rank("Q2_K") > precision_rank("bogus")
+    assert (
+        precision_rank("Q4_K_M") > precision_rank("Q4_0") > precision_rank("Q2_K") > precision_rank("bogus")
+    )
     assert precision_rank("llama3.1:8b-instruct-q8_0") == precision_rank("Q8_0")
     assert choose_reference({"a:q4": "Q4_K_M", "a:q8": "Q8_0", "a:fp16": "F16"}) == "a:fp16"
     assert choose_reference({"a:q4": "Q4_K_M", "a:q8": "Q8_0"}) == "a:q8"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from tuner.decision.picks import best_pick, bare_meta, decide
+from tuner.decision.picks import bare_meta, best_pick, decide
 from tuner.decision.quality import DEFAULT_MAX_QUALITY_LOSS
 from tuner.decision.trials import is_on_gpu, speed_interval
 from tuner.schema import TrialRecord

@@ -116,13 +116,25 @@ def test_era_a_says_quality_not_measured_and_refuses_a_quality_limit(tmp_path, c
         )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1].startswith("autotune: --max-quality-loss 0.05 cannot be applied: quality not measured (Ollama 0.12.10")
+    assert err[-1].startswith(
+        "autotune: --max-quality-loss 0.05 cannot be applied: quality not measured (Ollama 0.12.10"
+    )
 
 
 def test_a_negative_limit_or_a_limit_without_the_measure_is_one_line(tmp_path, capsys) -> None:
     assert run_cli(["m", "--max-quality-loss", "-1"]) == 2
     with SimServer(gpus="1xRTX4090", version="0.24.0") as sim:
-        code = run_cli(["llama3.1:8b", "--host", sim.url, "--no-quality", "--max-quality-loss", "0.1",
-                        "--storage", f"sqlite:///{tmp_path}/s.db"])
+        code = run_cli(
+            [
+                "llama3.1:8b",
+                "--host",
+                sim.url,
+                "--no-quality",
+                "--max-quality-loss",
+                "0.1",
+                "--storage",
+                f"sqlite:///{tmp_path}/s.db",
+            ]
+        )
     assert code == 2
     assert "--max-quality-loss needs the quality measure" in capsys.readouterr().err

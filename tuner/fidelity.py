@@ -290,7 +290,9 @@ def variant_key(tag: str, kv_cache_type: str | None) -> str:
 
 def choose_reference(quantizations: dict[str, str]) -> str:
     """The most precise tag of {tag: quantization name}; the first listed among equals."""
-    return max(quantizations, key=lambda tag: (precision_rank(quantizations[tag]), -list(quantizations).index(tag)))
+    return max(
+        quantizations, key=lambda tag: (precision_rank(quantizations[tag]), -list(quantizations).index(tag))
+    )
 
 
 def fmt_loss(q: TagQuality | None) -> str:

@@ -56,7 +56,9 @@ def test_ranks_f16_q8_0_q4_0_and_repeats_within_its_spread(real: RealOllama) -> 
     first = _measure(real)
     if not has_logprobs(real.version):
         assert not any(q.measured for q in first.values())
-        assert all(f"Ollama {real.version} serves no token log-probabilities" in q.why_not for q in first.values())
+        assert all(
+            f"Ollama {real.version} serves no token log-probabilities" in q.why_not for q in first.values()
+        )
         return
     assert first["f16"].is_reference
     q8, q4 = first["q8_0"], first["q4_0"]

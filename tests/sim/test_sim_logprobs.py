@@ -68,7 +68,9 @@ def test_era_a_serves_no_logprobs() -> None:
         backend = OllamaBackend(sim.url)
         tags = ["llama3.1:8b-instruct-q4_K_M", "llama3.1:8b-instruct-fp16"]
         result = measure_quality(backend, [(t, None) for t in tags], {t: t for t in tags})
-        reply = backend._client.generate(model=tags[0], prompt="hi", logprobs=True, options={"num_predict": 3})
+        reply = backend._client.generate(
+            model=tags[0], prompt="hi", logprobs=True, options={"num_predict": 3}
+        )
         backend.close()
     assert not any(q.measured for q in result.values())
     assert reply.logprobs is None

@@ -22,7 +22,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tuner.decision.quality import QUALITY_PICK_NAMES, QUALITY_PICK_TITLES, limit_of, quality_picks, quality_rules
+from tuner.decision.quality import (
+    QUALITY_PICK_NAMES,
+    QUALITY_PICK_TITLES,
+    limit_of,
+    quality_picks,
+    quality_rules,
+)
 from tuner.decision.trials import (
     decode_of,
     effective_ctx,

@@ -111,7 +111,9 @@ def quality_picks(
             f"{fmt_quality(pick)}), its fastest config at {effective_ctx(pick)} tokens or more.",
         )
     else:
-        missing["best_quality_on_gpu"] = "No feasible config with a quality measurement runs fully on the GPU."
+        missing["best_quality_on_gpu"] = (
+            "No feasible config with a quality measurement runs fully on the GPU."
+        )
 
     within = [r for r in known if (r.quality_kl or 0.0) <= limit]
     if within:

@@ -37,7 +37,9 @@ def load(version: str = DEFAULT_VERSION) -> PromptSet:
     """The prompt set of `version`; ConfigError naming the versions shipped when there is no such one."""
     name = f"prompts_{version}.json"
     folder = resources.files("tuner.quality")
-    shipped = sorted(p.name[len("prompts_") : -len(".json")] for p in folder.iterdir() if p.name.startswith("prompts_"))
+    shipped = sorted(
+        p.name[len("prompts_") : -len(".json")] for p in folder.iterdir() if p.name.startswith("prompts_")
+    )
     if version not in shipped:
         raise ConfigError(f"Prompt set '{version}' is not shipped; use one of {', '.join(shipped)}.")
     data = json.loads((folder / name).read_text(encoding="utf-8"))

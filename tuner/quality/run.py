@@ -102,7 +102,9 @@ def measure_quality(
         try:
             scores = _compare(backend, tag, _options(kv, ctx_for(tag)), pset, settings, ref_steps)
         except BackendError as exc:
-            out[key] = not_measured(tag, kv, reference, f"no log-probabilities from {tag}: {_first_line(exc)}")
+            out[key] = not_measured(
+                tag, kv, reference, f"no log-probabilities from {tag}: {_first_line(exc)}"
+            )
             continue
         method = "teacher-forced" if backend.teacher_forcing else "greedy-prefix"
         out[key] = summarize(
@@ -159,9 +161,7 @@ def _compare(
             cand = backend.token_logprobs(
                 tag, prompt.text, options, num_predict=settings.num_predict, top_k=settings.top_k
             )
-        scores.append(
-            score_prompt(prompt.id, prompt.kind, ref, cand, teacher_forced=backend.teacher_forcing)
-        )
+        scores.append(score_prompt(prompt.id, prompt.kind, ref, cand, teacher_forced=backend.teacher_forcing))
     return scores
 
 

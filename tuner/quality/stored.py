@@ -41,9 +41,7 @@ def missing(block: Mapping[str, Any] | None, variants: Sequence[Variant], prompt
     return [v for v in variants if variant_key(*v) not in have]
 
 
-def merged(
-    block: Mapping[str, Any] | None, new: Mapping[str, TagQuality], prompt_set: str
-) -> dict[str, Any]:
+def merged(block: Mapping[str, Any] | None, new: Mapping[str, TagQuality], prompt_set: str) -> dict[str, Any]:
     """The stored block with `new` results added (a block of another prompt set is replaced)."""
     keep = dict(block or {}) if block and block.get("prompt_set") == prompt_set else {}
     variants = dict(keep.get("variants") or {})

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tuner.decision.picks import (
-    PICK_NAMES,
     PICK_TITLES,
     BaselineComparison,
     Decision,

@@ -30,7 +30,9 @@ def quality_cost_line(meta: StudyMeta, records: Sequence[TrialRecord], decision:
     if not results:
         return []
     if not any(q.measured and not q.is_reference for q in results):
-        return [Block("p", f"**Quality not measured:** {escape_md(_why_not(results) or 'no tag to compare')}.")]
+        return [
+            Block("p", f"**Quality not measured:** {escape_md(_why_not(results) or 'no tag to compare')}.")
+        ]
     fastest = decision.picks.get("fastest")
     within = decision.picks.get("fastest_within_quality")
     text = quality_cost(
@@ -84,11 +86,17 @@ def quality_section(meta: StudyMeta, records: Sequence[TrialRecord], decision: D
         "context do not change them."
     )
     if precision_rank(ref_q or reference) < HIGH_PRECISION:
-        text += f" The reference itself is {ref_q or reference}, not a 16-bit or 8-bit tag: losses are relative."
+        text += (
+            f" The reference itself is {ref_q or reference}, not a 16-bit or 8-bit tag: losses are relative."
+        )
     blocks.append(Block("p", escape_md(text)))
     rows = []
     for q in sorted(results, key=lambda q: (not q.measured, q.loss if q.loss is not None else 0.0)):
-        mine = [r for r in records if r.tag == q.tag and _ok_but_quality(r) and _kv(r.kv_cache_type) == q.kv_cache_type]
+        mine = [
+            r
+            for r in records
+            if r.tag == q.tag and _ok_but_quality(r) and _kv(r.kv_cache_type) == q.kv_cache_type
+        ]
         best = max(mine, key=decode_of, default=None)
         rows.append(
             [

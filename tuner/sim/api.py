@@ -142,7 +142,12 @@ class Api:
             return error(400, f"registry.ollama.ai/library/{lm.name} does not support insert")
         top = req.get("top_logprobs")
         logprobs_known = self.sim.version.has_logprobs  # older releases ignore both fields
-        if logprobs_known and isinstance(top, (int, float)) and not isinstance(top, bool) and not 0 <= top <= 20:
+        if (
+            logprobs_known
+            and isinstance(top, (int, float))
+            and not isinstance(top, bool)
+            and not 0 <= top <= 20
+        ):
             return error(400, "top_logprobs must be between 0 and 20")
         if chat:
             messages = req.get("messages") or []

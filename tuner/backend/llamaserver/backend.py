@@ -335,12 +335,16 @@ class LlamaServerBackend:
             }
             done = client.post_json(run.http, "/completion", body, error)
         except httpx.TimeoutException as exc:
-            raise BackendTimeout(f"llama-server gave no logprobs in {self.request_timeout_s:.0f} s for '{model}'.") from exc
+            raise BackendTimeout(
+                f"llama-server gave no logprobs in {self.request_timeout_s:.0f} s for '{model}'."
+            ) from exc
         except httpx.TransportError as exc:
             raise Unreachable(f"Lost the connection to llama-server at {self.base_url} ({exc}).") from exc
         entries = done.get("completion_probabilities")
         if not isinstance(entries, list):
-            raise BadResponse(f"llama-server sent no completion_probabilities for '{model}' (n_probs {top_k}).")
+            raise BadResponse(
+                f"llama-server sent no completion_probabilities for '{model}' (n_probs {top_k})."
+            )
         return [_token_step(e) for e in entries if isinstance(e, dict)]
 
     def _http_error(self, status: int, body: str, run: _Running) -> BackendError:
@@ -363,4 +367,6 @@ def _token_step(entry: dict[str, Any]) -> TokenStep:
         top = tuple((str(int(t["id"])), float(t["logprob"])) for t in entry.get("top_logprobs") or [])
         return TokenStep(token=str(int(entry["id"])), logprob=float(entry["logprob"]), top=top)
     except (KeyError, TypeError, ValueError) as exc:
-        raise BadResponse(f"llama-server sent a token probability entry without id/logprob: {entry!r:.200}") from exc
+        raise BadResponse(
+            f"llama-server sent a token probability entry without id/logprob: {entry!r:.200}"
+        ) from exc

@@ -87,7 +87,9 @@ def post_json(
     try:
         data = resp.json()
     except ValueError as exc:
-        raise BadResponse(f"llama-server answered {path} with something that is not JSON: {resp.text[:200]!r}") from exc
+        raise BadResponse(
+            f"llama-server answered {path} with something that is not JSON: {resp.text[:200]!r}"
+        ) from exc
     if not isinstance(data, dict):
         raise BadResponse(f"llama-server answered {path} with {type(data).__name__}, not an object.")
     return data
