@@ -45,7 +45,6 @@ from tuner.interference import EnginePids, InterferenceMonitor
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
 from tuner.quality import stored as quality_store
-from tuner.quality.run import QualitySettings
 from tuner.records import record_of
 from tuner.schema import FULL_GPU_FRACTION, SCHEMA_VERSION, StudyMeta, TrialRecord, fully_on_gpu
 from tuner.search import StructuredSampler
@@ -568,20 +567,11 @@ def _quality_block(
     """Each (tag, KV cache type)'s fidelity, measured once and stored on the study (resume reuses it)."""
     if not config.quality:
         return {}
-    kvs: tuple[str | None, ...] = KV_CACHE_CHOICES if space.tune_kv_cache else (None,)
-    variants = [(tag, kv) for tag in space.tags for kv in kvs]
     stored = study.user_attrs.get(quality_store.ATTR)
-    settings = QualitySettings(num_predict=config.quality_tokens)
-    block = quality_store.ensure(
-        backend,
-        stored,
-        variants,
-        meta.quantization or {t: t for t in space.tags},
-        settings,
-        context_length=meta.context_length,
-        on_variant=on_variant,
+    kvs: tuple[str | None, ...] = KV_CACHE_CHOICES if space.tune_kv_cache else (None,)
+    block = quality_store.for_study(
+        backend, stored, meta, [(tag, kv) for tag in space.tags for kv in kvs], config, on_variant
     )
     if block and block != stored:
         study.set_user_attr(quality_store.ATTR, block)
-    quality_store.check_limit(quality_store.results(block), config.max_quality_loss)
     return block or {}

@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tuner.backend.base import Backend
+from tuner.config import StudyConfig
 from tuner.errors import ConfigError
 from tuner.fidelity import QUALITY_SCHEMA, TagQuality, choose_reference, variant_key
 from tuner.quality.run import QualitySettings, Variant, measure_quality, normal_kv
-from tuner.schema import TrialRecord
+from tuner.schema import StudyMeta, TrialRecord
 
 ATTR = "autotune_quality"
 
@@ -120,3 +121,25 @@ def check_limit(block_results: Mapping[str, TagQuality], max_quality_loss: float
         f"--max-quality-loss {max_quality_loss} cannot be applied: quality not measured ({why}); "
         "drop --max-quality-loss or measure on a server that serves log-probabilities."
     )
+
+
+def for_study(
+    backend: Backend,
+    block: Mapping[str, Any] | None,
+    meta: StudyMeta,
+    variants: Sequence[Variant],
+    config: StudyConfig,
+    on_variant: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """A study's quality block (ensure) with its settings, and --max-quality-loss checked against it."""
+    result = ensure(
+        backend,
+        block,
+        variants,
+        meta.quantization or {tag: tag for tag, _ in variants},
+        QualitySettings(num_predict=config.quality_tokens),
+        context_length=meta.context_length,
+        on_variant=on_variant,
+    )
+    check_limit(results(result), config.max_quality_loss)
+    return result
