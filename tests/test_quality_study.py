@@ -78,7 +78,7 @@ def test_a_quality_limit_makes_the_best_pick_a_heavier_tag(tmp_path, capsys) -> 
     assert q4 and all(not r.feasible and r.constraints["quality_over"] > 0 for r in q4)
     assert any("over --max-quality-loss 0.01" in r.error for r in q4)
     report = (tmp_path / "r" / "report.md").read_text()
-    assert f"best.Modelfile takes {TAGS['q8_0']}".replace("_", "\\_") in report
+    assert f"the best pick takes {TAGS['q8_0']}".replace("_", "\\_") in report
 
 
 def test_resume_reuses_the_stored_quality(tmp_path, capsys) -> None:

@@ -28,6 +28,7 @@ from tuner.decision.trials import (
     fmt_tok_s,
     is_measured,
     is_on_gpu,
+    speed_interval,
 )
 from tuner.schema import StudyMeta, TrialRecord
 
@@ -70,7 +71,7 @@ def fmt_quality(r: TrialRecord | None) -> str:
     if r is None or not finite(r.quality_kl):
         return "not measured"
     if r.quality_kl == 0 and r.quality_kl_high == 0:
-        return "nothing (the reference)"
+        return "0 nats: the reference"
     top1 = f", top-1 {fmt_percent(r.quality_top1)}" if finite(r.quality_top1) else ""
     return f"{r.quality_kl:.4f} nats{top1}"
 
@@ -133,8 +134,9 @@ def quality_picks(
 
 
 def faster_over_limit(records: Sequence[TrialRecord], best: TrialRecord, limit: float) -> TrialRecord | None:
-    """The fastest measured config of another tag that beats `best` on speed but loses more than `limit`,
-    and breaks no constraint but the quality one: what the quality limit gave up."""
+    """The fastest measured config of another tag that beats `best` beyond noise but loses more than
+    `limit`, and breaks no constraint but the quality one: what the quality limit gave up."""
+    mine = speed_interval(best)
     faster = [
         r
         for r in records
@@ -142,7 +144,9 @@ def faster_over_limit(records: Sequence[TrialRecord], best: TrialRecord, limit: 
         and r.tag != best.tag
         and finite(r.quality_kl)
         and (r.quality_kl or 0.0) > limit
-        and decode_of(r) > decode_of(best)
+        and (theirs := speed_interval(r)) is not None
+        and mine is not None
+        and theirs.above(mine)
         and all(v <= 0 for k, v in (r.constraints or {}).items() if k != "quality_over")
     ]
     return max(faster, key=decode_of, default=None)
@@ -163,12 +167,12 @@ def quality_cost(
     faster = faster_over_limit(records, within, limit)
     if faster is None:
         return (
-            f"{within.tag}, the fastest tag, loses {fmt_quality(within)} against the most precise tag: within "
-            f"the {limit:g} nats limit."
+            f"The best pick, {within.tag}, loses {fmt_quality(within)} against the most precise tag, within "
+            f"the {limit:g} nats limit; no tag over the limit is faster beyond noise."
         )
     return (
         f"The faster tag, {faster.tag} ({fmt_tok_s(decode_of(faster))} tok/s, trial #{faster.number}, "
         f"{decode_of(faster) / decode_of(within):.2f}x), loses {fmt_quality(faster)} against the most precise "
-        f"tag, over the {limit:g} nats limit: best.Modelfile takes {within.tag} ({fmt_quality(within)}) "
+        f"tag, over the {limit:g} nats limit: the best pick takes {within.tag} ({fmt_quality(within)}) "
         "instead (--max-quality-loss sets the limit)."
     )
