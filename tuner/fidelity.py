@@ -296,12 +296,12 @@ def choose_reference(quantizations: dict[str, str]) -> str:
 
 
 def fmt_loss(q: TagQuality | None) -> str:
-    """'0.0312 nats (0.0281-0.0343)', 'reference', or 'not measured'."""
+    """'0.0312 nats (0.0281-0.0343)', 'reference', or 'not measured' (three significant digits)."""
     if q is None or not q.measured or q.kl is None:
         return "not measured"
     if q.is_reference:
         return "reference"
-    return f"{q.kl.mean:.4f} nats ({q.kl.low:.4f}-{q.kl.high:.4f})"
+    return f"{q.kl.mean:.3g} nats ({q.kl.low:.3g}-{q.kl.high:.3g})"
 
 
 def fmt_top1(q: TagQuality | None) -> str:

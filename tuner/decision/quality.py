@@ -73,7 +73,7 @@ def fmt_quality(r: TrialRecord | None) -> str:
     if r.quality_kl == 0 and r.quality_kl_high == 0:
         return "0 nats: the reference"
     top1 = f", top-1 {fmt_percent(r.quality_top1)}" if finite(r.quality_top1) else ""
-    return f"{r.quality_kl:.4f} nats{top1}"
+    return f"{r.quality_kl:.3g} nats{top1}"
 
 
 def _kl_high(r: TrialRecord) -> float:
