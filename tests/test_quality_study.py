@@ -77,6 +77,7 @@ def test_a_quality_limit_makes_the_best_pick_a_heavier_tag(tmp_path, capsys) -> 
     q4 = [r for r in records if r.tag == TAGS["q4_K_M"] and r.state == "COMPLETE"]
     assert q4 and all(not r.feasible and r.constraints["quality_over"] > 0 for r in q4)
     assert any("over --max-quality-loss 0.01" in r.error for r in q4)
+    assert all(r.baseline for r in q4), "the search spends no trial on a tag over the limit"
     report = (tmp_path / "r" / "report.md").read_text()
     assert f"the best pick takes {TAGS['q8_0']}".replace("_", "\\_") in report
 

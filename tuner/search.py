@@ -43,8 +43,10 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         seed: int = 0,
         vram_limit_bytes: int | None = None,
         gpu_only: bool = False,
+        excluded_tags: frozenset[str] = frozenset(),
     ) -> None:
         self.space = space
+        self.excluded = excluded_tags  # tags over --max-quality-loss: never deployable, not searched
         self.fitcheck = fitcheck if fitcheck is not None and fitcheck.active else None
         self.vram_limit = vram_limit_bytes
         self.gpu_only = gpu_only
@@ -150,13 +152,17 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         return None
 
     def _tags_by_weight(self) -> list[str]:
+        tags = [t for t in self.space.tags if t not in self.excluded] or list(self.space.tags)
         if self.fitcheck is None:
-            return list(self.space.tags)
+            return tags
         weight = {t: (s.weights_bytes if s else 0) for t, s in self.fitcheck.specs.items()}
-        return sorted(self.space.tags, key=lambda t: (weight.get(t, 0), self.space.tags.index(t)))
+        return sorted(tags, key=lambda t: (weight.get(t, 0), self.space.tags.index(t)))
 
     def _allowed(self, c: Config, margin: float) -> bool:
-        """Predicted to fit (with the margin), and under --vram-limit; True when nothing is predicted."""
+        """Not a tag over the quality limit, predicted to fit (with the margin), and under --vram-limit;
+        True when nothing is predicted."""
+        if c.tag in self.excluded and len(self.excluded) < len(self.space.tags):
+            return False
         if self.fitcheck is None:
             return True
         p = self.fitcheck.predict(c)

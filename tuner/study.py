@@ -510,6 +510,7 @@ def run_study(
             seed=config.seed,
             vram_limit_bytes=config.vram_limit_bytes,
             gpu_only=config.gpu_only,
+            excluded_tags=quality_store.over_limit(quality, config.max_quality_loss),
         )
     monitor = InterferenceMonitor(probe, EnginePids(backend))
     total = sum(g.memory_bytes for g in probe.gpus())

@@ -143,3 +143,14 @@ def for_study(
     )
     check_limit(results(result), config.max_quality_loss)
     return result
+
+
+def over_limit(block: Mapping[str, Any] | None, max_quality_loss: float | None) -> frozenset[str]:
+    """Tags whose default-KV quality loss is over --max-quality-loss: the search need not try them."""
+    if max_quality_loss is None:
+        return frozenset()
+    return frozenset(
+        q.tag
+        for q in results(block).values()
+        if q.kv_cache_type is None and q.loss is not None and q.loss > max_quality_loss
+    )
