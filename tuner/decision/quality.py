@@ -105,11 +105,12 @@ def quality_picks(
         best_kl = min(at_ctx, key=lambda r: (r.quality_kl, _kl_high(r)))
         equal = [r for r in at_ctx if _kl_low(r) <= _kl_high(best_kl)]
         pick = max(equal, key=lambda r: (decode_of(r), -(r.quality_kl or 0.0), -r.number))
-        relaxed = "" if any(effective_ctx(r) >= user_ctx for r in on_gpu) else " (none reaches your context)"
+        reaches = any(effective_ctx(r) >= user_ctx for r in on_gpu)
+        where = f"at your context ({user_ctx}) or more" if reaches else "(none reaches your context)"
         chosen["best_quality_on_gpu"] = (
             pick,
-            f"The most faithful tag fully on the GPU{relaxed}: {pick.tag} (quality loss "
-            f"{fmt_quality(pick)}), its fastest config at {effective_ctx(pick)} tokens or more.",
+            f"The most faithful tag fully on the GPU {where}: {pick.tag} (quality loss {fmt_quality(pick)}), "
+            "its fastest config there.",
         )
     else:
         missing["best_quality_on_gpu"] = (

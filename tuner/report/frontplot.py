@@ -64,8 +64,8 @@ SHORT_LABELS = {
     "largest_ctx_on_gpu": "largest ctx on GPU",
     "balanced": "balanced",
     "leanest": "leanest",
-    "best_quality_on_gpu": "best quality on GPU",
-    "fastest_within_quality": "fastest within quality",
+    "best_quality_on_gpu": "best quality",
+    "fastest_within_quality": "fastest in quality limit",
 }
 CAPACITY_REACH = 1.35  # draw the GPU memory line when it is within this factor of the data's extent
 
@@ -280,7 +280,8 @@ def place_pick_labels(fig: Figure, ax, chosen: dict[str, Pick], base: TrialRecor
     for number in order:
         r = trials[number]
         names = [n for n in by_trial[number] if n != "current"]
-        label = " + ".join(SHORT_LABELS.get(n, PICK_TITLES.get(n, n)) for n in names)
+        words = [SHORT_LABELS.get(n, PICK_TITLES.get(n, n)) for n in names]
+        label = "\n+ ".join(" + ".join(words[i : i + 2]) for i in range(0, len(words), 2))  # 2 a line
         if "current" in by_trial[number]:
             label = f"{label} (your current setting)" if label else "your current setting"
         xy = (vram_of(r) / GiB, decode_of(r))
