@@ -139,3 +139,16 @@ def test_a_negative_limit_or_a_limit_without_the_measure_is_one_line(tmp_path, c
         )
     assert code == 2
     assert "--max-quality-loss needs the quality measure" in capsys.readouterr().err
+
+
+def test_a_limit_given_on_resume_judges_the_trials_already_measured(tmp_path, capsys) -> None:
+    with SimServer(gpus="1xRTX4090", version="0.24.0", seed=3) as sim:
+        assert study(sim, tmp_path, budget=6) == 0
+        _, before = load_records(f"sqlite:///{tmp_path}/s.db", STUDY)
+        assert any(r.tag == TAGS["q4_K_M"] and r.feasible for r in before)
+        assert study(sim, tmp_path, "--max-quality-loss", "0.01", budget=8) == 0
+    meta, after = load_records(f"sqlite:///{tmp_path}/s.db", STUDY)
+    assert meta.max_quality_loss == 0.01
+    old_q4 = [r for r in after if r.tag == TAGS["q4_K_M"] and r.number < 6 and r.state == "COMPLETE"]
+    assert old_q4 and all(not r.feasible and "over --max-quality-loss 0.01" in r.error for r in old_q4)
+    assert best_from(tmp_path) != TAGS["q4_K_M"]

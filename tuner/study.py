@@ -168,7 +168,7 @@ def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRe
     stored = study.user_attrs.get(remeasure.ATTR)
     records = [record_of(t) for t in study.get_trials(deepcopy=False)]
     quality = study.user_attrs.get(quality_store.ATTR) or {}
-    records = quality_store.apply(remeasure.apply(records, stored), quality)
+    records = quality_store.apply(remeasure.apply(records, stored), quality, meta.max_quality_loss)
     return dataclasses.replace(meta, remeasure=stored or {}, quality=quality), records
 
 
@@ -232,16 +232,6 @@ def recover_interrupted(study: optuna.Study) -> int:
 
 
 # -- one trial ------------------------------------------------------------------------------------
-def quality_constraint(study_config: StudyConfig, loss: float | None) -> float:
-    """quality_over: (loss - limit) / limit with --max-quality-loss (a loss not measured is over), else -1."""
-    limit = study_config.max_quality_loss
-    if limit is None:
-        return -1.0
-    if loss is None:
-        return 1.0
-    return (loss - limit) / limit if limit > 0 else (1.0 if loss > 0 else -1.0)
-
-
 def build_record(
     number: int,
     config: Config,
@@ -269,7 +259,7 @@ def build_record(
         constraints["ctx_under"] = (study_config.min_ctx - effective_ctx) / study_config.min_ctx
     else:
         constraints["ctx_under"] = -1.0
-    constraints["quality_over"] = quality_constraint(study_config, quality_loss)
+    constraints["quality_over"] = quality_store.quality_over(study_config.max_quality_loss, quality_loss)
     feasible = measured and all(v <= 0 for v in constraints.values())
     error = m.error
     if measured and not feasible:
@@ -277,12 +267,7 @@ def build_record(
             "vram_over": f"peak VRAM {peak / GiB if peak else 0:.1f} GiB is over --vram-limit {limit / GiB if limit else 0:.1f} GiB",
             "cpu_spill": f"{(1 - (gpu_fraction or 0)) * 100:.0f}% of the model is on the CPU (--gpu-only)",
             "ctx_under": f"num_ctx {config.num_ctx} is below --min-ctx {study_config.min_ctx}",
-            "quality_over": (
-                f"{config.tag} loses {quality_loss:.4f} nats of KL divergence, over --max-quality-loss "
-                f"{study_config.max_quality_loss}"
-                if quality_loss is not None
-                else f"{config.tag}'s quality was not measured (--max-quality-loss)"
-            ),
+            "quality_over": quality_store.over_words(config.tag, quality_loss, study_config.max_quality_loss),
         }
         error = "; ".join(why[k] for k, v in constraints.items() if v > 0 and k in why)
     return TrialRecord(
@@ -329,7 +314,7 @@ def skipped_record(
 ) -> TrialRecord:
     """A config predicted not to fit: never loaded, infeasible, its predicted shortfall as load_failed."""
     constraints = {"load_failed": verdict.over, "vram_over": 1.0, "cpu_spill": 1.0, "ctx_under": -1.0}
-    constraints["quality_over"] = quality_constraint(study_config, quality_loss)
+    constraints["quality_over"] = quality_store.quality_over(study_config.max_quality_loss, quality_loss)
     if study_config.min_ctx:
         constraints["ctx_under"] = (study_config.min_ctx - config.num_ctx) / study_config.min_ctx
     return with_prediction(
@@ -553,7 +538,7 @@ def run_study(
                 fingerprint_id=machine,
             )
             study.set_user_attr(remeasure.ATTR, again)
-    records = quality_store.apply(remeasure.apply(records, again), quality)
+    records = quality_store.apply(remeasure.apply(records, again), quality, config.max_quality_loss)
     return dataclasses.replace(meta, remeasure=again or {}, quality=quality or {}), records
 
 

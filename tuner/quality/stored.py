@@ -60,26 +60,58 @@ def loss_of(block_results: Mapping[str, TagQuality], tag: str, kv_cache_type: st
     return q.loss if q is not None else None
 
 
-def apply(records: Sequence[TrialRecord], block: Mapping[str, Any] | None) -> list[TrialRecord]:
-    """Each record with its variant's quality filled in (None where not measured)."""
+def quality_over(limit: float | None, loss: float | None) -> float:
+    """The quality_over constraint: (loss - limit) / limit with --max-quality-loss (a loss not measured is
+    over), else -1 (<= 0 is satisfied)."""
+    if limit is None:
+        return -1.0
+    if loss is None:
+        return 1.0
+    return (loss - limit) / limit if limit > 0 else (1.0 if loss > 0 else -1.0)
+
+
+def over_words(tag: str, loss: float | None, limit: float | None) -> str:
+    """Why a trial breaks the quality constraint, in the words of trials.csv's error column."""
+    if loss is None:
+        return f"{tag}'s quality was not measured (--max-quality-loss)"
+    return f"{tag} loses {loss:.4g} nats of KL divergence, over --max-quality-loss {limit}"
+
+
+def _rejudged(r: TrialRecord, loss: float | None, limit: float | None) -> TrialRecord:
+    """The record judged against the study's current limit (a resumed study may have changed it)."""
+    if "load_failed" not in (r.constraints or {}):
+        return r
+    constraints = {**r.constraints, "quality_over": quality_over(limit, loss)}
+    if constraints == r.constraints:
+        return r
+    measured = constraints["load_failed"] <= 0
+    parts = [p for p in (r.error or "").split("; ") if p and "--max-quality-loss" not in p]
+    if measured and constraints["quality_over"] > 0:
+        parts.append(over_words(r.tag, loss, limit))
+    feasible = measured and all(v <= 0 for v in constraints.values())
+    return dataclasses.replace(r, constraints=constraints, feasible=feasible, error="; ".join(parts))
+
+
+def apply(
+    records: Sequence[TrialRecord], block: Mapping[str, Any] | None, limit: float | None = None
+) -> list[TrialRecord]:
+    """Each record with its variant's quality filled in (None where not measured), and judged against
+    --max-quality-loss `limit` as the study stands now."""
     found = results(block)
-    if not found:
-        return list(records)
     out = []
     for r in records:
         q = of(found, r.tag, r.kv_cache_type)
         if q is None or not q.measured or q.kl is None:
-            out.append(r)
+            out.append(_rejudged(r, None, limit) if limit is not None else r)
             continue
-        out.append(
-            dataclasses.replace(
-                r,
-                quality_kl=q.kl.mean,
-                quality_kl_low=q.kl.low,
-                quality_kl_high=q.kl.high,
-                quality_top1=q.top1.mean if q.top1 is not None else None,
-            )
+        filled = dataclasses.replace(
+            r,
+            quality_kl=q.kl.mean,
+            quality_kl_low=q.kl.low,
+            quality_kl_high=q.kl.high,
+            quality_top1=q.top1.mean if q.top1 is not None else None,
         )
+        out.append(_rejudged(filled, q.loss, limit))
     return out
 
 
