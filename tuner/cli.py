@@ -321,6 +321,7 @@ def tune_cmd(
             )
         finally:
             progress.close()
+        _say_quality(meta.quality)
         paths = _write_report(meta, records, Path(out) if out else Path("reports") / name)
         if apply_name:
             _apply(backend, apply_name, meta, records)
@@ -330,6 +331,19 @@ def tune_cmd(
     click.echo(f"report: {paths.get('report.html', '')}")
     if "best" in paths:
         click.echo(f"best config: {paths['best']}")
+
+
+def _say_quality(block: dict[str, Any]) -> None:
+    """One line per measured variant, or the one reason quality was not measured."""
+    from tuner.fidelity import TagQuality, fmt_loss, fmt_top1  # noqa: PLC0415
+
+    found = [TagQuality.from_dict(v) for v in (block.get("variants") or {}).values() if isinstance(v, dict)]
+    measured = [q for q in found if q.measured]
+    if found and not measured:
+        say(f"quality not measured: {found[0].why_not}")
+    for q in sorted((q for q in measured if not q.is_reference), key=lambda q: q.loss or 0.0):
+        kv = f" (KV {q.kv_cache_type})" if q.kv_cache_type else ""
+        say(f"quality: {q.tag}{kv}: {fmt_loss(q)}, top-1 {fmt_top1(q)} against {q.reference}")
 
 
 def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelInfo]) -> Any:

@@ -85,7 +85,7 @@ def measure_quality(
         return min(settings.num_ctx, trained) if trained else settings.num_ctx
 
     if on_variant is not None:
-        on_variant(reference)
+        on_variant(f"{reference} (the reference)")
     try:
         ref_steps = _read_all(backend, reference, _options(None, ctx_for(reference)), pset, settings)
     except BackendError as exc:
@@ -98,7 +98,7 @@ def measure_quality(
             out[key] = reference_quality(tag, kv, pset.version)
             continue
         if on_variant is not None:
-            on_variant(key)
+            on_variant(tag + (f" (KV cache {kv})" if kv else ""))
         try:
             scores = _compare(backend, tag, _options(kv, ctx_for(tag)), pset, settings, ref_steps)
         except BackendError as exc:
