@@ -51,3 +51,42 @@ def test_a_kv_cache_type_is_its_own_variant(
     assert result[f"{ref}|kv=default"].is_reference
     kv = result[f"{ref}|kv=q4_0"]
     assert kv.measured and kv.kl is not None and kv.kl.mean > 0
+
+
+def test_a_llama_server_study_reports_each_files_quality(
+    llama_server_binary: Path, quality_quants: dict[str, Path], tmp_path: Path
+) -> None:
+    from tuner.cli import main
+    from tuner.study import load_records
+
+    paths = [str(quality_quants[q]) for q in ("f16", "q4_0")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                *paths,
+                "--engine",
+                "llama-server",
+                "--llama-server",
+                str(llama_server_binary),
+                "--budget",
+                "3",
+                "--max-ctx",
+                "4096",
+                "--quality-tokens",
+                "8",
+                "--remeasure-rounds",
+                "0",
+                "--study",
+                "q",
+                "--storage",
+                f"sqlite:///{tmp_path}/s.db",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+    assert exit_info.value.code in (0, None)
+    meta, records = load_records(f"sqlite:///{tmp_path}/s.db", "q")
+    assert meta.quantization[paths[0]] == "F16" and meta.quality["reference"] == paths[0]
+    assert all(r.quality_kl is not None for r in records if r.tag == paths[1])
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "### Quality of each tag" in report and "teacher-forced" in report
