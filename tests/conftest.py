@@ -5,6 +5,7 @@
     tiny_models          session: {"F16": path, "Q8_0": path} random-weight llama GGUFs (~14 and ~8 MB)
     tiny_quants          session: {"f16": path, "q8_0": path, "q4_K_M": path} of one random-weight model,
                          Q8_0 and Q4_K_M made from the F16 by the built llama-quantize (as users make them)
+    quality_quants       session: {"f16", "q8_0", "q4_0"} of the same model, for the quality measure
     ollama_release       session, per release: a real `ollama serve` (built by `python -m tuner.engines build
                          ollama`) on a free loopback port with its own model store, the tiny models imported
                          by the real `ollama create` as tiny-llama:f16 / :q8_0 / :q4_K_M
@@ -87,10 +88,20 @@ def llama_quantize() -> Path | None:
 @pytest.fixture(scope="session")
 def tiny_quants(engine_model_dir: Path) -> dict[str, Path]:
     """One random-weight tiny model as f16 (generated), q8_0 and q4_K_M (llama-quantize, as users do)."""
+    return quantized_tiny(engine_model_dir, TINY_TAGS[1:])
+
+
+@pytest.fixture(scope="session")
+def quality_quants(engine_model_dir: Path) -> dict[str, Path]:
+    """The same model as f16, q8_0 and q4_0: the quantizations the quality measure must rank."""
+    return quantized_tiny(engine_model_dir, ("q8_0", "q4_0"))
+
+
+def quantized_tiny(engine_model_dir: Path, tags: tuple[str, ...]) -> dict[str, Path]:
     f16 = ensure_model(engine_model_dir, "tiny", "F16", seed=0)
     out = {"f16": f16}
     quantize = llama_quantize()
-    for tag in TINY_TAGS[1:]:
+    for tag in tags:
         path = f16.with_name(f16.name.replace("-F16-", f"-{tag.upper()}-"))
         if not path.is_file():
             if quantize is None:

@@ -178,6 +178,25 @@ def cli() -> None:
     is_flag=True,
     help="Let the picks name a config that runs entirely on the CPU even where a GPU config loads.",
 )
+@click.option(
+    "--quality/--no-quality",
+    default=True,
+    show_default=True,
+    help="Measure each tag's quality loss (KL divergence of its next-token log-probabilities from the most precise tag's), once per tag.",
+)
+@click.option(
+    "--max-quality-loss",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Constraint: a tag may lose at most this mean KL divergence (nats per token) against the most precise tag, e.g. 0.05.",
+)
+@click.option(
+    "--quality-tokens",
+    type=click.IntRange(4, 512),
+    default=32,
+    show_default=True,
+    help="Tokens the quality measure reads per prompt of its set.",
+)
 @click.option("--tune-flash-attn", is_flag=True, help="llama-server: also tune flash attention on/off.")
 @click.option(
     "--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0."
@@ -284,6 +303,9 @@ def tune_cmd(
     remeasure_rounds: int,
     allow_other_machine: bool,
     allow_cpu_only: bool,
+    quality: bool,
+    max_quality_loss: float | None,
+    quality_tokens: int,
     tune_flash_attn: bool,
     tune_kv_cache: bool,
     predict_memory: bool,
@@ -368,6 +390,9 @@ def tune_cmd(
             remeasure_rounds=remeasure_rounds,
             allow_other_machine=allow_other_machine,
             allow_cpu_only=allow_cpu_only,
+            quality=quality,
+            max_quality_loss=max_quality_loss,
+            quality_tokens=quality_tokens,
         )
         from tuner.fingerprint import fingerprint  # noqa: PLC0415
         from tuner.progress import Progress  # noqa: PLC0415
@@ -404,6 +429,7 @@ def tune_cmd(
                     f"re-measuring the {len(todo)} configs within noise of the fastest "
                     f"({', '.join(f'#{r.number}' for r in todo)}), interleaved, {rounds} rounds"
                 ),
+                on_quality=lambda variant: progress.note(f"quality: reading log-probabilities of {variant}"),
             )
         except (KeyboardInterrupt, TunerError):
             progress.close()
@@ -411,6 +437,7 @@ def tune_cmd(
             raise
         finally:
             progress.close()
+        _say_quality(meta.quality)
         paths = _write_report(meta, records, out_dir)
         if apply_name:
             _apply(backend, apply_name, meta, records)
@@ -446,6 +473,19 @@ def _report_what_finished(storage: str, name: str, out_dir: Path) -> None:
     except TunerError:
         return  # the storage or the disk is what failed: the error itself says so
     say(f"report of the {finished} finished trial(s): {paths.get('report.html', out_dir)}")
+
+
+def _say_quality(block: dict[str, Any]) -> None:
+    """One line per measured variant, or the one reason quality was not measured."""
+    from tuner.fidelity import TagQuality, fmt_loss, fmt_top1  # noqa: PLC0415
+
+    found = [TagQuality.from_dict(v) for v in (block.get("variants") or {}).values() if isinstance(v, dict)]
+    measured = [q for q in found if q.measured]
+    if found and not measured:
+        say(f"quality not measured: {found[0].why_not}")
+    for q in sorted((q for q in measured if not q.is_reference), key=lambda q: q.loss or 0.0):
+        kv = f" (KV {q.kv_cache_type})" if q.kv_cache_type else ""
+        say(f"quality: {q.tag}{kv}: {fmt_loss(q)}, top-1 {fmt_top1(q)} against {q.reference}")
 
 
 def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelInfo]) -> Any:

@@ -138,12 +138,22 @@ class StudyConfig:
     remeasure_rounds: int = 0  # after the budget: rounds of the interleaved re-measure of the contenders
     allow_other_machine: bool = False  # resume a study on another machine or server, mixing their trials
     allow_cpu_only: bool = False  # picks may run entirely on the CPU even where a GPU config loads
+    quality: bool = True  # measure each tag's fidelity against the most precise one (tuner.quality)
+    max_quality_loss: float | None = None  # constraint: mean KL divergence (nats) against the reference
+    quality_tokens: int = 32  # reference tokens per prompt of the quality measure
 
     def __post_init__(self) -> None:
         if self.budget < 1:
             raise ConfigError(f"--budget {self.budget} must be at least 1; use e.g. --budget 40.")
         if not 0.0 <= self.measure.depth < 1.0:
             raise ConfigError(f"--depth {self.measure.depth} must be in [0, 1); use e.g. --depth 0.5.")
+        if self.max_quality_loss is not None and not self.max_quality_loss >= 0:
+            raise ConfigError(
+                f"--max-quality-loss {self.max_quality_loss} must be a KL divergence >= 0 in nats; "
+                "use e.g. --max-quality-loss 0.05."
+            )
+        if self.max_quality_loss is not None and not self.quality:
+            raise ConfigError("--max-quality-loss needs the quality measure; drop --no-quality.")
 
 
 def slug(text: str) -> str:

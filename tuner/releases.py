@@ -32,3 +32,15 @@ def era(version: str | tuple[int, int, int]) -> str:
     if n < (0, 30, 0):
         return "B"
     return "C"
+
+
+LOGPROBS_SINCE = (0, 12, 11)  # `logprobs` / `top_logprobs` on generate and chat (../shared/ollama-api.md)
+
+
+def has_logprobs(version: str) -> bool:
+    """Whether an Ollama release serves token log-probabilities (0.12.11 on); False for a version it cannot
+    read (a development build says so in its own words)."""
+    try:
+        return parse_version(version) >= LOGPROBS_SINCE
+    except ValueError:
+        return False

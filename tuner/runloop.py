@@ -26,11 +26,12 @@ from tuner.fingerprint import fingerprint_id
 from tuner.fitcheck import FitCheck
 from tuner.interference import EnginePids, InterferenceMonitor
 from tuner.probe import Probe
+from tuner.quality import stored as quality_store
 from tuner.records import record_of
 from tuner.schema import StudyMeta, TrialRecord
 from tuner.search import StructuredSampler
 from tuner.serverlock import ServerLock, holding
-from tuner.space import Config, Space
+from tuner.space import KV_CACHE_CHOICES, Config, Space
 from tuner.storage import describe_recovered, fail_stale, recover_interrupted, storage_errors
 from tuner.study import Notify, Objective, check_same_machine, open_study, quiet
 
@@ -89,6 +90,7 @@ def run_study(
     notify: Notify = quiet,
     sleep: Callable[[float], None] = time.sleep,
     on_remeasure: Callable[[list[TrialRecord], int], None] | None = None,
+    on_quality: Callable[[str], None] | None = None,
 ) -> tuple[StudyMeta, list[TrialRecord]]:
     """Run trials until `config.budget` trials are finished (COMPLETE), resuming whatever is stored; then,
     with config.remeasure_rounds, measure the contenders again, interleaved (tuner.remeasure).
@@ -121,6 +123,7 @@ def run_study(
             notify,
             sleep,
             on_remeasure,
+            on_quality,
         )
 
 
@@ -138,6 +141,7 @@ def _run_study(
     notify: Notify,
     sleep: Callable[[float], None],
     on_remeasure: Callable[[list[TrialRecord], int], None] | None,
+    on_quality: Callable[[str], None] | None,
 ) -> tuple[StudyMeta, list[TrialRecord]]:
     stale = _StaleTrials()
     study = open_study(config, sampler, on_stale=stale)
@@ -165,6 +169,8 @@ def _run_study(
             meta, budget=config.budget, fingerprint=stored.fingerprint, fingerprints=prints
         )
         study.set_user_attr("autotune_meta", dataclasses.asdict(meta))
+    with holding(lock, notify):  # the quality measure loads every tag: one tuner on the server at a time
+        quality = _quality_block(study, config, backend, meta, space, on_quality)
     if fitcheck is not None and fitcheck.active:
         if "num_gpu_bound" not in study.user_attrs:  # fixed at creation, so a resumed study keeps its range
             study.set_user_attr(
@@ -180,11 +186,21 @@ def _run_study(
             vram_limit_bytes=config.vram_limit_bytes,
             gpu_only=config.gpu_only,
             budget=config.budget,
+            excluded_tags=quality_store.over_limit(quality, config.max_quality_loss),
         )
     monitor = InterferenceMonitor(probe, EnginePids(backend))
     total = sum(g.memory_bytes for g in probe.gpus())
     objective = Objective(
-        backend, probe, space, config, total, fitcheck, notify=notify, monitor=monitor, fingerprint_id=machine
+        backend,
+        probe,
+        space,
+        config,
+        total,
+        fitcheck,
+        notify=notify,
+        monitor=monitor,
+        fingerprint_id=machine,
+        quality=quality,
     )
     baseline_ctx = config.baseline_ctx or 0  # 0: the engine's own default context
     start = clock()
@@ -278,4 +294,26 @@ def _run_study(
                 notify(
                     f"The re-measure of the contenders stopped ({exc}); the answer uses each trial's own runs."
                 )
-    return dataclasses.replace(meta, remeasure=again or {}), remeasure.apply(records, again)
+    records = quality_store.apply(remeasure.apply(records, again), quality, config.max_quality_loss)
+    return dataclasses.replace(meta, remeasure=again or {}, quality=quality or {}), records
+
+
+def _quality_block(
+    study: optuna.Study,
+    config: StudyConfig,
+    backend: Backend,
+    meta: StudyMeta,
+    space: Space,
+    on_variant: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """Each (tag, KV cache type)'s fidelity, measured once and stored on the study (resume reuses it)."""
+    if not config.quality:
+        return {}
+    stored = study.user_attrs.get(quality_store.ATTR)
+    kvs: tuple[str | None, ...] = KV_CACHE_CHOICES if space.tune_kv_cache else (None,)
+    block = quality_store.for_study(
+        backend, stored, meta, [(tag, kv) for tag in space.tags for kv in kvs], config, on_variant
+    )
+    if block and block != stored:
+        study.set_user_attr(quality_store.ATTR, block)
+    return block or {}

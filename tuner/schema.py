@@ -76,6 +76,12 @@ class TrialRecord:
     # Filled when the study is read back, never stored on the trial: the interleaved re-measure of the
     # contenders (tuner.remeasure), one decode tok/s per visit.
     remeasure_samples: list[float] = field(default_factory=list)
+    # Filled when the study is read back from its quality block (tuner.quality.stored): the fidelity of this
+    # trial's (tag, KV cache type) against the reference tag. None: not measured.
+    quality_kl: float | None = None  # mean KL divergence over the top-k tokens, nats per token
+    quality_kl_low: float | None = None  # its 95% interval over the prompts
+    quality_kl_high: float | None = None
+    quality_top1: float | None = None  # share of positions with the same most likely token
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -121,6 +127,8 @@ CSV_COLUMNS = [
     "size_bytes",
     "size_vram_bytes",
     "gpu_fraction",
+    "quality_kl",
+    "quality_top1",
     "feasible",
     "error",
 ]
@@ -156,6 +164,10 @@ class StudyMeta:
     fingerprints: dict[str, Any] = field(default_factory=dict)
     # The latest interleaved re-measure of the contenders (tuner.remeasure), as stored on the study.
     remeasure: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, str] = field(default_factory=dict)  # per tag: "Q4_K_M", "F16", ...
+    max_quality_loss: float | None = None  # --max-quality-loss: mean KL (nats) a deployable tag may lose
+    # The quality block (tuner.quality.stored), as stored on the study; filled when it is read back.
+    quality: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyMeta:

@@ -66,8 +66,10 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         vram_limit_bytes: int | None = None,
         gpu_only: bool = False,
         budget: int = 40,
+        excluded_tags: frozenset[str] = frozenset(),
     ) -> None:
         self.space = space
+        self.excluded = excluded_tags  # tags over --max-quality-loss: never deployable, not searched
         self.fitcheck = fitcheck if fitcheck is not None and fitcheck.active else None
         self.vram_limit = vram_limit_bytes
         self.gpu_only = gpu_only
@@ -151,10 +153,11 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         return self._context_probe(land, tops)  # 3. the largest context fully on the GPU
 
     def _tags_by_weight(self) -> list[str]:
+        tags = [t for t in self.space.tags if t not in self.excluded] or list(self.space.tags)
         if self.fitcheck is None:
-            return list(self.space.tags)
+            return tags
         weight = {t: (s.weights_bytes if s else 0) for t, s in self.fitcheck.specs.items()}
-        return sorted(self.space.tags, key=lambda t: (weight.get(t, 0), self.space.tags.index(t)))
+        return sorted(tags, key=lambda t: (weight.get(t, 0), self.space.tags.index(t)))
 
     def _config(self, tag: str, num_gpu: int, ctx: int) -> Config:
         fa = "on" if self.space.tune_flash_attn else None
@@ -314,8 +317,10 @@ class StructuredSampler(optuna.samplers.BaseSampler):
     # -- after the plan: TPE, held to what a user would deploy ---------------------------------------
     def _allowed(self, land: Landscape, c: Config, strict: bool = True, p_min: float = SAFE) -> bool:
         """New, predicted deployable (when `strict`), at least `p_min` likely to fit, not ruled out by host
-        memory (cheapest test first)."""
+        memory (cheapest test first); never a tag over the quality limit while another tag is within it."""
         if not land.fresh(c) or (self.gpu_only and c.num_gpu < self.space.max_layers):
+            return False
+        if c.tag in self.excluded and len(self.excluded) < len(self.space.tags):
             return False
         if strict and not land.deployable(c):
             return False

@@ -9,6 +9,8 @@ Every trial sets the same constraint keys (<= 0 is satisfied), so samplers learn
     ctx_under    (min_ctx - num_ctx) / min_ctx with --min-ctx, else -1
     ctx_over     (num_ctx - max_ctx) / max_ctx with --max-ctx, else -1 (the baseline's default context can be
                  above it)
+    quality_over (loss - limit) / limit with --max-quality-loss, else -1: the tag's mean KL divergence from
+                 the reference tag, measured once per tag and KV cache type before the trials (tuner.quality)
 
 A trial that did not load is COMPLETE with placeholder values (0 tok/s, the GPUs' total memory) that only
 the sampler sees: its record says decode_tok_s None, oom True, and keeps the server's message.
@@ -45,6 +47,7 @@ from tuner.fitcheck import FitCheck, Verdict, describe_skip, with_prediction
 from tuner.interference import InterferenceMonitor
 from tuner.measure import Measurement, measure
 from tuner.probe import Probe
+from tuner.quality import stored as quality_store
 from tuner.records import record_of
 from tuner.redact import mask_url
 from tuner.schema import FULL_GPU_FRACTION, SCHEMA_VERSION, StudyMeta, TrialRecord, fully_on_gpu
@@ -57,7 +60,8 @@ from tuner.storage import (
 )
 from tuner.units import GiB
 
-CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under", "ctx_over")
+CONSTRAINT_KEYS = ("load_failed", "vram_over", "cpu_spill", "ctx_under", "ctx_over", "quality_over")
+QUALITY_FIELDS = ("quality_kl", "quality_kl_low", "quality_kl_high", "quality_top1")  # filled on reading back
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is our own one-line report, not Optuna's
 
@@ -133,6 +137,8 @@ def study_meta(
         engine_args=engine_args or {},
         target_rse=config.measure.target_rse,
         allow_cpu_only=config.allow_cpu_only,
+        quantization={v: i.quantization for v, i in infos.items()},
+        max_quality_loss=config.max_quality_loss,
     )
 
 
@@ -168,7 +174,9 @@ def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRe
         meta = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
         stored = study.user_attrs.get(remeasure.ATTR)
         records = [record_of(t) for t in study.get_trials(deepcopy=False)]
-    return dataclasses.replace(meta, remeasure=stored or {}), remeasure.apply(records, stored)
+        quality = study.user_attrs.get(quality_store.ATTR) or {}
+    records = quality_store.apply(remeasure.apply(records, stored), quality, meta.max_quality_loss)
+    return dataclasses.replace(meta, remeasure=stored or {}, quality=quality), records
 
 
 def check_resume(config: StudyConfig, meta: StudyMeta) -> None:
@@ -193,7 +201,12 @@ def check_same_machine(stored: StudyMeta, meta: StudyMeta, config: StudyConfig) 
 
 # -- one trial ------------------------------------------------------------------------------------
 def build_record(
-    number: int, config: Config, m: Measurement, study_config: StudyConfig, baseline: bool
+    number: int,
+    config: Config,
+    m: Measurement,
+    study_config: StudyConfig,
+    baseline: bool,
+    quality_loss: float | None = None,
 ) -> TrialRecord:
     res = m.residency
     gpu_fraction = res.gpu_fraction if res else None
@@ -218,6 +231,7 @@ def build_record(
         constraints["ctx_over"] = (effective_ctx - study_config.max_ctx) / study_config.max_ctx
     else:
         constraints["ctx_over"] = -1.0
+    constraints["quality_over"] = quality_store.quality_over(study_config.max_quality_loss, quality_loss)
     feasible = measured and all(v <= 0 for v in constraints.values())
     error = m.error
     if measured and not feasible:
@@ -226,6 +240,7 @@ def build_record(
             "cpu_spill": f"{(1 - (gpu_fraction or 0)) * 100:.0f}% of the model is on the CPU (--gpu-only)",
             "ctx_under": f"num_ctx {effective_ctx} is below --min-ctx {study_config.min_ctx}",
             "ctx_over": f"num_ctx {effective_ctx} is above --max-ctx {study_config.max_ctx}",
+            "quality_over": quality_store.over_words(config.tag, quality_loss, study_config.max_quality_loss),
         }
         error = "; ".join(why[k] for k, v in constraints.items() if v > 0 and k in why)
     return TrialRecord(
@@ -263,7 +278,12 @@ def build_record(
 
 
 def skipped_record(
-    number: int, config: Config, verdict: Verdict, study_config: StudyConfig, free: list[int]
+    number: int,
+    config: Config,
+    verdict: Verdict,
+    study_config: StudyConfig,
+    free: list[int],
+    quality_loss: float | None = None,
 ) -> TrialRecord:
     """A config predicted not to fit: never loaded, infeasible, its predicted shortfall as load_failed."""
     constraints = {
@@ -273,6 +293,7 @@ def skipped_record(
         "ctx_under": -1.0,
         "ctx_over": -1.0,
     }
+    constraints["quality_over"] = quality_store.quality_over(study_config.max_quality_loss, quality_loss)
     if study_config.min_ctx:
         constraints["ctx_under"] = (study_config.min_ctx - config.num_ctx) / study_config.min_ctx
     if study_config.max_ctx and config.num_ctx:
@@ -306,6 +327,7 @@ class Objective:
         notify: Notify = quiet,
         monitor: InterferenceMonitor | None = None,
         fingerprint_id: str = "",
+        quality: dict[str, Any] | None = None,
     ) -> None:
         self.backend = backend
         self.probe = probe
@@ -316,6 +338,7 @@ class Objective:
         self.notify = notify
         self.monitor = monitor
         self.fingerprint_id = fingerprint_id
+        self.quality = quality_store.results(quality)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         first_heartbeat(trial)
@@ -339,8 +362,9 @@ class Objective:
             ]
             verdict = self.fitcheck.verdict(config, done)
         attempts: list[str] = []
+        loss = quality_store.loss_of(self.quality, config.tag, config.kv_cache_type)
         if verdict is not None and verdict.skip and not baseline:  # the baseline shows what the engine does
-            record = skipped_record(trial.number, config, verdict, self.config, self.fitcheck.free)  # type: ignore[union-attr]
+            record = skipped_record(trial.number, config, verdict, self.config, self.fitcheck.free, loss)  # type: ignore[union-attr]
         else:
             try:
                 m, attempts = measure_with_retries(
@@ -361,12 +385,14 @@ class Objective:
                 trial.set_user_attr("error", str(exc))
                 trial.set_user_attr("attempts", exc.attempts)
                 raise
-            record = with_prediction(build_record(trial.number, config, m, self.config, baseline), verdict)
+            record = with_prediction(
+                build_record(trial.number, config, m, self.config, baseline, loss), verdict
+            )
             if attempts:
                 record = dataclasses.replace(record, attempts=attempts)
         record = dataclasses.replace(record, fingerprint_id=self.fingerprint_id)
         attrs = dataclasses.asdict(record)
-        for key in ("number", "state", "remeasure_samples"):
+        for key in ("number", "state", "remeasure_samples", *QUALITY_FIELDS):
             attrs.pop(key)
         trial.set_user_attr("record", attrs)
         for key in CONSTRAINT_KEYS:

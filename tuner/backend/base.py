@@ -8,10 +8,11 @@ stored with the study (so the report can render the right artifact: a Modelfile 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from tuner.fidelity import TokenStep as TokenStep  # one position's token and its top-k log-probabilities
 from tuner.schema import AUTO as AUTO  # num_gpu left to the engine's own placement
 
 
@@ -128,3 +129,33 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LogprobBackend(Backend, Protocol):
+    """An engine that can also report token log-probabilities (the fidelity measure, tuner.quality).
+
+    `teacher_forcing`: whether token_logprobs can feed the reference's tokens (`forced`) after the prompt,
+    so every position of the reference is compared; otherwise the comparison stops at the first greedy
+    divergence (tuner.fidelity)."""
+
+    teacher_forcing: bool
+
+    def logprob_support(self) -> str | None:
+        """None when the engine serves token log-probabilities; else one line saying why not."""
+        ...
+
+    def token_logprobs(
+        self,
+        model: str,
+        prompt: str,
+        options: EngineOptions,
+        *,
+        num_predict: int,
+        top_k: int,
+        forced: Sequence[str] = (),
+    ) -> list[TokenStep]:
+        """Greedy (temperature 0) decoding of `prompt` as raw text (no chat template), then the tokens
+        `forced`, with each generated position's top-k log-probabilities. The model must be loaded
+        with `options` (load() first). Raise BadResponse when the engine sends none."""
+        ...

@@ -15,7 +15,7 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -31,6 +31,7 @@ from tuner.backend.base import (
     ProgressCallback,
     Residency,
     ServerInfo,
+    TokenStep,
 )
 from tuner.backend.http import limited_transport, limits, window_open
 from tuner.config import Timeouts
@@ -45,6 +46,7 @@ from tuner.errors import (
     Unreachable,
     is_out_of_memory,
 )
+from tuner.releases import LOGPROBS_SINCE, has_logprobs
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 KEEP_ALIVE = "10m"  # long enough for a trial; every trial ends with an explicit unload
@@ -343,6 +345,61 @@ class OllamaBackend:
 
         with self._window("a generation", self.timeouts.generate_s, "--generate-timeout"):
             return self._call("a generation", run, model)
+
+    # -- token log-probabilities (LogprobBackend) -----------------------------------------------
+    teacher_forcing = False  # Ollama takes text, not token ids: the comparison stops at the first divergence
+
+    def logprob_support(self) -> str | None:
+        version = self.server_info().version
+        if has_logprobs(version):
+            return None
+        since = ".".join(str(n) for n in LOGPROBS_SINCE)
+        return (
+            f"Ollama {version} serves no token log-probabilities (`logprobs` arrived in {since}); "
+            f"upgrade Ollama to {since} or later to measure each tag's quality."
+        )
+
+    def token_logprobs(
+        self,
+        model: str,
+        prompt: str,
+        options: EngineOptions,
+        *,
+        num_predict: int,
+        top_k: int,
+        forced: Sequence[str] = (),
+    ) -> list[TokenStep]:
+        """One raw (untemplated) greedy generate with `logprobs` and `top_logprobs`; `forced` token texts are
+        appended to the prompt as text (Ollama cannot take token ids)."""
+        opts = _request_options(options, num_predict=num_predict, temperature=0.0, seed=0)
+        resp = self._call(
+            "a generation with logprobs",
+            lambda: self._client.generate(
+                model=model,
+                prompt=prompt + "".join(forced),
+                raw=True,
+                logprobs=True,
+                top_logprobs=top_k,
+                options=opts,
+                stream=False,
+                keep_alive=KEEP_ALIVE,
+            ),
+            model,
+        )
+        entries = resp.logprobs or []
+        if not entries and int(resp.eval_count or 0) > 0:
+            raise BadResponse(
+                f"Ollama at '{self.host}' generated {resp.eval_count} tokens for '{model}' but sent no "
+                "logprobs; it may predate 0.12.11."
+            )
+        return [
+            TokenStep(
+                token=e.token,
+                logprob=float(e.logprob),
+                top=tuple((t.token, float(t.logprob)) for t in (e.top_logprobs or [])),
+            )
+            for e in entries
+        ]
 
     def unload_all(self) -> None:
         for entry in self._call("ps", self._client.ps).models:

@@ -89,6 +89,7 @@ def study_inputs(
         baseline_ctx=scenario.baseline_ctx, seed=seed,
         sampler=strategy if strategy != "grid" else "random",  # grid passes its own sampler object
         measure=measure,
+        quality=False,  # the benchmark scores the search; the quality measure costs every strategy the same
     )  # fmt: skip
     space = study_space(config, infos)
     meta = study_meta(config, infos, space, fingerprint(probe, server))

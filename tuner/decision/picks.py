@@ -22,6 +22,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from tuner.decision.quality import (
+    QUALITY_PICK_NAMES,
+    QUALITY_PICK_TITLES,
+    limit_of,
+    quality_picks,
+    quality_rules,
+)
 from tuner.decision.trials import (
     decode_of,
     effective_ctx,
@@ -75,6 +82,13 @@ PICK_RULES = {
     ),
     "leanest": "fully on the GPU with the least VRAM, whatever its speed or context",
 }
+PICK_TITLES.update(QUALITY_PICK_TITLES)
+ALL_PICK_NAMES = (*PICK_NAMES, *QUALITY_PICK_NAMES)  # the quality picks exist only where it was measured
+
+
+def pick_rules(meta: StudyMeta) -> dict[str, str]:
+    """Every pick's rule in one sentence, the quality picks with the study's limit."""
+    return {**PICK_RULES, **quality_rules(limit_of(meta))}
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,16 @@ class Decision:
     tied: list[TrialRecord] = field(default_factory=list)  # configs within noise of the top, top first
     certainty: str = ""  # one paragraph: how sure the ranking is
     level: str = ""  # "clear" | "tied" | "uncertain" | "" (nothing to rank)
+    best_name: str = "fastest"  # the pick best.Modelfile holds: fastest_within_quality where quality is known
+
+    @property
+    def names(self) -> list[str]:
+        """The picks this decision speaks of (chosen or missing), in the report's order."""
+        return [n for n in ALL_PICK_NAMES if n in self.picks or n in self.missing]
+
+    @property
+    def best(self) -> Pick | None:
+        return self.picks.get(self.best_name) or self.picks.get("fastest")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -192,8 +216,8 @@ def missing_picks(meta: StudyMeta, records: Sequence[TrialRecord]) -> dict[str, 
 
 def best_pick(meta: StudyMeta, records: Sequence[TrialRecord]) -> Pick | None:
     """What best.Modelfile holds: the fastest pick (your context kept when your setting is within noise)."""
-    fastest = decide(meta, records).picks.get("fastest")
-    return Pick("best", fastest.trial, fastest.reason) if fastest else None
+    best = decide(meta, records).best
+    return Pick("best", best.trial, best.reason) if best else None
 
 
 def decide(meta: StudyMeta, records: Sequence[TrialRecord]) -> Decision:
@@ -266,9 +290,19 @@ def decide(meta: StudyMeta, records: Sequence[TrialRecord]) -> Decision:
             no_gpu_why if not on_gpu else "No config fully on the GPU has a VRAM measurement."
         )
 
+    def fastest_of(candidates: list[TrialRecord]) -> tuple[TrialRecord, str]:
+        among = tied_with_top(candidates)
+        tied_base = base is not None and any(r.number == base.number for r in among)
+        trial = _choose_fastest(among, base if tied_base else None)
+        return trial, _fastest_reason(trial, among, tied_base)
+
+    q_chosen, q_missing = quality_picks(meta, pool, user_ctx, fastest_of)
+    chosen.update({name: Pick(name, trial, reason) for name, (trial, reason) in q_chosen.items()})
+    missing.update(q_missing)
+    best_name = "fastest_within_quality" if "fastest_within_quality" in chosen else "fastest"
     comparison = _compare(records, fastest, tied)
     level, certainty = _certainty(meta, pool, tied, fastest)
-    return Decision(chosen, missing, comparison, tied, certainty, level)
+    return Decision(chosen, missing, comparison, tied, certainty, level, best_name)
 
 
 def _choose_fastest(tied: list[TrialRecord], base: TrialRecord | None) -> TrialRecord:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuner.releases import era, parse_version
+from tuner.releases import LOGPROBS_SINCE, era, parse_version
 from tuner.units import GiB, KiB, MiB, TiB
 
 __all__ = ["Version", "human_bytes2", "parse_version"]
@@ -44,6 +44,11 @@ class Version:
     @property
     def has_thinking(self) -> bool:
         return self.number >= (0, 9, 0)
+
+    @property
+    def has_logprobs(self) -> bool:
+        """`logprobs` / `top_logprobs` on generate and chat (0.12.11 on)."""
+        return self.number >= LOGPROBS_SINCE
 
     def default_num_ctx(self, total_vram_bytes: int) -> int:
         """Built-in default context (section 9.1): 2048, then 4096, then the VRAM tier from 0.15.5."""

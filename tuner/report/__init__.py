@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tuner.decision.picks import (
-    PICK_NAMES,
     PICK_TITLES,
     BaselineComparison,
     Decision,
@@ -36,6 +35,7 @@ from tuner.decision.picks import (
     pareto_front,
     picks,
 )
+from tuner.decision.quality import fmt_quality
 from tuner.decision.trials import (
     finite,
     fmt_gib,
@@ -277,15 +277,16 @@ def _compose(
         images[key] = (names[key], png)
 
     artifacts: dict[str, Artifact] = {}
-    for name in PICK_NAMES:
+    for name in decision.names:
         if name in chosen:
             filename, text = pick_artifact(meta, chosen[name])
             artifacts[name] = Artifact(filename, text)
             written[filename] = files.write(
                 out_dir / filename, text.encode("utf-8"), executable=_engine(meta) == "llama-server"
             )
-    if "fastest" in chosen:
-        filename, text = pick_artifact(meta, Pick("best", chosen["fastest"].trial, chosen["fastest"].reason))
+    best = decision.best
+    if best is not None:
+        filename, text = pick_artifact(meta, Pick("best", best.trial, best.reason))
         artifacts["best"] = Artifact(filename, text)
         written["best"] = written[filename] = files.write(
             out_dir / filename, text.encode("utf-8"), executable=_engine(meta) == "llama-server"
@@ -330,7 +331,7 @@ def _presets(meta: StudyMeta, chosen: dict[str, Pick]) -> str | None:
 
 def _comment_lines(meta: StudyMeta, pick: Pick) -> list[str]:
     r = pick.trial
-    title = "best setting (the fastest pick)" if pick.name == "best" else f"pick: {PICK_TITLES[pick.name]}"
+    title = "best setting" if pick.name == "best" else f"pick: {PICK_TITLES[pick.name]}"
     fp = meta.fingerprint or {}
     gpus = [g for g in fp.get("gpus") or [] if isinstance(g, dict)]
     gpu_text = (
@@ -349,6 +350,8 @@ def _comment_lines(meta: StudyMeta, pick: Pick) -> list[str]:
         measured.append(f"peak VRAM {fmt_gib(r.peak_vram_bytes)} ({r.vram_source or 'source unknown'})")
     if finite(r.gpu_fraction):
         measured.append(f"{100 * r.gpu_fraction:.0f}% of the model on the GPU")
+    if finite(r.quality_kl):
+        measured.append(f"quality loss {fmt_quality(r)} against the most precise tag")
     lines = [
         f"autotune {title} for {meta.model}",
         f"study '{meta.study_name}', trial #{r.number}: {pick.reason}",

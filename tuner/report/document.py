@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tuner.decision.picks import PICK_NAMES, Decision, change_against
+from tuner.decision.picks import Decision, change_against
+from tuner.decision.quality import QUALITY_TABLE_TITLES, fmt_quality, has_quality
 from tuner.decision.trials import (
     did_not_load,
     fmt_gib,
@@ -24,6 +25,7 @@ from tuner.decision.trials import (
     is_feasible,
     speed_interval,
 )
+from tuner.report.qualitysection import quality_cost_line, quality_section
 from tuner.report.render import Block, escape_md
 from tuner.report.sections import (
     Artifact,
@@ -51,6 +53,7 @@ TABLE_TITLES = {
     "largest_ctx_on_gpu": "largest context",
     "balanced": "balanced",
     "leanest": "leanest",
+    **QUALITY_TABLE_TITLES,
 }
 
 
@@ -66,7 +69,8 @@ def build_report(
     `images` maps "pareto", "speed", "vram" (and "predicted") to (file name, PNG bytes)."""
     blocks = [Block("h1", f"autotune report: {escape_md(meta.model)}")]
     blocks += _verdict(meta, records, decision, artifacts)
-    blocks += _decision_table(decision, artifacts)
+    blocks += quality_cost_line(meta, records, decision)
+    blocks += _decision_table(decision, artifacts, has_quality(records))
     if "pareto" in images:
         blocks.append(
             Block(
@@ -83,9 +87,10 @@ def build_report(
 
     blocks.append(Block("h2", "Details"))
     blocks.append(_study_line(meta, records))
-    blocks += pick_files(decision, artifacts)
+    blocks += pick_files(decision, artifacts, meta)
     blocks += front_tables(meta, records, decision)
     blocks += your_setting(decision)
+    blocks += quality_section(meta, records, decision)
     blocks += how_sure(meta, records, decision)
     blocks += _plots(images)
     blocks += prediction(meta, records, images)
@@ -121,7 +126,7 @@ def _study_line(meta: StudyMeta, records: Sequence[TrialRecord]) -> Block:
 
 def _verdict(meta, records, decision: Decision, artifacts) -> list[Block]:
     blocks = []
-    fastest = decision.picks.get("fastest")
+    fastest = decision.best
     file_note = f" → `{artifacts['best'].filename}`" if "best" in artifacts else ""
     if fastest is None:
         messages: dict[str, int] = {}
@@ -166,7 +171,7 @@ def _verdict(meta, records, decision: Decision, artifacts) -> list[Block]:
     return blocks
 
 
-def _decision_table(decision: Decision, artifacts) -> list[Block]:
+def _decision_table(decision: Decision, artifacts, quality: bool = False) -> list[Block]:
     base = decision.baseline.baseline
     rows = []
     if base is not None:
@@ -180,17 +185,19 @@ def _decision_table(decision: Decision, artifacts) -> list[Block]:
                 str(base.num_ctx or "default"),
                 speed or "did not load",
                 fmt_gib(base.peak_vram_bytes),
+                *([fmt_quality(base)] if quality else []),
                 "",
                 "the engine's own placement" + ("" if speed else f": {' '.join(str(base.error).split())}"),
             ]
         )
-    for name in PICK_NAMES:
+    for name in decision.names:
         pick = decision.picks.get(name)
         title = TABLE_TITLES[name]
-        if name == "fastest" and "best" in artifacts:
+        if name == decision.best_name and "best" in artifacts:
             title += " (best)"
         if pick is None:
-            rows.append([title, "", "", "", "", "", "", "", f"none: {decision.missing.get(name, '')}"])
+            blank = ["", "", "", "", "", "", "", *([""] if quality else [])]
+            rows.append([title, *blank, f"none: {decision.missing.get(name, '')}"])
             continue
         r = pick.trial
         rows.append(
@@ -202,6 +209,7 @@ def _decision_table(decision: Decision, artifacts) -> list[Block]:
                 str(r.num_ctx),
                 fmt_interval(speed_interval(r)),
                 fmt_gib(r.peak_vram_bytes),
+                *([fmt_quality(r)] if quality else []),
                 change_against(base if base is not None and not did_not_load(base) else None, r),
                 pick.reason,
             ]
@@ -214,6 +222,7 @@ def _decision_table(decision: Decision, artifacts) -> list[Block]:
         "num_ctx",
         "decode tok/s (95% interval)",
         "peak VRAM",
+        *(["quality loss (KL vs the most precise tag)"] if quality else []),
         "change against your current setting",
         "why",
     ]

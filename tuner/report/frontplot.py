@@ -23,6 +23,7 @@ from matplotlib.text import Annotation, Text
 from matplotlib.transforms import Bbox
 
 from tuner.decision.picks import PICK_TITLES, Pick, pareto_front
+from tuner.decision.quality import has_quality
 from tuner.decision.trials import (
     decode_of,
     did_not_load,
@@ -47,6 +48,7 @@ from tuner.report.plots import (
     memory_line,
     tag_colors,
 )
+from tuner.report.qualityplot import quality_panel
 from tuner.schema import StudyMeta, TrialRecord
 from tuner.units import GiB
 
@@ -63,6 +65,8 @@ SHORT_LABELS = {
     "largest_ctx_on_gpu": "largest ctx on GPU",
     "balanced": "balanced",
     "leanest": "leanest",
+    "best_quality_on_gpu": "best quality",
+    "fastest_within_quality": "fastest in quality limit",
 }
 CAPACITY_REACH = 1.35  # draw the GPU memory line when it is within this factor of the data's extent
 
@@ -81,7 +85,12 @@ def plot_pareto(
     """Decode tok/s against peak VRAM (GiB): one colour per tag, the feasible front connected."""
     colors = tag_colors(meta, records)
     fig = Figure(figsize=(10.4, 4.9), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    if has_quality(records):  # a second panel: each tag's quality loss, in the tag's colour
+        grid = fig.add_gridspec(1, 2, width_ratios=[4.0, 1.0])
+        ax = fig.add_subplot(grid[0])
+        quality_panel(fig.add_subplot(grid[1]), meta, records, colors)
+    else:
+        ax = fig.add_subplot()
     placed = [r for r in records if is_complete(r) and is_measured(r) and has_vram(r)]
     failed = sorted((r for r in records if did_not_load(r)), key=lambda r: r.number)
     capacity = gpu_memory_bytes(meta)
@@ -261,7 +270,8 @@ def place_pick_labels(fig: Figure, ax, chosen: dict[str, Pick], base: TrialRecor
     for number in order:
         r = trials[number]
         names = [n for n in by_trial[number] if n != "current"]
-        label = " + ".join(SHORT_LABELS.get(n, PICK_TITLES.get(n, n)) for n in names)
+        words = [SHORT_LABELS.get(n, PICK_TITLES.get(n, n)) for n in names]
+        label = "\n+ ".join(" + ".join(words[i : i + 2]) for i in range(0, len(words), 2))  # 2 a line
         if "current" in by_trial[number]:
             label = f"{label} (your current setting)" if label else "your current setting"
         xy = (vram_of(r) / GiB, decode_of(r))

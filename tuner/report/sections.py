@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tuner.decision import noise
-from tuner.decision.picks import PICK_NAMES, PICK_RULES, PICK_TITLES, Decision, deployable, pareto_front
+from tuner.decision.picks import PICK_TITLES, Decision, deployable, pareto_front, pick_rules
 from tuner.decision.trials import (
     failure_kind,
     finite,
@@ -51,10 +51,11 @@ class Artifact:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def pick_files(decision: Decision, artifacts: dict[str, Artifact]) -> list[Block]:
+def pick_files(decision: Decision, artifacts: dict[str, Artifact], meta: StudyMeta) -> list[Block]:
+    rules = pick_rules(meta)
     blocks = [Block("h3", "The picks, defined")]
     blocks.append(
-        Block("ul", items=[f"**{PICK_TITLES[name]}**: {escape_md(PICK_RULES[name])}." for name in PICK_NAMES])
+        Block("ul", items=[f"**{PICK_TITLES[name]}**: {escape_md(rules[name])}." for name in decision.names])
     )
     blocks.append(
         Block(
@@ -70,11 +71,12 @@ def pick_files(decision: Decision, artifacts: dict[str, Artifact]) -> list[Block
     blocks.append(
         Block(
             "p",
-            "`best` is the fastest pick. Each file records what was measured for it; "
+            f"`best` is the {PICK_TITLES[decision.best_name].lower()} pick. Each file records what was "
+            "measured for it; "
             "`ollama create NAME -f FILE` (or the script, for llama-server) deploys it.",
         )
     )
-    for name in ("best", *PICK_NAMES):
+    for name in ("best", *decision.names):
         if name in artifacts:
             blocks.append(Block("code", artifacts[name].text, caption=artifacts[name].filename))
     return blocks

@@ -87,8 +87,18 @@ GEN_TYPES = {
     "options": dict,
     "context": list,
     "images": list,
+    "logprobs": bool,
+    "top_logprobs": int,
 }
-CHAT_TYPES = {"model": str, "messages": list, "stream": bool, "options": dict, "tools": list}
+CHAT_TYPES = {
+    "model": str,
+    "messages": list,
+    "stream": bool,
+    "options": dict,
+    "tools": list,
+    "logprobs": bool,
+    "top_logprobs": int,
+}
 
 
 class Api:
@@ -139,7 +149,13 @@ class Api:
         if req.get("suffix") and "insert" not in lm.file.family.capabilities:
             return error(400, f"registry.ollama.ai/library/{lm.name} does not support insert")
         top = req.get("top_logprobs")
-        if isinstance(top, (int, float)) and not isinstance(top, bool) and not 0 <= top <= 20:
+        logprobs_known = self.sim.version.has_logprobs  # older releases ignore both fields
+        if (
+            logprobs_known
+            and isinstance(top, (int, float))
+            and not isinstance(top, bool)
+            and not 0 <= top <= 20
+        ):
             return error(400, "top_logprobs must be between 0 and 20")
         if chat:
             messages = req.get("messages") or []
@@ -168,7 +184,7 @@ class Api:
                 self.sched.release(runner, keep_alive, now)
                 return Reply(200, gen.empty_reply(name, now, chat, "load"), sleeps=[load_s])
             prompt_text = gen.render_prompt(req, chat, lm)
-            result = gen.run(self.sim, runner, prompt_text, opts, req, load_s, thinking)
+            result = gen.run(self.sim, runner, prompt_text, opts, req, load_s, thinking, lm)
             self.sched.counters["generations"] += 1
             self.sched.charge(result.prompt_s + result.eval_s + gen.REQUEST_OVERHEAD_S, "generation")
             self.sched.release(runner, keep_alive, now)

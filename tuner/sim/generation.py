@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from tuner.sim import logprobs as lp
 from tuner.sim.catalog import FAMILIES, QUANTS, ModelFile, model_file, sha256_hex
 from tuner.sim.core import Simulation
 from tuner.sim.registry import LocalModel, utc_time
@@ -69,6 +70,7 @@ class Result:
     prompt_s: float
     eval_s: float
     context: tuple[int, ...]
+    logprobs: tuple[dict[str, Any], ...] | None = None  # per generated token, when the request asked
 
 
 def run(
@@ -79,6 +81,7 @@ def run(
     req: dict[str, Any],
     load_s: float,
     thinking: bool,
+    lm: LocalModel | None = None,
 ) -> Result:
     ctx = runner.placement.num_ctx
     if len(tokens) >= ctx:  # the runner truncates an over-long prompt, keeping its end
@@ -97,11 +100,39 @@ def run(
     else:
         count, reason = 60 + zlib.crc32(" ".join(tokens[-64:]).encode()) % 140, "stop"
     pieces = tuple(("" if i == 0 else " ") + FILLER[i % len(FILLER)] for i in range(count))
+    logprobs = None
+    if lm is not None and req.get("logprobs") and sim.version.has_logprobs:
+        logprobs, pieces = _with_logprobs(lm, tokens, count, req)
     prompt_s, eval_s = sim.generation_seconds(runner.placement, processed, common, count, runner.load_factor)
     runner.prompt_cache = [*tokens, *(p.strip() for p in pieces)]
     ids = tuple(zlib.crc32(t.encode()) % 100000 for t in runner.prompt_cache) if not req.get("raw") else ()
     think_n = count // 4 if thinking else 0
-    return Result(len(tokens), processed, pieces, think_n, reason, load_s, prompt_s, eval_s, ids)
+    return Result(len(tokens), processed, pieces, think_n, reason, load_s, prompt_s, eval_s, ids, logprobs)
+
+
+def _with_logprobs(
+    lm: LocalModel, tokens: list[str], count: int, req: dict[str, Any]
+) -> tuple[tuple[dict[str, Any], ...], tuple[str, ...]]:
+    """Greedy tokens from the token model (tuner.sim.logprobs) with Ollama's logprobs entries."""
+    top_k = int(req.get("top_logprobs") or 0)
+    context = [lm.file.family.model, *tokens]
+    kld = lp.tag_kld(lm.file.ftype, lm.file.tag)
+    steps = lp.generate(context, count, lp.vocabulary(FILLER), kld, lm.file.tag, top_k)
+
+    def text(i: int, token: str) -> str:
+        return ("" if i == 0 else " ") + token
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    entries = tuple(
+        {
+            **entry(text(i, s.token), s.logprob),
+            **({"top_logprobs": [entry(text(i, t), v) for t, v in s.top]} if top_k else {}),
+        }
+        for i, s in enumerate(steps)
+    )
+    return entries, tuple(text(i, s.token) for i, s in enumerate(steps))
 
 
 def _ns(seconds: float) -> int:
@@ -151,6 +182,8 @@ def reply(name: str, now: float, chat: bool, r: Result, stream: bool, raw_mode: 
     else:
         final["response"] = ""
     final.update({"done": True, "done_reason": r.done_reason})
+    if r.logprobs is not None and not stream:
+        final["logprobs"] = list(r.logprobs)
     if not chat and not raw_mode and r.context:
         final["context"] = list(r.context)
     final.update(metrics(r))
@@ -169,6 +202,8 @@ def reply(name: str, now: float, chat: bool, r: Result, stream: bool, raw_mode: 
             if in_thought:
                 line["thinking"] = piece
             lines.append({**line, "done": False})
+        if r.logprobs is not None and i < len(r.logprobs):
+            lines[-1]["logprobs"] = [r.logprobs[i]]
     lines.append(final)
     per_token = r.eval_s / max(1, len(r.pieces))
     sleeps = [r.load_s + r.prompt_s + per_token] + [per_token] * (len(lines) - 1)

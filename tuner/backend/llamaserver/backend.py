@@ -11,13 +11,14 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
-from tuner.backend.base import EngineOptions, Generation, ModelInfo, Residency, ServerInfo
+from tuner.backend.base import EngineOptions, Generation, ModelInfo, Residency, ServerInfo, TokenStep
 from tuner.backend.llamaserver import argv as argv_
 from tuner.backend.llamaserver import client, logs, process
 from tuner.backend.llamaserver.gguf import read_model_info
@@ -296,6 +297,60 @@ class LlamaServerBackend:
             text=done.text,
         )
 
+    # ---- token log-probabilities (LogprobBackend) ----------------------------------------------------
+
+    teacher_forcing = True  # /completion takes token ids, so the reference's tokens can be fed exactly
+
+    def logprob_support(self) -> str | None:
+        return None  # /completion's n_probs
+
+    def token_logprobs(
+        self,
+        model: str,
+        prompt: str,
+        options: EngineOptions,
+        *,
+        num_predict: int,
+        top_k: int,
+        forced: Sequence[str] = (),
+    ) -> list[TokenStep]:
+        """/tokenize the prompt (with BOS), append the `forced` token ids, and decode greedily with n_probs;
+        tokens are keyed by id (as text), so the same token compares equal across tags."""
+        run = self._running
+        if run is None or run.model != model or run.options != options or run.proc.poll() is not None:
+            self.load(model, options)
+            run = self._running
+            assert run is not None
+
+        def error(status: int, text: str) -> BackendError:
+            return self._http_error(status, text, run)
+
+        try:
+            ids = client.post_json(run.http, "/tokenize", {"content": prompt, "add_special": True}, error)
+            body = {
+                "prompt": [*ids.get("tokens", []), *(int(t) for t in forced)],
+                "n_predict": num_predict,
+                "n_probs": top_k,
+                "temperature": 0,
+                "seed": 0,
+                "cache_prompt": False,
+                "ignore_eos": True,
+                "stream": False,
+            }
+            done = client.post_json(run.http, "/completion", body, error)
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(
+                f"llama-server gave no logprobs in {self.request_timeout_s:.0f} s for '{model}'."
+            ) from exc
+        except httpx.TransportError as exc:
+            raise Unreachable(f"Lost the connection to llama-server at {self.base_url} ({exc}).") from exc
+        entries = done.get("completion_probabilities")
+        if not isinstance(entries, list):
+            raise BadResponse(
+                f"llama-server sent no completion_probabilities for '{model}' (n_probs {top_k})."
+            )
+        return [_token_step(e) for e in entries if isinstance(e, dict)]
+
     def _http_error(self, status: int, body: str, run: _Running) -> BackendError:
         try:
             message = json.loads(body).get("error", {}).get("message", body)
@@ -308,3 +363,14 @@ class LlamaServerBackend:
                 f"llama-server died (HTTP {status}: {message})", run.log_path, run.proc.returncode
             )
         return BadResponse(f"llama-server answered HTTP {status} for '{run.model}': {message[:300]}")
+
+
+def _token_step(entry: dict[str, Any]) -> TokenStep:
+    """One completion_probabilities entry: {id, token, logprob, top_logprobs: [{id, token, logprob}]}."""
+    try:
+        top = tuple((str(int(t["id"])), float(t["logprob"])) for t in entry.get("top_logprobs") or [])
+        return TokenStep(token=str(int(entry["id"])), logprob=float(entry["logprob"]), top=top)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadResponse(
+            f"llama-server sent a token probability entry without id/logprob: {entry!r:.200}"
+        ) from exc

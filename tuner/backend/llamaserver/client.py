@@ -75,3 +75,21 @@ def stream_completion(
                 final = chunk
                 break
     return Completion(final, "".join(text), ttft, time.monotonic() - start)
+
+
+def post_json(
+    http: httpx.Client, path: str, body: dict[str, Any], error: Callable[[int, str], BackendError]
+) -> dict[str, Any]:
+    """POST `path` without streaming and return its JSON object; another status raises error(status, body)."""
+    resp = http.post(path, json=body)
+    if resp.status_code != 200:
+        raise error(resp.status_code, resp.text)
+    try:
+        data = resp.json()
+    except ValueError as exc:
+        raise BadResponse(
+            f"llama-server answered {path} with something that is not JSON: {resp.text[:200]!r}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise BadResponse(f"llama-server answered {path} with {type(data).__name__}, not an object.")
+    return data
