@@ -177,10 +177,6 @@ class RunScore:
     def reached(self) -> bool:
         return not self.error and self.trials_to_99 <= self.budget
 
-    @property
-    def mismatches(self) -> int:
-        return self.false_feasible + self.false_infeasible
-
 
 def measured_of(records: Iterable[TrialRecord], scenario: Scenario) -> list[Measured]:
     """The finished trials in the order they ran."""

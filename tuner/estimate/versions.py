@@ -37,11 +37,6 @@ class Version:
         return era(self.number)
 
     @property
-    def layers_ascending(self) -> bool:
-        """Before 0.7.0 the estimator assigned layers 0, 1, 2, ... (PR #9243 reversed it)."""
-        return self.number < (0, 7, 0)
-
-    @property
     def has_thinking(self) -> bool:
         return self.number >= (0, 9, 0)
 

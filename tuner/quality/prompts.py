@@ -28,10 +28,6 @@ class PromptSet:
     version: str
     prompts: tuple[Prompt, ...]
 
-    @property
-    def longest_chars(self) -> int:
-        return max(len(p.text) for p in self.prompts)
-
 
 def load(version: str = DEFAULT_VERSION) -> PromptSet:
     """The prompt set of `version`; ConfigError naming the versions shipped when there is no such one."""

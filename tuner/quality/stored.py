@@ -10,7 +10,7 @@ reads it without the server. Each trial record gets its variant's figures when t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tuner.backend.base import Backend
@@ -21,10 +21,6 @@ from tuner.quality.run import QualitySettings, Variant, measure_quality, normal_
 from tuner.schema import StudyMeta, TrialRecord
 
 ATTR = "autotune_quality"
-
-
-def variants_of(records: Iterable[TrialRecord]) -> list[Variant]:
-    return list(dict.fromkeys((r.tag, normal_kv(r.kv_cache_type)) for r in records))
 
 
 def results(block: Mapping[str, Any] | None) -> dict[str, TagQuality]:
