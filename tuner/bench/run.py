@@ -1,4 +1,4 @@
-"""One benchmark run: a real study (tuner.study.run_study) against an in-process simulator, then its score.
+"""One benchmark run: a real study (tuner.runloop.run_study) against an in-process simulator, then its score.
 
 Each (scenario, strategy, seed) is one job in a process of its own (multiprocessing, `jobs` at a time).
 A job starts a SimServer on loopback (noise on, seeded, simulated durations not slept), talks to it through
