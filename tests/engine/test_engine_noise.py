@@ -63,5 +63,6 @@ def test_a_busy_neighbour_is_recorded_and_the_noise_fields_hold(
     block = m.interference
     assert block["source"] == "this host" and block["cpu_count"] >= 1
     assert used > 0 and block["other_cpu_during"] is not None and block["other_cpu_during"] > 0
+    # the engine's own CPU is not "other" (by pid: another llama-server on the machine, e.g. a second test
+    # run, is another process and rightly counted)
     assert engine_pids and not any(row[1] in engine_pids for row in block["top_cpu"])
-    assert not any("llama" in str(row[0]) for row in block["top_cpu"])
