@@ -3,6 +3,7 @@
 autotune MODEL [MODEL ...] [options]      tune (the default command)
 autotune plan MODEL --gpus 2x24GiB        will it fit (the memory estimator, nothing loaded)
 autotune report --study NAME              rebuild a report from a stored study
+autotune serve-bench MODEL --host URL     the concurrency ladder and the serving pick
 
 Slightly over 400 lines, and kept whole on purpose: half of it is the option declarations of the three
 commands, which read best next to the function they feed. The option types and the error runner are in
@@ -33,6 +34,7 @@ from tuner.errors import ConfigError, TunerError
 from tuner.probe import Probe
 from tuner.redact import remember_secrets_of
 from tuner.schema import StudyMeta
+from tuner.servebench import serve_bench_cmd
 from tuner.units import GiB
 
 DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
@@ -637,6 +639,9 @@ def report_cmd(study_name: str, storage: str, out: str | None) -> None:
     meta, records = load_records(storage, study_name)
     paths = _write_report(meta, records, out_dir)
     click.echo(f"report: {paths.get('report.html', '')}")
+
+
+cli.add_command(serve_bench_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
