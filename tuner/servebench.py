@@ -1,15 +1,19 @@
-"""`autotune serve-bench MODEL`: the concurrency ladder against a running Ollama, and the serving pick.
+"""`autotune serve-bench MODEL`: the concurrency ladder, the serving pick, and (with --serve) the server
+settings that serve best.
 
-    autotune serve-bench llama3.2:1b --host http://127.0.0.1:11434 --num-ctx 4096 --max-concurrency 8 \
-        --sla-ttft 2 --sla-itl 0.1 --out reports/serving
+    autotune serve-bench llama3.2:1b --host http://127.0.0.1:11434 --max-concurrency 8 --sla-ttft 2
+    autotune serve-bench llama3.2:1b --serve --parallel 1,2,4 --flash-attn on --kv-cache q8_0 --out DIR
 
-Wiring only: the ladder and its figures are tuner.concurrency, the timed requests tuner.backend.stream.
-One warm-up request loads the model with these options first (not counted), so level 1 is not a cold load.
+Wiring only: the ladder and its figures are tuner.concurrency, the timed requests tuner.backend.stream, the
+managed server tuner.servemanaged, the knobs and their files tuner.serverenv. One warm-up request loads the
+model with these options first (not counted), so level 1 is not a cold load.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,8 @@ import click
 
 from tuner.cliutil import Seconds, WholeNumber, say
 from tuner.concurrency import Ladder, LevelResult, render_table, run_ladder
-from tuner.errors import BackendError, ModelNotFound, Unreachable
+from tuner.errors import BackendError, ConfigError, ModelNotFound, Unreachable
+from tuner.serverenv import ServerSettings, render_docker_flags, render_env_file, render_systemd_dropin
 
 PROMPT = "Request {i}: in two sentences, describe a lighthouse at dusk."
 
@@ -44,24 +49,82 @@ def warm_up(streamer: Any, model: str, options: dict[str, Any], host: str) -> No
     raise BackendError(f"The warm-up request for '{model}' at '{host}' failed: {error}")
 
 
-def write_outputs(
-    out_dir: Path, ladder: Ladder, pick: LevelResult | None, meta: dict[str, Any]
+def measure_ladder(
+    url: str, model: str, options: dict[str, Any], max_concurrency: int, per_stream: int, quiet: bool
+) -> Ladder:
+    from tuner.backend.stream import OllamaStreamer  # noqa: PLC0415
+
+    streamer = OllamaStreamer(url)
+    try:
+        warm_up(streamer, model, options, url)
+
+        def send(i: int) -> Any:
+            return streamer.generate(model, PROMPT.format(i=i), options)
+
+        def progress(level: LevelResult) -> None:
+            if not quiet:
+                say(f"  {level.concurrency} concurrent: {level.ok} ok, {level.errors} errors")
+
+        return run_ladder(send, max_concurrency, per_stream, on_level=progress)
+    finally:
+        streamer.close()
+
+
+def parse_parallel(value: str | None) -> list[int | None]:
+    if not value:
+        return [None]
+    out: list[int | None] = []
+    for part in value.split(","):
+        try:
+            n = int(part)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise click.BadParameter(
+                f"--parallel '{value}' must be whole numbers of at least 1; use e.g. 1,2,4."
+            )
+        out.append(n)
+    return out
+
+
+def write_server_files(out_dir: Path, env: dict[str, str]) -> list[Path]:
+    """server.env, ollama.service.d/autotune.conf and docker-run-flags.txt for the chosen settings."""
+    dropin = out_dir / "ollama.service.d" / "autotune.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    files = {
+        out_dir / "server.env": render_env_file(env),
+        dropin: render_systemd_dropin(env),
+        out_dir / "docker-run-flags.txt": render_docker_flags(env) + "\n",
+    }
+    for path, text in files.items():
+        path.write_text(text)
+    return list(files)
+
+
+def write_ladder_files(
+    out_dir: Path, name: str, data: dict[str, Any], ladder: Ladder, pick: int | None
 ) -> list[Path]:
     from tuner.report.concurrency import plot_ladder  # noqa: PLC0415 - matplotlib only when asked
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = {
-        "schema": 1,
-        **meta,
-        **ladder.to_json(),
-        "serving_pick": pick.concurrency if pick else None,
-    }
-    path = out_dir / "concurrency.json"
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return [
-        path,
-        plot_ladder(ladder.to_json(), pick.concurrency if pick else None, out_dir / "concurrency.png"),
-    ]
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps({"schema": 1, **data}, indent=2) + "\n")
+    return [path, plot_ladder(ladder.to_json(), pick, out_dir / f"{name}.png")]
+
+
+def ladder_json(ladder: Ladder, pick: LevelResult | None) -> dict[str, Any]:
+    return {**ladder.to_json(), "serving_pick": pick.concurrency if pick else None}
+
+
+def say_ladder(ladder: Ladder, pick: LevelResult | None) -> None:
+    click.echo(render_table(ladder, pick))
+    click.echo(f"stopped: {ladder.stopped}")
+    if pick is None:
+        click.echo("serving pick: none (every level had errors, missed the SLA or was over-saturated)")
+    else:
+        click.echo(
+            f"serving pick: {pick.concurrency} concurrent streams, {pick.aggregate_tok_s:.1f} tok/s in all"
+        )
 
 
 @click.command("serve-bench")
@@ -71,11 +134,10 @@ def write_outputs(
 @click.option("--num-gpu", default=None, type=WholeNumber("99", min=0), help="Layers on the GPU (num_gpu).")
 @click.option(
     "--max-concurrency",
-    default=8,
-    show_default=True,
+    default=None,
     type=WholeNumber("8"),
-    help="The top rung: 1, 2, 4 ... up to this many concurrent streams (set it to OLLAMA_NUM_PARALLEL "
-    "or a little above to see the queue).",
+    help="The top rung: 1, 2, 4 ... up to this many concurrent streams (default 8; with --serve twice "
+    "the slots, to see the queue).",
 )
 @click.option(
     "--requests-per-stream",
@@ -89,56 +151,180 @@ def write_outputs(
 )
 @click.option("--sla-ttft", default=None, type=Seconds("2"), help="Target p90 time to first token, seconds.")
 @click.option("--sla-itl", default=None, type=Seconds("0.1"), help="Target p90 inter-token latency, seconds.")
-@click.option("--out", default=None, help="Also write concurrency.json and concurrency.png here.")
-@click.option("--json", "as_json", is_flag=True, help="Print the ladder as JSON for scripts.")
+@click.option(
+    "--serve", is_flag=True, help="Start 'ollama serve' here (private port, your model store) per setting."
+)
+@click.option(
+    "--ollama", "ollama_path", default=None, help="With --serve: the ollama binary (default: on PATH)."
+)
+@click.option(
+    "--parallel", default=None, help="With --serve: OLLAMA_NUM_PARALLEL values to compare, e.g. 1,2,4."
+)
+@click.option(
+    "--flash-attn",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="With --serve: OLLAMA_FLASH_ATTENTION.",
+)
+@click.option(
+    "--kv-cache",
+    type=click.Choice(["f16", "q8_0", "q4_0"]),
+    default=None,
+    help="With --serve: OLLAMA_KV_CACHE_TYPE.",
+)
+@click.option(
+    "--out", default=None, help="Write the ladders (JSON, PNG) and, with --serve, the server files here."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON for scripts.")
 def serve_bench_cmd(
     model: str,
     host: str | None,
     num_ctx: int | None,
     num_gpu: int | None,
-    max_concurrency: int,
+    max_concurrency: int | None,
     requests_per_stream: int,
     num_predict: int,
     sla_ttft: float | None,
     sla_itl: float | None,
+    serve: bool,
+    ollama_path: str | None,
+    parallel: str | None,
+    flash_attn: str | None,
+    kv_cache: str | None,
     out: str | None,
     as_json: bool,
 ) -> None:
     """Concurrent streams 1, 2, 4 ...: throughput, TTFT / ITL / latency percentiles, the serving pick."""
-    from tuner.backend.ollama import resolve_host  # noqa: PLC0415
-    from tuner.backend.stream import OllamaStreamer  # noqa: PLC0415
-
-    url = resolve_host(host)
     options = bench_options(num_ctx, num_gpu, num_predict)
-    streamer = OllamaStreamer(url)
-    try:
-        warm_up(streamer, model, options, url)
-
-        def send(i: int) -> Any:
-            return streamer.generate(model, PROMPT.format(i=i), options)
-
-        def progress(level: LevelResult) -> None:
-            if not as_json:
-                say(f"  {level.concurrency} concurrent: {level.ok} ok, {level.errors} errors")
-
-        ladder = run_ladder(send, max_concurrency, requests_per_stream, on_level=progress)
-    finally:
-        streamer.close()
-    pick = ladder.pick(sla_ttft, sla_itl)
-    meta = {"model": model, "host": url, "options": options, "sla_ttft_s": sla_ttft, "sla_itl_s": sla_itl}
-    if as_json:
-        click.echo(
-            json.dumps({**meta, **ladder.to_json(), "serving_pick": pick.concurrency if pick else None})
-        )
-    else:
-        click.echo(render_table(ladder, pick))
-        click.echo(f"stopped: {ladder.stopped}")
-        if pick is None:
-            click.echo("serving pick: none (every level had errors or missed the SLA)")
-        else:
-            click.echo(
-                f"serving pick: {pick.concurrency} concurrent streams, {pick.aggregate_tok_s:.1f} tok/s in all"
+    out_dir = Path(out) if out else None
+    if not serve:
+        if parallel or flash_attn or kv_cache or ollama_path:
+            raise click.UsageError(
+                "--parallel, --flash-attn, --kv-cache and --ollama need --serve: autotune only changes the "
+                "environment of a server it starts itself."
             )
-    if out:
-        for path in write_outputs(Path(out), ladder, pick, meta):
-            say(f"wrote {path}")
+        from tuner.backend.ollama import resolve_host  # noqa: PLC0415
+
+        url = resolve_host(host)
+        ladder = measure_ladder(url, model, options, max_concurrency or 8, requests_per_stream, as_json)
+        pick = ladder.pick(sla_ttft, sla_itl)
+        meta = {"model": model, "host": url, "options": options, "sla_ttft_s": sla_ttft, "sla_itl_s": sla_itl}
+        if as_json:
+            click.echo(json.dumps({**meta, **ladder_json(ladder, pick)}))
+        else:
+            say_ladder(ladder, pick)
+        if out_dir:
+            paths = write_ladder_files(
+                out_dir,
+                "concurrency",
+                {**meta, **ladder_json(ladder, pick)},
+                ladder,
+                pick.concurrency if pick else None,
+            )
+            for path in paths:
+                say(f"wrote {path}")
+        return
+    serve_managed(
+        model,
+        options,
+        ollama_path,
+        parse_parallel(parallel),
+        flash_attn,
+        kv_cache,
+        max_concurrency,
+        requests_per_stream,
+        sla_ttft,
+        sla_itl,
+        out_dir,
+        as_json,
+    )
+
+
+def serve_managed(
+    model: str,
+    options: dict[str, Any],
+    ollama_path: str | None,
+    parallels: list[int | None],
+    flash_attn: str | None,
+    kv_cache: str | None,
+    max_concurrency: int | None,
+    per_stream: int,
+    sla_ttft: float | None,
+    sla_itl: float | None,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """One managed server per OLLAMA_NUM_PARALLEL value, a ladder on each, the best settings' files."""
+    import tempfile  # noqa: PLC0415
+
+    from tuner.servemanaged import default_models_dir, run_managed  # noqa: PLC0415
+
+    binary = ollama_path or shutil.which("ollama")
+    if not binary:
+        raise ConfigError("No 'ollama' on PATH for --serve; pass --ollama PATH to the ollama binary.")
+    fa = None if flash_attn is None else flash_attn == "on"
+    settings = [ServerSettings(flash_attention=fa, kv_cache_type=kv_cache, num_parallel=n) for n in parallels]
+    log_dir = out_dir / "logs" if out_dir else Path(tempfile.mkdtemp(prefix="autotune-serve-"))
+
+    def measure(url: str, n: int | None) -> tuple[Ladder, LevelResult | None]:
+        top = max_concurrency or 2 * (n or 1)
+        ladder = measure_ladder(url, model, options, top, per_stream, as_json)
+        return ladder, ladder.pick(sla_ttft, sla_itl)
+
+    runs: list[Any] = []
+    for s in settings:  # one start per setting, in order: as few restarts as settings
+        if not as_json:
+            say(f"ollama serve with {s.label()}")
+        runs += run_managed(
+            binary,
+            [s],
+            functools.partial(measure, n=s.num_parallel),
+            models_dir=default_models_dir(),
+            log_dir=log_dir / s.label(),
+        )
+    scored = [(r.result[1].aggregate_tok_s if r.result[1] else -1.0, i) for i, r in enumerate(runs)]
+    best_score, best_i = max(scored)
+    best = runs[best_i] if best_score >= 0 else None
+    report = {
+        "model": model,
+        "options": options,
+        "sla_ttft_s": sla_ttft,
+        "sla_itl_s": sla_itl,
+        "runs": [
+            {
+                "settings": r.settings.label(),
+                "env": r.env,
+                "version": r.version,
+                "start_s": r.start_s,
+                **ladder_json(*r.result),
+            }
+            for r in runs
+        ],
+        "best": best.settings.label() if best else None,
+        "restarts": len(runs),
+        "start_s_total": sum(r.start_s for r in runs),
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        for r in runs:
+            click.echo(f"\n== {r.settings.label()} (Ollama {r.version}, started in {r.start_s:.1f} s)")
+            say_ladder(*r.result)
+        click.echo(f"\nbest server settings: {best.settings.label() if best else 'none met the SLA'}")
+        if best:
+            click.echo(f"  env: {render_docker_flags(best.env) or '(the defaults)'}")
+    if out_dir:
+        for r in runs:
+            ladder, pick = r.result
+            name = "concurrency-" + r.settings.label().replace(",", "-").replace("=", "")
+            write_ladder_files(
+                out_dir,
+                name,
+                {"settings": r.settings.label(), **ladder_json(ladder, pick)},
+                ladder,
+                pick.concurrency if pick else None,
+            )
+        (out_dir / "serve-bench.json").write_text(json.dumps({"schema": 1, **report}, indent=2) + "\n")
+        if best:
+            for path in write_server_files(out_dir, best.env):
+                say(f"wrote {path}")

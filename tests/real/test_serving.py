@@ -1,0 +1,104 @@
+"""Serving against real Ollama, once per release built: managed restarts with different environments
+(each checked in the server's startup log), a concurrency ladder on the tiny model, and the emitted env file
+taken by a real `ollama serve`. No GPU here: this checks behaviour (counts, fields, errors, the settings the
+server reports), never timings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_PARAMETERS, TINY_MODEL, ollama_releases, require_engine
+from tuner.backend.ollamaserve import ManagedOllama
+from tuner.cli import main
+from tuner.serverenv import expected_log_values, parse_server_config
+
+pytestmark = pytest.mark.engine
+MODEL = f"{TINY_MODEL}:q8_0"
+
+
+@pytest.fixture(scope="module", params=ollama_releases())
+def store(
+    request: pytest.FixtureRequest, tiny_quants: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
+    """(the ollama binary, a model store holding tiny-llama:q8_0), imported by the real `ollama create`."""
+    from tuner.installs import find_ollama
+
+    inst = find_ollama(request.param)
+    if inst is None:
+        require_engine(f"Ollama {request.param}", "run 'python -m tuner.engines build ollama'")
+        raise AssertionError("unreachable")
+    folder = tmp_path_factory.mktemp(f"serving-{request.param}")
+    (folder / "tiny.gguf").symlink_to(tiny_quants["q8_0"])
+    params = "".join(f"PARAMETER {k} {v}\n" for k, v in TEST_PARAMETERS.items())
+    with ManagedOllama(
+        inst.binary("ollama"), models_dir=folder / "models", log_path=folder / "import.log"
+    ) as s:
+        s.create(MODEL, f"FROM ./tiny.gguf\n{params}", cwd=folder)
+    return str(inst.binary("ollama")), folder / "models"
+
+
+def run_cli(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return int(exit_info.value.code or 0)
+
+
+def test_managed_restarts_and_ladders_then_a_real_server_takes_the_env_file(
+    store: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    binary, models = store
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    out = tmp_path / "out"
+    args = [
+        "serve-bench",
+        MODEL,
+        "--serve",
+        "--ollama",
+        binary,
+        "--parallel",
+        "1,2",
+        "--kv-cache",
+        "q8_0",
+        "--flash-attn",
+        "on",
+        "--num-predict",
+        "4",
+        "--requests-per-stream",
+        "1",
+        "--json",
+        "--out",
+        str(out),
+    ]
+    assert run_cli(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["restarts"] == 2 and report["start_s_total"] > 0
+    runs = report["runs"]
+    assert [r["env"]["OLLAMA_NUM_PARALLEL"] for r in runs] == ["1", "2"]
+    assert all(
+        r["env"]["OLLAMA_KV_CACHE_TYPE"] == "q8_0" and r["env"]["OLLAMA_FLASH_ATTENTION"] == "1" for r in runs
+    )
+    for run, top in zip(runs, (2, 4)):  # the ladder climbs to twice the slots
+        levels = run["levels"]
+        assert levels[0]["concurrency"] == 1 and levels[-1]["concurrency"] <= top
+        for lv in levels:  # more streams than slots queue in real Ollama: no request is refused
+            assert lv["requests"] == lv["concurrency"] and lv["errors"] == 0 and lv["ok"] == lv["requests"]
+            assert 0 < lv["output_tokens"] <= 4 * lv["ok"]
+            assert lv["ttft_s"]["p50"] is not None and lv["e2e_s"]["p99"] is not None
+        assert run["serving_pick"] in [lv["concurrency"] for lv in levels]
+    for name in ("server.env", "ollama.service.d/autotune.conf", "docker-run-flags.txt", "serve-bench.json"):
+        assert (out / name).is_file()
+    # each managed start logged the settings it was given
+    for log in sorted((out / "logs").rglob("serve-*.log")):
+        config = parse_server_config(log.read_text())
+        assert config["OLLAMA_KV_CACHE_TYPE"] == "q8_0" and config["OLLAMA_FLASH_ATTENTION"] == "true"
+
+    env = dict(line.split("=", 1) for line in (out / "server.env").read_text().splitlines())
+    with ManagedOllama(binary, models_dir=models, env=env, log_path=tmp_path / "fromfile.log") as server:
+        config = parse_server_config(server.log_text())
+    assert {k: config[k] for k in env} == expected_log_values(env)
