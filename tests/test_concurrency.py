@@ -9,6 +9,7 @@ import pytest
 from tuner.backend.stream import StreamRecord
 from tuner.concurrency import (
     LevelResult,
+    choose_setting,
     is_saturated,
     ladder_levels,
     percentile,
@@ -132,3 +133,10 @@ def test_a_level_of_only_errors_stops_the_ladder_and_is_never_picked() -> None:
     ladder = run_ladder(send, 8)
     assert ladder.stopped == "errors" and len(ladder.levels) == 1
     assert ladder.pick(None, None) is None
+
+
+def test_the_recommended_setting_is_the_fewest_slots_within_five_percent_of_the_best() -> None:
+    assert choose_setting([842.6, 1017.2, 1041.8], [1, 2, 4]) == 1  # 2 slots is within 5 % of 4
+    assert choose_setting([842.6, 900.0, 1041.8], [1, 2, 4]) == 2
+    assert choose_setting([None, 500.0], [1, 2]) == 1
+    assert choose_setting([None, None], [1, 2]) is None

@@ -231,3 +231,18 @@ def render_table(ladder: Ladder, pick: LevelResult | None) -> str:
             f"{lv.req_s:>6.2f} {trio[0]:>17} {trio[1]:>16} {trio[2]:>18}{mark}"
         )
     return "\n".join(lines)
+
+
+SETTINGS_TIE = 0.05  # server settings within 5 % of the best throughput count as equal
+
+
+def choose_setting(throughputs: Sequence[float | None], slots: Sequence[int]) -> int | None:
+    """Index of the server setting to recommend: its serving pick's aggregate tok/s within SETTINGS_TIE of
+    the best, and of those the fewest slots (each slot holds its own KV cache: memory for nothing).
+    None when no setting has a pick."""
+    scored = [(t, i) for i, t in enumerate(throughputs) if t is not None]
+    if not scored:
+        return None
+    top = max(t for t, _ in scored)
+    near = [i for t, i in scored if t >= top * (1 - SETTINGS_TIE)]
+    return min(near, key=lambda i: (slots[i], -(throughputs[i] or 0.0)))

@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from tuner.cliutil import Seconds, WholeNumber, say
-from tuner.concurrency import Ladder, LevelResult, render_table, run_ladder
+from tuner.concurrency import Ladder, LevelResult, choose_setting, render_table, run_ladder
 from tuner.errors import BackendError, ConfigError, ModelNotFound, Unreachable
 from tuner.serverenv import ServerSettings, render_docker_flags, render_env_file, render_systemd_dropin
 
@@ -282,9 +282,11 @@ def serve_managed(
             models_dir=default_models_dir(),
             log_dir=log_dir / s.label(),
         )
-    scored = [(r.result[1].aggregate_tok_s if r.result[1] else -1.0, i) for i, r in enumerate(runs)]
-    best_score, best_i = max(scored)
-    best = runs[best_i] if best_score >= 0 else None
+    chosen = choose_setting(
+        [r.result[1].aggregate_tok_s if r.result[1] else None for r in runs],
+        [r.settings.num_parallel or 1 for r in runs],
+    )
+    best = runs[chosen] if chosen is not None else None
     report = {
         "model": model,
         "options": options,
