@@ -173,6 +173,12 @@ def say_ladder(ladder: Ladder, pick: LevelResult | None) -> None:
     help="With --serve: OLLAMA_KV_CACHE_TYPE.",
 )
 @click.option(
+    "--gpus",
+    default=None,
+    help="With --serve: the GPUs (e.g. 24GiB, 2xRTX4090) to check each setting against with the memory "
+    "estimator; settings predicted not to load are skipped, never started.",
+)
+@click.option(
     "--out", default=None, help="Write the ladders (JSON, PNG) and, with --serve, the server files here."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON for scripts.")
@@ -191,6 +197,7 @@ def serve_bench_cmd(
     parallel: str | None,
     flash_attn: str | None,
     kv_cache: str | None,
+    gpus: str | None,
     out: str | None,
     as_json: bool,
 ) -> None:
@@ -198,9 +205,9 @@ def serve_bench_cmd(
     options = bench_options(num_ctx, num_gpu, num_predict)
     out_dir = Path(out) if out else None
     if not serve:
-        if parallel or flash_attn or kv_cache or ollama_path:
+        if parallel or flash_attn or kv_cache or ollama_path or gpus:
             raise click.UsageError(
-                "--parallel, --flash-attn, --kv-cache and --ollama need --serve: autotune only changes the "
+                "--parallel, --flash-attn, --kv-cache, --gpus and --ollama need --serve: autotune only changes the "
                 "environment of a server it starts itself."
             )
         from tuner.backend.ollama import resolve_host  # noqa: PLC0415
@@ -224,9 +231,15 @@ def serve_bench_cmd(
             for path in paths:
                 say(f"wrote {path}")
         return
+    cards = None
+    if gpus:
+        from tuner.plan import parse_gpu_list  # noqa: PLC0415
+
+        cards = parse_gpu_list(gpus)
     serve_managed(
         model,
         options,
+        cards,
         ollama_path,
         parse_parallel(parallel),
         flash_attn,
@@ -240,9 +253,44 @@ def serve_bench_cmd(
     )
 
 
+def fitting_settings(
+    binary: str,
+    model: str,
+    settings: list[ServerSettings],
+    cards: list[Any],
+    options: dict[str, Any],
+    log_dir: Path,
+    quiet: bool,
+) -> list[ServerSettings]:
+    """The settings the memory estimator says load on these GPUs; the others are named and skipped."""
+    from tuner.fitcheck import spec_of  # noqa: PLC0415
+    from tuner.servemanaged import default_models_dir, read_model  # noqa: PLC0415
+    from tuner.serverfit import check_settings  # noqa: PLC0415
+
+    info, version = read_model(binary, model, models_dir=default_models_dir(), log_dir=log_dir)
+    spec = spec_of(info)
+    if spec is None:
+        raise BackendError(f"Ollama sent no tensor list for '{model}'; run without --gpus.")
+    num_ctx = int(options.get("num_ctx") or 4096)
+    verdicts = check_settings(
+        spec, cards, settings, num_ctx=num_ctx, num_gpu=options.get("num_gpu"), version=version
+    )
+    for v in verdicts:
+        if not quiet:
+            say(("skip " if not v.loads else "") + v.reason())
+    kept = [v.settings for v in verdicts if v.loads]
+    if not kept:
+        raise ConfigError(
+            f"No setting is predicted to load '{model}' at num_ctx {num_ctx} on --gpus; use fewer --parallel "
+            "slots, --kv-cache q8_0 with --flash-attn on, or a smaller --num-ctx."
+        )
+    return kept
+
+
 def serve_managed(
     model: str,
     options: dict[str, Any],
+    cards: list[Any] | None,
     ollama_path: str | None,
     parallels: list[int | None],
     flash_attn: str | None,
@@ -265,6 +313,8 @@ def serve_managed(
     fa = None if flash_attn is None else flash_attn == "on"
     settings = [ServerSettings(flash_attention=fa, kv_cache_type=kv_cache, num_parallel=n) for n in parallels]
     log_dir = out_dir / "logs" if out_dir else Path(tempfile.mkdtemp(prefix="autotune-serve-"))
+    if cards:
+        settings = fitting_settings(binary, model, settings, cards, options, log_dir, as_json)
 
     def measure(url: str, n: int | None) -> tuple[Ladder, LevelResult | None]:
         top = max_concurrency or 2 * (n or 1)

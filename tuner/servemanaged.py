@@ -19,11 +19,27 @@ from typing import Generic, TypeVar
 
 import httpx
 
+from tuner.backend.base import ModelInfo
 from tuner.backend.ollamaserve import ManagedOllama
 from tuner.errors import BackendError, ConfigError
 from tuner.serverenv import ServerSettings, expected_log_values, parse_server_config
 
 T = TypeVar("T")
+
+
+def read_model(
+    binary: str | os.PathLike[str], model: str, *, models_dir: Path, log_dir: Path
+) -> tuple[ModelInfo, str]:
+    """The model's /api/show and the release, from a short-lived server with the defaults."""
+    from tuner.backend.ollama import OllamaBackend  # noqa: PLC0415
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with ManagedOllama(binary, models_dir=models_dir, log_path=log_dir / "serve-show.log") as server:
+        backend = OllamaBackend(server.url)
+        try:
+            return backend.model_info(model), backend.server_info().version
+        finally:
+            backend.close()
 
 
 def default_models_dir() -> Path:

@@ -102,3 +102,43 @@ def test_managed_restarts_and_ladders_then_a_real_server_takes_the_env_file(
     with ManagedOllama(binary, models_dir=models, env=env, log_path=tmp_path / "fromfile.log") as server:
         config = parse_server_config(server.log_text())
     assert {k: config[k] for k in env} == expected_log_values(env)
+
+
+def test_settings_the_estimator_says_cannot_load_are_never_started(
+    store: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    binary, models = store
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    out = tmp_path / "out"
+    args = [
+        "serve-bench",
+        MODEL,
+        "--serve",
+        "--ollama",
+        binary,
+        "--parallel",
+        "1,64",
+        "--gpus",
+        "1GiB",
+        "--num-ctx",
+        "2048",
+        "--num-gpu",
+        "99",
+        "--num-predict",
+        "4",
+        "--requests-per-stream",
+        "1",
+        "--max-concurrency",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert run_cli(args) == 0
+    captured = capsys.readouterr()
+    assert "skip parallel=64: predicted not to load" in captured.err
+    report = json.loads((out / "serve-bench.json").read_text())
+    assert [r["settings"] for r in report["runs"]] == ["parallel=1"] and report["restarts"] == 1
+    assert not list((out / "logs").glob("parallel=64/*"))  # no server ever started with 64 slots
