@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,3 +143,48 @@ def test_settings_the_estimator_says_cannot_load_are_never_started(
     report = json.loads((out / "serve-bench.json").read_text())
     assert [r["settings"] for r in report["runs"]] == ["parallel=1"] and report["restarts"] == 1
     assert not list((out / "logs").glob("parallel=64/*"))  # no server ever started with 64 slots
+
+
+def _ps_size(binary: str, models: Path, log: Path, parallel: int) -> tuple[int, Any, str]:
+    """/api/ps size of the tiny model at num_ctx 2048 under OLLAMA_NUM_PARALLEL, and the model's spec."""
+    import httpx
+
+    from tuner.backend.ollama import OllamaBackend
+    from tuner.fitcheck import spec_of
+
+    env = {"OLLAMA_NUM_PARALLEL": str(parallel)}
+    with ManagedOllama(binary, models_dir=models, env=env, log_path=log) as server:
+        body = {
+            "model": MODEL,
+            "prompt": "hi",
+            "stream": False,
+            "options": {"num_ctx": 2048, "num_predict": 1},
+        }
+        httpx.post(server.url + "/api/generate", json=body, timeout=120).raise_for_status()
+        size = int(httpx.get(server.url + "/api/ps", timeout=10).json()["models"][0]["size"])
+        version = str(httpx.get(server.url + "/api/version", timeout=10).json()["version"])
+        backend = OllamaBackend(server.url)
+        try:
+            spec = spec_of(backend.model_info(MODEL))
+        finally:
+            backend.close()
+    return size, spec, version
+
+
+def test_one_more_slot_costs_what_the_estimator_predicts_for_its_kv_cache(
+    store: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Real Ollama's own report (/api/ps size) grows by one slot's KV cache from 1 to 2 slots, as the
+    estimator prices it (num_ctx x layers x KV heads x head size x 2 bytes, f16)."""
+    from tuner.estimate.placement import Request, predict
+
+    binary, models = store
+    one, spec, version = _ps_size(binary, models, tmp_path / "p1.log", 1)
+    two, _, _ = _ps_size(binary, models, tmp_path / "p2.log", 2)
+
+    def kv(parallel: int) -> int:
+        p = predict(spec, [0], Request(num_ctx=2048, num_parallel=parallel), engine="ollama", version=version)
+        return p.allocation.cpu.kv + sum(d.kv for d in p.allocation.gpu)
+
+    assert two > one
+    assert abs((two - one) - (kv(2) - kv(1))) <= 0.02 * (kv(2) - kv(1))
