@@ -22,7 +22,8 @@ import click
 from tuner.cliutil import Seconds, WholeNumber, say
 from tuner.concurrency import Ladder, LevelResult, choose_setting, render_table, run_ladder
 from tuner.errors import BackendError, ConfigError, ModelNotFound, Unreachable
-from tuner.serverenv import ServerSettings, render_docker_flags, render_env_file, render_systemd_dropin
+from tuner.serverenv import ServerSettings, render_docker_flags
+from tuner.servetune import write_server_files
 
 PROMPT = "Request {i}: in two sentences, describe a lighthouse at dusk."
 
@@ -85,20 +86,6 @@ def parse_parallel(value: str | None) -> list[int | None]:
             )
         out.append(n)
     return out
-
-
-def write_server_files(out_dir: Path, env: dict[str, str]) -> list[Path]:
-    """server.env, ollama.service.d/autotune.conf and docker-run-flags.txt for the chosen settings."""
-    dropin = out_dir / "ollama.service.d" / "autotune.conf"
-    dropin.parent.mkdir(parents=True, exist_ok=True)
-    files = {
-        out_dir / "server.env": render_env_file(env),
-        dropin: render_systemd_dropin(env),
-        out_dir / "docker-run-flags.txt": render_docker_flags(env) + "\n",
-    }
-    for path, text in files.items():
-        path.write_text(text)
-    return list(files)
 
 
 def write_ladder_files(

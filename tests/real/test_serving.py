@@ -188,3 +188,35 @@ def test_one_more_slot_costs_what_the_estimator_predicts_for_its_kv_cache(
 
     assert two > one
     assert abs((two - one) - (kv(2) - kv(1))) <= 0.02 * (kv(2) - kv(1))
+
+
+def test_a_study_with_serve_tunes_the_kv_cache_restarting_its_own_server(
+    store: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`autotune MODEL --serve --tune-kv-cache --tune-flash-attn`: trials with another KV cache type restart the
+    managed server with it (each start's log reports it), and the best config's server files are written."""
+    from tuner.study import load_records
+
+    binary, models = store
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    out, storage = tmp_path / "report", f"sqlite:///{tmp_path}/s.db"
+    args = [MODEL, "--serve", "--ollama", binary, "--tune-kv-cache", "--tune-flash-attn", "--budget", "6"]
+    args += ["--storage", storage, "--out", str(out), "--num-predict", "16", "--remeasure-rounds", "0"]
+    args += ["--no-quality", "--study", "served"]
+    assert run_cli(args) == 0
+    _, records = load_records(storage, "served")
+    assert len(records) == 6
+    kv_types = {r.kv_cache_type for r in records if r.kv_cache_type}
+    assert len(kv_types) >= 2  # the search tried more than one server environment
+    logged = [
+        c for c in (parse_server_config(chunk) for chunk in _starts(out / "serve-logs" / "ollama-serve.log"))
+    ]
+    assert {c.get("OLLAMA_KV_CACHE_TYPE") for c in logged} >= kv_types - {"f16"}
+    assert (out / "best.Modelfile").is_file() and (out / "server.env").is_file()
+    env = dict(line.split("=", 1) for line in (out / "server.env").read_text().splitlines())
+    assert set(env) <= {"OLLAMA_KV_CACHE_TYPE", "OLLAMA_FLASH_ATTENTION"}
+
+
+def _starts(log: Path) -> list[str]:
+    """The log of each start of the managed server (they append to one file)."""
+    return [line for line in log.read_text().splitlines() if 'msg="server config"' in line]
