@@ -108,3 +108,31 @@ def test_the_model_store_is_the_users(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert default_models_dir() == tmp_path / "store"
     monkeypatch.delenv("OLLAMA_MODELS")
     assert default_models_dir() == Path.home() / ".ollama" / "models"
+
+
+def test_the_study_backend_restarts_only_for_another_server_environment(
+    fake_ollama: Path, tmp_path: Path
+) -> None:
+    from tuner.backend.base import EngineOptions
+    from tuner.backend.ollamamanaged import ManagedOllamaBackend, server_env
+
+    assert server_env(EngineOptions(-1, 2048)) == {}
+    assert server_env(EngineOptions(-1, 2048, "off", "f16")) == {
+        "OLLAMA_FLASH_ATTENTION": "0",
+        "OLLAMA_KV_CACHE_TYPE": "f16",
+    }
+    assert server_env(EngineOptions(-1, 2048, None, "q8_0"))["OLLAMA_FLASH_ATTENTION"] == "1"
+
+    backend = ManagedOllamaBackend(fake_ollama, models_dir=tmp_path / "m", log_dir=tmp_path / "logs")
+    url, first_pid = backend.host, backend.pid
+    try:
+        assert backend._ensure(EngineOptions(-1, 2048)) == 0.0 and backend.restarts == 0
+        assert backend._ensure(EngineOptions(-1, 2048, "on", "q8_0")) > 0 and backend.restarts == 1
+        assert backend._ensure(EngineOptions(8, 4096, "on", "q8_0")) == 0.0 and backend.restarts == 1
+        assert backend.host == url and backend.pid != first_pid  # same port, new process
+        assert httpx.get(url + "/api/version", timeout=5).status_code == 200
+        assert backend.env_now == {"OLLAMA_FLASH_ATTENTION": "1", "OLLAMA_KV_CACHE_TYPE": "q8_0"}
+    finally:
+        backend.close()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/api/version", timeout=2)
