@@ -126,9 +126,11 @@ def test_the_study_backend_restarts_only_for_another_server_environment(
     backend = ManagedOllamaBackend(fake_ollama, models_dir=tmp_path / "m", log_dir=tmp_path / "logs")
     url, first_pid = backend.host, backend.pid
     try:
-        assert backend._ensure(EngineOptions(-1, 2048)) == 0.0 and backend.restarts == 0
-        assert backend._ensure(EngineOptions(-1, 2048, "on", "q8_0")) > 0 and backend.restarts == 1
-        assert backend._ensure(EngineOptions(8, 4096, "on", "q8_0")) == 0.0 and backend.restarts == 1
+        assert backend.ensure_environment(EngineOptions(-1, 2048)) == 0.0 and backend.restarts == 0
+        assert backend.ensure_environment(EngineOptions(-1, 2048, "on", "q8_0")) > 0 and backend.restarts == 1
+        assert (
+            backend.ensure_environment(EngineOptions(8, 4096, "on", "q8_0")) == 0.0 and backend.restarts == 1
+        )
         assert backend.host == url and backend.pid != first_pid  # same port, new process
         assert httpx.get(url + "/api/version", timeout=5).status_code == 200
         assert backend.env_now == {"OLLAMA_FLASH_ATTENTION": "1", "OLLAMA_KV_CACHE_TYPE": "q8_0"}

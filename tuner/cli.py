@@ -216,6 +216,14 @@ def cli() -> None:
     "--ollama", "ollama_path", default=None, help="With --serve: the ollama binary (default: on PATH)."
 )
 @click.option(
+    "--concurrency",
+    "ladder_max",
+    default=0,
+    type=click.IntRange(0, 256),
+    show_default=True,
+    help="After the study, the concurrency ladder (1, 2, 4 ... up to N streams) on the best config; 0: none.",
+)
+@click.option(
     "--predict/--no-predict",
     "predict_memory",
     default=True,
@@ -324,6 +332,7 @@ def tune_cmd(
     tune_kv_cache: bool,
     serve: bool,
     ollama_path: str | None,
+    ladder_max: int,
     predict_memory: bool,
     sampler: str,
     seed: int,
@@ -467,6 +476,11 @@ def tune_cmd(
             from tuner.servetune import best_server_files  # noqa: PLC0415
 
             for path in best_server_files(meta, records, out_dir):
+                paths[path.name] = path
+        if ladder_max:
+            from tuner.servetune import ladder_on_best  # noqa: PLC0415
+
+            for path in ladder_on_best(backend, meta, records, out_dir, ladder_max, num_predict):
                 paths[path.name] = path
         if apply_name:
             _apply(backend, apply_name, meta, records)

@@ -20,55 +20,17 @@ from typing import Any
 import click
 
 from tuner.cliutil import Seconds, WholeNumber, say
-from tuner.concurrency import Ladder, LevelResult, choose_setting, render_table, run_ladder
-from tuner.errors import BackendError, ConfigError, ModelNotFound, Unreachable
+from tuner.concurrency import Ladder, LevelResult, choose_setting
+from tuner.errors import BackendError, ConfigError
 from tuner.serverenv import ServerSettings, render_docker_flags
-from tuner.servetune import write_server_files
-
-PROMPT = "Request {i}: in two sentences, describe a lighthouse at dusk."
-
-
-def bench_options(num_ctx: int | None, num_gpu: int | None, num_predict: int) -> dict[str, Any]:
-    options: dict[str, Any] = {"num_predict": num_predict, "temperature": 0}
-    if num_ctx is not None:
-        options["num_ctx"] = num_ctx
-    if num_gpu is not None:
-        options["num_gpu"] = num_gpu
-    return options
-
-
-def warm_up(streamer: Any, model: str, options: dict[str, Any], host: str) -> None:
-    """Load the model with these options; turn a refused connection or a missing model into a clear error."""
-    record = streamer.generate(model, "Hello", options)
-    if record.ok:
-        return
-    error = record.error or ""
-    if "ConnectError" in error or "ConnectTimeout" in error:
-        raise Unreachable(f"Cannot reach Ollama at '{host}' ({error}); start 'ollama serve' or pass --host.")
-    if "HTTP 404" in error:
-        raise ModelNotFound(f"Model '{model}' is not on the server at '{host}' ({error}); pull it first.")
-    raise BackendError(f"The warm-up request for '{model}' at '{host}' failed: {error}")
-
-
-def measure_ladder(
-    url: str, model: str, options: dict[str, Any], max_concurrency: int, per_stream: int, quiet: bool
-) -> Ladder:
-    from tuner.backend.stream import OllamaStreamer  # noqa: PLC0415
-
-    streamer = OllamaStreamer(url)
-    try:
-        warm_up(streamer, model, options, url)
-
-        def send(i: int) -> Any:
-            return streamer.generate(model, PROMPT.format(i=i), options)
-
-        def progress(level: LevelResult) -> None:
-            if not quiet:
-                say(f"  {level.concurrency} concurrent: {level.ok} ok, {level.errors} errors")
-
-        return run_ladder(send, max_concurrency, per_stream, on_level=progress)
-    finally:
-        streamer.close()
+from tuner.servetune import (
+    bench_options,
+    ladder_json,
+    measure_ladder,
+    say_ladder,
+    write_ladder_files,
+    write_server_files,
+)
 
 
 def parse_parallel(value: str | None) -> list[int | None]:
@@ -86,32 +48,6 @@ def parse_parallel(value: str | None) -> list[int | None]:
             )
         out.append(n)
     return out
-
-
-def write_ladder_files(
-    out_dir: Path, name: str, data: dict[str, Any], ladder: Ladder, pick: int | None
-) -> list[Path]:
-    from tuner.report.concurrency import plot_ladder  # noqa: PLC0415 - matplotlib only when asked
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
-    path.write_text(json.dumps({"schema": 1, **data}, indent=2) + "\n")
-    return [path, plot_ladder(ladder.to_json(), pick, out_dir / f"{name}.png")]
-
-
-def ladder_json(ladder: Ladder, pick: LevelResult | None) -> dict[str, Any]:
-    return {**ladder.to_json(), "serving_pick": pick.concurrency if pick else None}
-
-
-def say_ladder(ladder: Ladder, pick: LevelResult | None) -> None:
-    click.echo(render_table(ladder, pick))
-    click.echo(f"stopped: {ladder.stopped}")
-    if pick is None:
-        click.echo("serving pick: none (every level had errors, missed the SLA or was over-saturated)")
-    else:
-        click.echo(
-            f"serving pick: {pick.concurrency} concurrent streams, {pick.aggregate_tok_s:.1f} tok/s in all"
-        )
 
 
 @click.command("serve-bench")

@@ -202,7 +202,7 @@ def test_a_study_with_serve_tunes_the_kv_cache_restarting_its_own_server(
     out, storage = tmp_path / "report", f"sqlite:///{tmp_path}/s.db"
     args = [MODEL, "--serve", "--ollama", binary, "--tune-kv-cache", "--tune-flash-attn", "--budget", "6"]
     args += ["--storage", storage, "--out", str(out), "--num-predict", "16", "--remeasure-rounds", "0"]
-    args += ["--no-quality", "--study", "served"]
+    args += ["--no-quality", "--study", "served", "--concurrency", "2"]
     assert run_cli(args) == 0
     _, records = load_records(storage, "served")
     assert len(records) == 6
@@ -215,6 +215,10 @@ def test_a_study_with_serve_tunes_the_kv_cache_restarting_its_own_server(
     assert (out / "best.Modelfile").is_file() and (out / "server.env").is_file()
     env = dict(line.split("=", 1) for line in (out / "server.env").read_text().splitlines())
     assert set(env) <= {"OLLAMA_KV_CACHE_TYPE", "OLLAMA_FLASH_ATTENTION"}
+    ladder = json.loads((out / "concurrency.json").read_text())  # --concurrency 2: on the best config
+    assert [lv["concurrency"] for lv in ladder["levels"]] == [1, 2]
+    assert all(lv["errors"] == 0 and lv["ok"] == 2 * lv["concurrency"] for lv in ladder["levels"])
+    assert (out / "concurrency.png").stat().st_size > 0
 
 
 def _starts(log: Path) -> list[str]:

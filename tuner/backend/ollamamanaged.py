@@ -73,7 +73,7 @@ class ManagedOllamaBackend(OllamaBackend):
         self.env_now = dict(env)
         return server
 
-    def _ensure(self, options: EngineOptions) -> float:
+    def ensure_environment(self, options: EngineOptions) -> float:
         """Restart the server if this trial needs another environment; the seconds it took."""
         env = server_env(options)
         if env == self.env_now:
@@ -87,7 +87,7 @@ class ManagedOllamaBackend(OllamaBackend):
         return took
 
     def load(self, model: str, options: EngineOptions) -> float:
-        restart_s = self._ensure(options)
+        restart_s = self.ensure_environment(options)
         return restart_s + super().load(model, options)
 
     def token_logprobs(
@@ -100,7 +100,7 @@ class ManagedOllamaBackend(OllamaBackend):
         top_k: int,
         forced: Sequence[str] = (),
     ) -> list[TokenStep]:
-        self._ensure(options)
+        self.ensure_environment(options)
         return super().token_logprobs(
             model, prompt, options, num_predict=num_predict, top_k=top_k, forced=forced
         )
