@@ -3,6 +3,7 @@
 autotune MODEL [MODEL ...] [options]      tune (the default command)
 autotune plan MODEL --gpus 2x24GiB        will it fit (the memory estimator, nothing loaded)
 autotune report --study NAME              rebuild a report from a stored study
+autotune serve-bench MODEL --host URL     the concurrency ladder and the serving pick
 
 Slightly over 400 lines, and kept whole on purpose: half of it is the option declarations of the three
 commands, which read best next to the function they feed. The option types and the error runner are in
@@ -33,6 +34,7 @@ from tuner.errors import ConfigError, TunerError
 from tuner.probe import Probe
 from tuner.redact import remember_secrets_of
 from tuner.schema import StudyMeta
+from tuner.servebench import serve_bench_cmd
 from tuner.units import GiB
 
 DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
@@ -197,9 +199,29 @@ def cli() -> None:
     show_default=True,
     help="Tokens the quality measure reads per prompt of its set.",
 )
-@click.option("--tune-flash-attn", is_flag=True, help="llama-server: also tune flash attention on/off.")
 @click.option(
-    "--tune-kv-cache", is_flag=True, help="llama-server: also tune the KV cache type f16/q8_0/q4_0."
+    "--tune-flash-attn", is_flag=True, help="llama-server, or Ollama with --serve: also tune flash attention."
+)
+@click.option(
+    "--tune-kv-cache",
+    is_flag=True,
+    help="llama-server, or Ollama with --serve: also tune the KV cache type f16/q8_0/q4_0.",
+)
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Run 'ollama serve' here (private port, your model store), restarting it for server-wide settings.",
+)
+@click.option(
+    "--ollama", "ollama_path", default=None, help="With --serve: the ollama binary (default: on PATH)."
+)
+@click.option(
+    "--concurrency",
+    "ladder_max",
+    default=0,
+    type=click.IntRange(0, 256),
+    show_default=True,
+    help="After the study, the concurrency ladder (1, 2, 4 ... up to N streams) on the best config; 0: none.",
 )
 @click.option(
     "--predict/--no-predict",
@@ -308,6 +330,9 @@ def tune_cmd(
     quality_tokens: int,
     tune_flash_attn: bool,
     tune_kv_cache: bool,
+    serve: bool,
+    ollama_path: str | None,
+    ladder_max: int,
     predict_memory: bool,
     sampler: str,
     seed: int,
@@ -345,10 +370,13 @@ def tune_cmd(
         heartbeat_s=heartbeat,
     )
     limit = parse_bytes(vram_limit, "--vram-limit") if vram_limit else None
-    if engine == "ollama" and (tune_flash_attn or tune_kv_cache):
+    if engine == "ollama" and (tune_flash_attn or tune_kv_cache) and not serve:
         raise ConfigError(
-            "--tune-flash-attn and --tune-kv-cache are for --engine llama-server (Ollama sets them server-wide)."
+            "--tune-flash-attn and --tune-kv-cache need --serve with Ollama (it sets them server-wide: autotune "
+            "restarts a server it runs itself), or --engine llama-server."
         )
+    if serve and (engine != "ollama" or host):
+        raise ConfigError("--serve runs its own 'ollama serve': leave out --host and --engine llama-server.")
     if apply_name and engine != "ollama":
         raise ConfigError("--apply creates an Ollama model; with llama-server use the command in best.sh.")
 
@@ -363,7 +391,12 @@ def tune_cmd(
     from tuner.storage import make_storage  # noqa: PLC0415
 
     make_storage(storage)  # and a storage that cannot be opened (or is damaged) before any server is touched
-    backend, probe = _build_backend(engine, host, llama_server, timeouts)
+    if serve:
+        from tuner.servetune import managed_backend  # noqa: PLC0415
+
+        backend, probe = managed_backend(ollama_path, out_dir / "serve-logs", timeouts)
+    else:
+        backend, probe = _build_backend(engine, host, llama_server, timeouts)
     try:
         server = backend.server_info()  # fails fast, one line, if the engine is not there
         variants = _resolve_variants(backend, engine, models, quant, tags, pull)
@@ -439,6 +472,16 @@ def tune_cmd(
             progress.close()
         _say_quality(meta.quality)
         paths = _write_report(meta, records, out_dir)
+        if serve:
+            from tuner.servetune import best_server_files  # noqa: PLC0415
+
+            for path in best_server_files(meta, records, out_dir):
+                paths[path.name] = path
+        if ladder_max:
+            from tuner.servetune import ladder_on_best  # noqa: PLC0415
+
+            for path in ladder_on_best(backend, meta, records, out_dir, ladder_max, num_predict):
+                paths[path.name] = path
         if apply_name:
             _apply(backend, apply_name, meta, records)
     finally:
@@ -637,6 +680,9 @@ def report_cmd(study_name: str, storage: str, out: str | None) -> None:
     meta, records = load_records(storage, study_name)
     paths = _write_report(meta, records, out_dir)
     click.echo(f"report: {paths.get('report.html', '')}")
+
+
+cli.add_command(serve_bench_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -54,6 +54,7 @@ class ManagedOllama:
         host: str = "127.0.0.1",
         startup_timeout_s: float = 60.0,
         stop_timeout_s: float = 15.0,
+        port: int = 0,
     ) -> None:
         self.binary = Path(binary)
         if not os.access(self.binary, os.X_OK):
@@ -63,6 +64,7 @@ class ManagedOllama:
         self.log_path = Path(log_path) if log_path else self.models_dir.parent / "ollama-serve.log"
         self.host = host
         self.port = 0
+        self.fixed_port = port  # 0: a free port at each start; else always this one (a restart keeps the URL)
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
@@ -90,7 +92,7 @@ class ManagedOllama:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):  # a free port can be taken between free_port() and the server's bind
-            self.port = free_port(self.host)
+            self.port = self.fixed_port or free_port(self.host)
             log = open(self.log_path, "ab")
             try:
                 self._proc = subprocess.Popen(

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ollama-version", default="0.12.10", help="Ollama release to emulate (default 0.12.10)")
     p.add_argument("--num-parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL (default 1)")
+    p.add_argument(
+        "--max-queue", type=int, default=512, help="OLLAMA_MAX_QUEUE: requests pending a load (default 512)"
+    )
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--noise", type=float, default=0.02, help="run-to-run noise, lognormal sigma (0 = none)")
     p.add_argument(
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             host_bandwidth=args.host_bandwidth,
             version=args.ollama_version,
             num_parallel=args.num_parallel,
+            max_queue=args.max_queue,
             seed=args.seed,
             noise=args.noise,
             estimator_error=args.estimator_error,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from tuner.sim import generation as gen
@@ -27,6 +28,7 @@ from tuner.sim.registry import (
 )
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import LoadFailed, Scheduler
+from tuner.sim.slots import Admission, QueueFull
 
 
 class BadRequest(Exception):
@@ -102,7 +104,13 @@ CHAT_TYPES = {
 
 
 class Api:
-    def __init__(self, scheduler: Scheduler, registry: Registry, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, scheduler: Scheduler, registry: Registry, clock: Callable[[], float], concurrent: bool = False
+    ) -> None:
+        # concurrent: requests that overlap on the clock share OLLAMA_NUM_PARALLEL slots and queue. Only
+        # meaningful when the clock follows the simulated durations (a realtime server, or a test's clock);
+        # otherwise back-to-back requests would overlap on paper and each one is served alone.
+        self.concurrent = concurrent
         self.sched = scheduler
         self.sim = scheduler.sim
         self.registry = registry
@@ -176,15 +184,32 @@ class Api:
             except OptionError as exc:
                 return error(500, str(exc))
             ropts = runner_options(opts, self.sim.default_num_ctx)
+            loads_before = self.sched.counters["loads"]
             try:
                 runner, load_s = self.sched.acquire(lm.name, tag, ropts, keep_alive, now)
             except LoadFailed as exc:
                 return error(exc.status, exc.message)
+            admission = Admission(now + load_s, 1)
+            if self.concurrent:  # slots and the queue on the simulated timeline (see tuner.sim.slots)
+                loads = self.sched.counters["loads"] != loads_before
+                if loads:
+                    self.sched.slots.loading(tag, now, load_s)
+                try:
+                    admission = self.sched.slots.admit(tag, now, loads=loads)
+                except QueueFull as exc:
+                    return error(503, str(exc))
             if empty:
                 self.sched.release(runner, keep_alive, now)
                 return Reply(200, gen.empty_reply(name, now, chat, "load"), sleeps=[load_s])
             prompt_text = gen.render_prompt(req, chat, lm)
             result = gen.run(self.sim, runner, prompt_text, opts, req, load_s, thinking, lm)
+            result = replace(
+                result,
+                eval_s=result.eval_s * admission.slowdown(),
+                queue_s=max(0.0, admission.start_at - now - load_s),
+            )
+            if self.concurrent:
+                self.sched.slots.occupy(tag, admission.start_at + result.prompt_s + result.eval_s)
             self.sched.counters["generations"] += 1
             self.sched.charge(result.prompt_s + result.eval_s + gen.REQUEST_OVERHEAD_S, "generation")
             self.sched.release(runner, keep_alive, now)

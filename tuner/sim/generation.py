@@ -71,6 +71,7 @@ class Result:
     eval_s: float
     context: tuple[int, ...]
     logprobs: tuple[dict[str, Any], ...] | None = None  # per generated token, when the request asked
+    queue_s: float = 0.0  # waiting for a parallel slot (in total_duration, not in load_duration)
 
 
 def run(
@@ -140,7 +141,7 @@ def _ns(seconds: float) -> int:
 
 
 def metrics(r: Result) -> dict[str, Any]:
-    total = r.load_s + r.prompt_s + r.eval_s + REQUEST_OVERHEAD_S
+    total = r.load_s + r.queue_s + r.prompt_s + r.eval_s + REQUEST_OVERHEAD_S
     values = {
         "total_duration": _ns(total),
         "load_duration": _ns(r.load_s),
@@ -188,7 +189,7 @@ def reply(name: str, now: float, chat: bool, r: Result, stream: bool, raw_mode: 
         final["context"] = list(r.context)
     final.update(metrics(r))
     if not stream:
-        return Reply(200, final, sleeps=[r.load_s + r.prompt_s + r.eval_s])
+        return Reply(200, final, sleeps=[r.load_s + r.queue_s + r.prompt_s + r.eval_s])
     lines = []
     for i, piece in enumerate(r.pieces):
         in_thought = i < r.thinking_count
@@ -206,7 +207,7 @@ def reply(name: str, now: float, chat: bool, r: Result, stream: bool, raw_mode: 
             lines[-1]["logprobs"] = [r.logprobs[i]]
     lines.append(final)
     per_token = r.eval_s / max(1, len(r.pieces))
-    sleeps = [r.load_s + r.prompt_s + per_token] + [per_token] * (len(lines) - 1)
+    sleeps = [r.load_s + r.queue_s + r.prompt_s + per_token] + [per_token] * (len(lines) - 1)
     return Reply(200, lines=lines, sleeps=sleeps)
 
 

@@ -14,6 +14,7 @@ from tuner.sim.catalog import lookup
 from tuner.sim.core import Simulation
 from tuner.sim.options import needs_reload
 from tuner.sim.placement import Placement
+from tuner.sim.slots import MAX_QUEUE_DEFAULT, SlotBoard
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # OLLAMA_KEEP_ALIVE default 5m
 UNLOAD_S = 0.3  # killing the runner and waiting for the memory to come back
@@ -44,8 +45,9 @@ class Runner:
 
 
 class Scheduler:
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Simulation, max_queue: int = MAX_QUEUE_DEFAULT) -> None:
         self.sim = sim
+        self.slots = SlotBoard(sim.num_parallel, max_queue)
         self.lock = threading.RLock()
         self.runners: dict[str, Runner] = {}
         self.counters = {"loads": 0, "failed_loads": 0, "generations": 0}
@@ -78,6 +80,7 @@ class Scheduler:
         runner = self.runners.pop(tag, None)
         if runner is None:
             return False
+        self.slots.forget(tag)
         self.charge(UNLOAD_S, "unload")
         return True
 
@@ -96,6 +99,7 @@ class Scheduler:
         self.charged_s = 0.0
         self.charged_by_kind = dict.fromkeys(CHARGE_KINDS, 0.0)
         self._read_before.clear()
+        self.slots = SlotBoard(self.sim.num_parallel, self.slots.max_queue)
         self.sim.reseed()
 
     # --- loading -------------------------------------------------------------------------------
@@ -227,6 +231,12 @@ class Scheduler:
             "charged_s": round(self.charged_s, 6),
             "charged_s_by_kind": {k: round(v, 6) for k, v in self.charged_by_kind.items()},
             "counters": dict(self.counters),
+            "slots": {
+                "num_parallel": self.slots.num_parallel,
+                "max_queue": self.slots.max_queue,
+                "peak_busy": self.slots.peak_busy,
+                "rejected": self.slots.rejected,
+            },
             "loaded": loaded,
         }
 

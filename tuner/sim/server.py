@@ -24,6 +24,7 @@ from tuner.sim.core import Interference, Simulation
 from tuner.sim.registry import Registry
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import Scheduler
+from tuner.sim.slots import MAX_QUEUE_DEFAULT
 
 ROUTES: dict[str, dict[str, str]] = {
     "/": {"GET": "root", "HEAD": "root"},
@@ -205,6 +206,7 @@ class SimServer:
         host_bandwidth: float | None = None,
         version: str = "0.12.10",
         num_parallel: int = 1,
+        max_queue: int = MAX_QUEUE_DEFAULT,
         seed: int = 0,
         noise: float = 0.02,
         estimator_error: float = 1.0,
@@ -216,6 +218,7 @@ class SimServer:
         bind: str = "127.0.0.1",
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        concurrent: bool | None = None,
     ) -> None:
         self.simulation = Simulation(
             gpus,
@@ -233,9 +236,9 @@ class SimServer:
             self.simulation.interference = (
                 Interference.parse(interference) if isinstance(interference, str) else interference
             )
-        self.scheduler = Scheduler(self.simulation)
+        self.scheduler = Scheduler(self.simulation, max_queue)
         self.registry = Registry(local, clock())
-        self.api = Api(self.scheduler, self.registry, clock)
+        self.api = Api(self.scheduler, self.registry, clock, realtime if concurrent is None else concurrent)
         self._address = (bind, int(port))
         self._realtime = realtime
         self._sleep = sleep

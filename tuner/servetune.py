@@ -1,0 +1,154 @@
+"""`autotune MODEL --serve`: the study on an `ollama serve` autotune runs itself, and the server files of
+its best config. Wiring between the CLI and tuner.backend.ollamamanaged / tuner.serverenv."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tuner.backend.base import EngineOptions
+from tuner.cliutil import say
+from tuner.concurrency import Ladder, LevelResult, render_table, run_ladder
+from tuner.config import Timeouts
+from tuner.errors import BackendError, ConfigError, ModelNotFound, Unreachable
+from tuner.serverenv import render_docker_flags, render_env_file, render_systemd_dropin
+
+PROMPT = "Request {i}: in two sentences, describe a lighthouse at dusk."
+
+
+def bench_options(num_ctx: int | None, num_gpu: int | None, num_predict: int) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_predict": num_predict, "temperature": 0}
+    if num_ctx is not None:
+        options["num_ctx"] = num_ctx
+    if num_gpu is not None:
+        options["num_gpu"] = num_gpu
+    return options
+
+
+def warm_up(streamer: Any, model: str, options: dict[str, Any], host: str) -> None:
+    """Load the model with these options; turn a refused connection or a missing model into a clear error."""
+    record = streamer.generate(model, "Hello", options)
+    if record.ok:
+        return
+    error = record.error or ""
+    if "ConnectError" in error or "ConnectTimeout" in error:
+        raise Unreachable(f"Cannot reach Ollama at '{host}' ({error}); start 'ollama serve' or pass --host.")
+    if "HTTP 404" in error:
+        raise ModelNotFound(f"Model '{model}' is not on the server at '{host}' ({error}); pull it first.")
+    raise BackendError(f"The warm-up request for '{model}' at '{host}' failed: {error}")
+
+
+def measure_ladder(
+    url: str, model: str, options: dict[str, Any], max_concurrency: int, per_stream: int, quiet: bool
+) -> Ladder:
+    from tuner.backend.stream import OllamaStreamer  # noqa: PLC0415
+
+    streamer = OllamaStreamer(url)
+    try:
+        warm_up(streamer, model, options, url)
+
+        def send(i: int) -> Any:
+            return streamer.generate(model, PROMPT.format(i=i), options)
+
+        def progress(level: LevelResult) -> None:
+            if not quiet:
+                say(f"  {level.concurrency} concurrent: {level.ok} ok, {level.errors} errors")
+
+        return run_ladder(send, max_concurrency, per_stream, on_level=progress)
+    finally:
+        streamer.close()
+
+
+def write_ladder_files(
+    out_dir: Path, name: str, data: dict[str, Any], ladder: Ladder, pick: int | None
+) -> list[Path]:
+    from tuner.report.concurrency import plot_ladder  # noqa: PLC0415 - matplotlib only when asked
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps({"schema": 1, **data}, indent=2) + "\n")
+    return [path, plot_ladder(ladder.to_json(), pick, out_dir / f"{name}.png")]
+
+
+def ladder_json(ladder: Ladder, pick: LevelResult | None) -> dict[str, Any]:
+    return {**ladder.to_json(), "serving_pick": pick.concurrency if pick else None}
+
+
+def say_ladder(ladder: Ladder, pick: LevelResult | None) -> None:
+    click.echo(render_table(ladder, pick))
+    click.echo(f"stopped: {ladder.stopped}")
+    if pick is None:
+        click.echo("serving pick: none (every level had errors, missed the SLA or was over-saturated)")
+    else:
+        click.echo(
+            f"serving pick: {pick.concurrency} concurrent streams, {pick.aggregate_tok_s:.1f} tok/s in all"
+        )
+
+
+def managed_backend(ollama_path: str | None, log_dir: Path, timeouts: Timeouts) -> tuple[Any, Any]:
+    """A ManagedOllamaBackend on the user's model store, and the probe for its host."""
+    from tuner.backend.ollamamanaged import ManagedOllamaBackend  # noqa: PLC0415
+    from tuner.probe import choose_probe  # noqa: PLC0415
+    from tuner.servemanaged import default_models_dir  # noqa: PLC0415
+
+    binary = ollama_path or shutil.which("ollama")
+    if not binary:
+        raise ConfigError("No 'ollama' on PATH for --serve; pass --ollama PATH to the ollama binary.")
+    backend = ManagedOllamaBackend(
+        binary, models_dir=default_models_dir(), log_dir=log_dir, timeouts=timeouts
+    )
+    return backend, choose_probe(backend.host)
+
+
+def write_server_files(out_dir: Path, env: dict[str, str]) -> list[Path]:
+    """server.env, ollama.service.d/autotune.conf and docker-run-flags.txt for these settings."""
+    dropin = out_dir / "ollama.service.d" / "autotune.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    files = {
+        out_dir / "server.env": render_env_file(env),
+        dropin: render_systemd_dropin(env),
+        out_dir / "docker-run-flags.txt": render_docker_flags(env) + "\n",
+    }
+    for path, text in files.items():
+        path.write_text(text)
+    return list(files)
+
+
+def best_server_files(meta: Any, records: list[Any], out_dir: Path) -> list[Path]:
+    """The server files for the fastest feasible config (the one best.Modelfile holds)."""
+    from tuner.backend.ollamamanaged import server_env  # noqa: PLC0415
+    from tuner.report import picks  # noqa: PLC0415
+
+    fastest = picks(meta, records).get("fastest")
+    if fastest is None:
+        return []
+    best = fastest.trial
+    env = server_env(EngineOptions(best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type))
+    return write_server_files(out_dir, env)
+
+
+def ladder_on_best(
+    backend: Any, meta: Any, records: list[Any], out_dir: Path, max_concurrency: int, num_predict: int
+) -> list[Path]:
+    """After a study: the concurrency ladder on its fastest feasible config (on the server environment
+    that config needs, with --serve), the table printed, concurrency.json / .png in the report folder."""
+    from tuner.report import picks  # noqa: PLC0415
+
+    fastest = picks(meta, records).get("fastest")
+    if fastest is None:
+        return []
+    best = fastest.trial
+    engine_options = EngineOptions(best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type)
+    if hasattr(backend, "ensure_environment"):
+        backend.ensure_environment(engine_options)
+    options = bench_options(best.num_ctx or None, best.num_gpu if best.num_gpu >= 0 else None, num_predict)
+    say(f"concurrency ladder on the best config ({best.tag}, num_ctx {best.num_ctx}, num_gpu {best.num_gpu})")
+    ladder = measure_ladder(backend.host, best.tag, options, max_concurrency, 2, quiet=False)
+    pick = ladder.pick(None, None)
+    say_ladder(ladder, pick)
+    data = {"model": best.tag, "options": options, **ladder_json(ladder, pick)}
+    return write_ladder_files(out_dir, "concurrency", data, ladder, pick.concurrency if pick else None)
