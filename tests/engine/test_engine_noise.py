@@ -4,6 +4,7 @@ nothing here expects a speed, or a spread, to come out any particular way on a s
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -43,16 +44,23 @@ def test_a_busy_neighbour_is_recorded_and_the_noise_fields_hold(
         def close(self) -> None:
             pass
 
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # The neighbour must not be a child of this process: the monitor counts autotune's own process tree as
+    # autotune's. A shell starts it in the background and exits, so it is nobody's child here.
+    started = subprocess.run(
+        ["sh", "-c", f"'{sys.executable}' -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    neighbour = psutil.Process(int(started.stdout.strip()))
     try:
-        neighbour = psutil.Process(busy.pid)
+        assert neighbour.ppid() != os.getpid()
         before = sum(neighbour.cpu_times()[:2])
         settings = MeasureSettings(num_predict=16, max_repeats=3)
         m = measure(llama_backend, Watch(), Config(tiny_models["Q8_0"], 0, 2048), settings, monitor=monitor)
         used = sum(neighbour.cpu_times()[:2]) - before
     finally:
-        busy.kill()
-        busy.wait()
+        neighbour.kill()
     assert m.loaded and not m.oom
     assert len(m.decode_rates) == len(m.generations) >= 3
     rse = relative_standard_error(m.decode_rates)
