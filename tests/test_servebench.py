@@ -36,14 +36,18 @@ def test_ladder_against_two_slots_saturates_and_picks_a_level(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     data = json.loads(result.output.splitlines()[0])
     levels = data["levels"]
-    assert [lv["concurrency"] for lv in levels] == [1, 2, 4]
-    assert [lv["requests"] for lv in levels] == [2, 4, 8]  # two requests per stream
+    concurrency = [lv["concurrency"] for lv in levels]
+    # 1, 2, 4; or it stopped at 2 as over-saturated (the simulator sleeps in real time here, so a busy machine
+    # can make two streams look no faster than one)
+    assert len(concurrency) >= 2 and concurrency == [1, 2, 4][: len(concurrency)]
+    assert data["stopped"] == ("max concurrency" if len(concurrency) == 3 else "saturated")
+    assert [lv["requests"] for lv in levels] == [2 * c for c in concurrency]  # two requests per stream
     assert all(lv["errors"] == 0 and lv["ok"] == lv["requests"] for lv in levels)
     assert all(lv["output_tokens"] == 8 * lv["ok"] for lv in levels)
     for key in ("ttft_s", "itl_s", "e2e_s"):
         assert set(levels[0][key]) == {"p50", "p90", "p99"}
-    assert data["serving_pick"] in (1, 2, 4)
-    assert slots["peak_busy"] == 2  # four streams on two slots: the other two queued
+    assert data["serving_pick"] in concurrency
+    assert slots["peak_busy"] == 2  # never more than the two slots busy, even with four streams
     assert (tmp_path / "concurrency.png").stat().st_size > 0
     assert json.loads((tmp_path / "concurrency.json").read_text())["schema"] == 1
 
