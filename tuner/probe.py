@@ -87,6 +87,42 @@ def activity_of(probe: object) -> Activity:
     return result if isinstance(result, Activity) else Activity()
 
 
+@dataclass(frozen=True)
+class Telemetry:
+    """One GPU's power, thermal and clock state at one moment: NVML's readings, or the simulator's model of
+    them (GET /sim/state), read through the same probe interface. None: this GPU or driver does not say.
+
+    `time_s` is the probe's clock: time.monotonic() for NVML, the simulator's simulated clock for the
+    simulator (which runs a night's plan in minutes), so a soak measures its minutes on it. `energy_j` is a
+    cumulative counter (NVML's total energy since the driver loaded, mJ / 1000): subtract two readings for the
+    energy of a window. `violation_s` holds NVML's violation counters, cumulative seconds the clocks were held
+    below what was asked, by cause ("power", "thermal", ...): subtract two readings for a window's throttle time.
+    """
+
+    gpu: int  # index in gpus()
+    time_s: float
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None  # the enforced limit
+    energy_j: float | None = None
+    throttle: tuple[str, ...] = ()  # clock event reasons in effect (THROTTLE_REASONS names)
+    violation_s: dict[str, float] = field(default_factory=dict)
+
+
+def telemetry_of(probe: object) -> list[Telemetry]:
+    """probe.telemetry() (one Telemetry per GPU) where the probe has one (NVML, the simulator), else []."""
+    read = getattr(probe, "telemetry", None)
+    if read is None:
+        return []
+    try:
+        result = read()
+    except (ProbeError, OSError):
+        return []
+    return [t for t in result if isinstance(t, Telemetry)] if isinstance(result, list) else []
+
+
 class Probe(Protocol):
     source: str  # "nvml" | "simulator" | "none"
 
