@@ -129,6 +129,7 @@ class Plan:
     seed: int = 0
     quality: bool = False
     remeasure_rounds: int = 1
+    heartbeat_s: int = 30  # a running trial's heartbeat; one silent for 3 is taken over (a killed run's)
     min_ctx: int | None = None
     max_ctx: int | None = None
     gpu_only: bool = False
@@ -160,6 +161,7 @@ _TOP: dict[str, tuple[tuple[type, ...], str]] = {
     "seed": ((int,), "seed = 0"),
     "quality": ((bool,), "quality = false"),
     "remeasure_rounds": ((int,), "remeasure_rounds = 1"),
+    "heartbeat_s": ((int,), "heartbeat_s = 30"),
     "constraints": ((dict,), "[constraints]"),
     "models": ((list,), '[[models]] model = "llama3.1:8b"'),
     "criteria": ((list,), '[[criteria]] metric = "decode_tok_s"'),
@@ -185,6 +187,7 @@ _CRITERION: dict[str, tuple[tuple[type, ...], str]] = {
     "models": ((list,), 'models = ["llama3.1:8b"]'),
 }
 _POSITIVE = {
+    "heartbeat_s",
     "budget_per_model",
     "time_budget_h",
     "num_predict",
@@ -350,7 +353,7 @@ def _criteria(
                 f"{where}'{metric}' is measured by the soak at the recommended config; num_ctx_at_least and "
                 "fully_on_gpu are for trial metrics."
             )
-        if source == "soak" and soak_minutes <= 0:
+        if source == "soak" and soak_minutes == 0:  # (a negative one is its own problem)
             problems.append(f"{where}'{metric}' needs a soak, but soak_minutes is 0; set soak_minutes = 30.")
         if ctx is not None and ctx < 1:
             problems.append(f"{where}'num_ctx_at_least' is {ctx}; it must be above 0.")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.backend.base import Backend, ModelInfo, ServerInfo
-from tuner.config import MeasureSettings, StudyConfig
+from tuner.config import MeasureSettings, RetryPolicy, StudyConfig
 from tuner.decision.picks import best_pick
 from tuner.errors import BackendError, ConfigError, StorageError, TunerError
 from tuner.fingerprint import fingerprint_id
@@ -103,6 +103,7 @@ def study_config(plan: Plan, entry: ModelEntry, variants: list[str], name: str, 
         measure=MeasureSettings(num_predict=plan.num_predict),
         remeasure_rounds=plan.remeasure_rounds,
         quality=plan.quality,
+        retry=RetryPolicy(heartbeat_s=plan.heartbeat_s),
     )
 
 
