@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 MAX_BINS = 60
+MIN_SAMPLES = 12  # fewer post-heat-soak samples give no trend: a few generations cannot tell drift from noise
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,11 @@ def trend(
     tolerance_pct_per_h: float,
     max_bins: int = MAX_BINS,
 ) -> Trend | None:
-    """The decode trend of a soak (post-heat-soak samples); None with fewer than 4 usable samples."""
+    """The decode trend of a soak (post-heat-soak samples); None with fewer than MIN_SAMPLES usable ones."""
     pairs = [
         (t, v) for t, v in zip(times_s, decode_tok_s, strict=True) if math.isfinite(v) and math.isfinite(t)
     ]
-    if len(pairs) < 4:
+    if len(pairs) < MIN_SAMPLES:
         return None
     xs, ys = _bins([p[0] / 3600.0 for p in pairs], [p[1] for p in pairs], max_bins)
     if len(xs) < 4 or max(xs) == min(xs):
