@@ -319,3 +319,22 @@ min = -5
     drifting = results["drift"]
     assert drifting["soak"]["drift"] and drifting["soak"]["soak_drift_pct_per_h"] < -5
     assert [v["verdict"] for v in drifting["verdicts"]][1] == "fail"
+
+
+def test_the_time_budget_cuts_a_study_and_leaves_the_rest_not_run(tmp_path, capsys):
+    text = plan_text(budget=5).replace("time_budget_h = 2", "time_budget_h = 0.0001")  # 0.36 s
+    with SimServer(gpus="1xRTX4090", seed=4) as sim:
+        assert qualify(tmp_path, sim.url, text) == 0
+        err = capsys.readouterr().err
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        first = summary["models"][0]
+        assert first["status"] == "done" and first["cut_by_time"] and first["trials"] == 1
+        assert "stopping the study: time share" in err
+        assert [m["status"] for m in summary["models"][1:]] == ["not run", "not run"]
+        assert "model 2/3 qwen2.5:7b: not run, the plan's time budget of 0.0001 h is spent" in err
+        assert not summary["complete"] and summary["totals"]["not_run"] == 2
+        assert "run the same command again to continue" in (tmp_path / "out" / "summary.md").read_text()
+        # more time in the plan: the same command continues with the models not run
+        assert qualify(tmp_path, sim.url, text.replace("time_budget_h = 0.0001", "time_budget_h = 2")) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [m["trials"] for m in summary["models"]] == [1, 5, 5] and summary["complete"]

@@ -149,7 +149,12 @@ def blocks(summary: dict[str, Any], plots: dict[str, bytes], compare: Sequence[B
         ),
     ]
     if not summary["complete"]:
-        out.append(Block("note", "The plan has not finished: run the same command again to continue it."))
+        out.append(
+            Block(
+                "note",
+                "The plan has not finished: run the same command again to continue it (raise time_budget_h first if the time budget stopped it).",
+            )
+        )
     criteria = summary["criteria"]
     if criteria:
         out.append(Block("h2", "Models x criteria"))
