@@ -338,3 +338,13 @@ def test_the_time_budget_cuts_a_study_and_leaves_the_rest_not_run(tmp_path, caps
         assert qualify(tmp_path, sim.url, text.replace("time_budget_h = 0.0001", "time_budget_h = 2")) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [m["trials"] for m in summary["models"]] == [1, 5, 5] and summary["complete"]
+
+
+def test_check_reads_the_plan_and_the_models_and_runs_nothing(tmp_path, capsys):
+    text = plan_text(models=("llama3.1:8b", "nosuch:1b"))
+    with SimServer(gpus="1xRTX4090") as sim:
+        assert qualify(tmp_path, sim.url, text, "--check") == 0
+    err = capsys.readouterr().err
+    assert "plan 'night': 2 models, 3 criteria: OK" in err
+    assert "note: nosuch:1b: Ollama at" in err and "would record it as failed" in err
+    assert not (tmp_path / "out" / "state").exists() and not (tmp_path / "out" / "summary.json").exists()

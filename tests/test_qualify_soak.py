@@ -239,3 +239,20 @@ def test_without_telemetry_the_soak_runs_on_the_monotonic_clock():
     assert result.clock == "monotonic"
     assert result.figures["samples"] == 10  # 300 s at 30 s a reading
     assert "throttle_s" not in result.figures and "soak_j_per_token" not in result.figures
+
+
+def test_the_soak_figure_draws_the_telemetry_panels_where_there_is_telemetry():
+    from tuner.report.soakplot import plot_soak, soak_png
+
+    world = World(throttle_from_s=900, throttle_to_s=1020)
+    result = _soak(world)
+    samples = result.to_dict()["samples"]
+    fig = plot_soak(samples, "toy", result.figures["collapse_times_s"])
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["decode tok/s", "clock MHz", "temperature °C", "throttle s (cum.)", "power W"]
+    throttle_axis = fig.axes[3]
+    lines = {line.get_label(): max(line.get_ydata()) for line in throttle_axis.get_lines()}
+    assert lines["power"] == pytest.approx(120, abs=3) and lines["thermal"] == 0
+    bare = [{**s, "telemetry": []} for s in samples]
+    assert [ax.get_ylabel() for ax in plot_soak(bare, "toy").axes] == ["decode tok/s"]
+    assert soak_png(samples, "toy")[:4] == b"\x89PNG"
