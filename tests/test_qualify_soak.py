@@ -60,6 +60,14 @@ def test_one_stalled_generation_does_not_make_drift():
     assert t is not None and not t.drift
 
 
+def test_a_short_soak_does_not_extrapolate_a_wobble_into_drift():
+    # 30 %/h, clean, but over 12 seconds: a 0.1 % change, no drift however many samples
+    times = [i * 0.002 for i in range(6000)]
+    values = [100.0 * (1 + 0.30 * t / 3600) for t in times]
+    t = soakstats.trend(times, values, tolerance_pct_per_h=5)
+    assert t is not None and 29 < t.pct_per_h < 31 and not t.drift
+
+
 def test_too_few_samples_give_no_trend():
     times, values = _series(1, 6, 100.0, -50.0, 0.0)  # ten samples: too few to judge, however clear
     assert len(times) == 10 and soakstats.trend(times, values, 5) is None

@@ -93,7 +93,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{digits}g}"
+        return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
     return str(value)
 
 
