@@ -192,6 +192,41 @@ def test_a_kill_mid_plan_then_the_same_command_continues(tmp_path):
     assert [m["trials"] for m in summary["models"]] == [3, 3, 3]
 
 
+def test_a_kill_during_a_soak_reruns_the_soak_only(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text(models=("llama3.1:8b", "qwen2.5:7b"), budget=2))
+    storage = f"sqlite:///{tmp_path}/s.db"
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_DEBUG"}
+    env["PYTHONPATH"] = str(HERE.parent)
+    args = ["qualify", str(plan), "--storage", storage, "--out", str(tmp_path / "out")]
+    with SimServer(gpus="1xRTX4090", seed=5) as sim:
+        killed = subprocess.run(
+            [sys.executable, str(HERE / "die_in_qualify.py"), "soak:3", *args, "--host", sim.url],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert "soak: heat" in killed.stderr and "model 1/2 llama3.1:8b: done" not in killed.stderr
+        resumed = subprocess.run(
+            [sys.executable, "-m", "tuner", *args, "--host", sim.url],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    assert resumed.returncode == 0, resumed.stderr
+    first = resumed.stderr.split("model 2/2")[0]
+    assert (
+        "[llama3.1-8b] trial " not in first and "[llama3.1-8b] soak: soak" in first
+    )  # the study kept, the soak run
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [m["status"] for m in summary["models"]] == ["done", "done"]
+    assert [len(complete(storage, m["study"])) for m in summary["models"]] == [2, 2]
+    assert summary["models"][0]["soak"]["samples"] >= 1
+
+
 def test_an_invalid_plan_is_refused_one_line_per_problem_before_anything_loads(tmp_path, capsys):
     bad = plan_text(
         extra='colour = "blue"\nbudget_per_model = "ten"',
