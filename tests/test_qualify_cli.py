@@ -338,7 +338,7 @@ min = -5
     results = {}
     for label, flags in (
         ("throttle", ("--inject-throttle", "0:1000000")),
-        ("drift", ("--inject-drift", "-20")),
+        ("drift", ("--inject-drift", "20")),
     ):
         proc, url = _sim_process(*flags)
         try:
