@@ -95,6 +95,12 @@ def test_counter_deltas_by_cause_and_a_reset_never_goes_negative():
     assert soakstats.counter_delta({"power": 9.0}, {"power": 1.0}) == {"power": 0.0}
 
 
+def test_flagged_readings_become_spans():
+    times = [float(t) for t in range(10)]
+    assert soakstats.spans(times, {2.0, 3.0, 4.0, 7.0, 9.0}) == [(2.0, 4.0), (7.0, 7.0), (9.0, 9.0)]
+    assert soakstats.spans(times, set()) == []
+
+
 def test_energy_per_token():
     assert soakstats.energy_per_token(1000.0, 4000.0, 1500) == 2.0
     assert soakstats.energy_per_token(None, 4000.0, 1500) is None
@@ -255,9 +261,18 @@ def test_the_soak_figure_draws_the_telemetry_panels_where_there_is_telemetry():
     world = World(throttle_from_s=900, throttle_to_s=1020)
     result = _soak(world)
     samples = result.to_dict()["samples"]
-    fig = plot_soak(samples, "toy", result.figures["collapse_times_s"])
+    (span,) = result.figures["collapse_spans_s"]  # the throttle window's low SM clock at 70 °C
+    assert 900 - 3 <= span[0] < span[1] <= 1020 + 3
+    fig = plot_soak(samples, "toy", result.figures["collapse_spans_s"])
     labels = [ax.get_ylabel() for ax in fig.axes]
-    assert labels == ["decode tok/s", "clock MHz", "temperature °C", "throttle s (cum.)", "power W"]
+    assert labels == [
+        "decode tok/s",
+        "SM clock MHz",
+        "temperature °C",
+        "throttle s (cum.)",
+        "memory clock MHz",
+        "power W",
+    ]
     throttle_axis = fig.axes[3]
     lines = {line.get_label(): max(line.get_ydata()) for line in throttle_axis.get_lines()}
     assert lines["power"] == pytest.approx(120, abs=3) and lines["thermal"] == 0

@@ -228,7 +228,7 @@ def figures(samples: list[SoakSample], settings: SoakSettings) -> dict[str, Any]
         ]
         collapses = soakstats.clock_collapses(readings, settings.collapse_fraction, settings.hot_c)
         out["clock_collapses"] = len(collapses)
-        out["collapse_times_s"] = [c.time_s for c in collapses[:50]]
+        out["collapse_spans_s"] = soakstats.spans([s.time_s for s in soak], {c.time_s for c in collapses})
         temps = [r[3] for r in readings if r[3] is not None]
         if temps:
             out["max_temperature_c"] = max(temps)

@@ -51,7 +51,7 @@ def build(plan: Plan, fingerprint: dict[str, Any], fp_id: str, storage: str, out
         verdicts = evaluate_all(plan.criteria, entry.model, records, o.soak)
         row = o.to_dict()
         if row.get("soak"):
-            row["soak"] = {k: v for k, v in row["soak"].items() if k != "collapse_times_s"}
+            row["soak"] = {k: v for k, v in row["soak"].items() if k != "collapse_spans_s"}
         row["verdicts"] = [v.to_dict() for v in verdicts]
         row["passed"] = bool(verdicts) and o.status == DONE and all(v.verdict == PASS for v in verdicts)
         models.append(row)
@@ -285,8 +285,10 @@ def write(summary: dict[str, Any], out_dir: Path, compare: Sequence[Block] = ())
     for m in summary["models"]:
         soak = state.soak(m["key"]) if m["status"] == DONE and m.get("soak") else None
         if soak and soak.get("samples"):
-            times = (soak.get("figures") or {}).get("collapse_times_s") or []
-            plots[m["key"]] = soak_png(soak["samples"], f"{m['model']}: {soak.get('tag', '')}", times)
+            spans = (soak.get("figures") or {}).get("collapse_spans_s") or []
+            tag = soak.get("tag", "")
+            title = m["model"] if tag in ("", m["model"]) else f"{m['model']}: {tag}"
+            plots[m["key"]] = soak_png(soak["samples"], title, [tuple(s) for s in spans])
     paths = {name: out_dir / name for name in ("summary.json", "summary.csv", "summary.md", "summary.html")}
     write_json(paths["summary.json"], summary)
     doc = blocks(summary, plots, compare)
