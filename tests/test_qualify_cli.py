@@ -357,7 +357,10 @@ min = -5
 
 
 def test_the_time_budget_cuts_a_study_and_leaves_the_rest_not_run(tmp_path, capsys):
-    text = plan_text(budget=5).replace("time_budget_h = 2", "time_budget_h = 0.0001")  # 0.36 s
+    decode_only = '\n[[criteria]]\nmetric = "decode_tok_s"\nmin = 20\n'
+    text = plan_text(budget=5, soak=0, criteria=decode_only).replace(
+        "time_budget_h = 2", "time_budget_h = 0.0001"
+    )
     with SimServer(gpus="1xRTX4090", seed=4) as sim:
         assert qualify(tmp_path, sim.url, text) == 0
         err = capsys.readouterr().err

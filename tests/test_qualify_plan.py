@@ -156,6 +156,15 @@ def test_a_soak_criterion_without_a_soak_can_never_pass(tmp_path):
         load_plan(_plan(tmp_path, text))
 
 
+def test_soaks_longer_than_the_time_budget_are_refused(tmp_path):
+    text = 'time_budget_h = 1\nsoak_minutes = 30\nheat_soak_minutes = 5\n[[models]]\nmodel = "a:1b"\n[[models]]\nmodel = "b:1b"\n'
+    with pytest.raises(PlanError, match=r"the soaks alone take 70 min \(2 models x"):
+        load_plan(_plan(tmp_path, text))
+    assert (
+        load_plan(_plan(tmp_path, text.replace("time_budget_h = 1", "time_budget_h = 2"))).time_budget_h == 2
+    )
+
+
 def test_a_plan_without_models_and_a_file_that_is_not_toml(tmp_path):
     with pytest.raises(PlanError, match="names no model"):
         load_plan(_plan(tmp_path, 'name = "x"\n'))
