@@ -220,6 +220,26 @@ def test_a_failing_depth_step_ends_the_depth_soak_and_keeps_the_soak():
     assert 1 <= len(f["depth_decode_tok_s"]) < 4
 
 
+def test_the_soak_says_its_progress_each_tenth():
+    world = World(throttle_from_s=900, throttle_to_s=1020)
+    said: list[str] = []
+    run_soak(
+        SoakBackend(world),
+        TelemetryProbe(world),
+        "toy:q4",
+        EngineOptions(33, 8192),
+        SETTINGS,
+        on_phase=said.append,
+    )
+    progress = [s for s in said if s.startswith("soak ")]
+    assert said[:2] == ["heat", "soak"] and said[-1] == "depth" and len(progress) == 9
+    assert progress[0].startswith(
+        "soak 3.0/30 min: decode 100.0 tok/s, GPU0 2500 MHz 70 °C 300 W, throttle 0.0 s"
+    )
+    assert progress[-1].endswith(" s so far")
+    assert float(progress[-1].split("throttle ")[1].split(" s")[0]) == pytest.approx(120, abs=3)
+
+
 def test_an_injected_throttle_is_measured_and_named():
     world = World(throttle_from_s=900, throttle_to_s=1020)  # two minutes, inside the soak proper
     f = _soak(world).figures

@@ -352,7 +352,9 @@ class PlanRunner:
                 tag,
                 config.options,
                 settings,
-                on_phase=lambda phase: self.say(f"  {key} soak: {phase}"),
+                on_phase=lambda what: self.say(
+                    f"  {key} {what if what.startswith('soak ') else 'soak: ' + what}"
+                ),
             )
         except BackendError as exc:
             return replace(base, soak_error=str(exc).splitlines()[0])
