@@ -271,6 +271,10 @@ def test_soak_criteria_read_the_soak_figures_and_missing_data_is_no_data():
     drift = _criterion(metric="soak_drift_pct_per_h", min=-5)
     verdicts = evaluate_all([throttle, energy, drift], "m:8b", [], soak)
     assert [(v.verdict, v.value) for v in verdicts] == [(FAIL, 12.5), (PASS, 1.8), (NO_DATA, None)]
+    assert verdicts[2].detail.endswith("the samples span no time")  # 200 samples are plenty
+    cpu = {"samples": 30, "telemetry": False, "soak_decode_tok_s": 10.0}
+    assert "gives no GPU telemetry" in evaluate(throttle, "m:8b", [], cpu).detail
+    assert "3 soak samples, too few to judge a trend" in evaluate(drift, "m:8b", [], {"samples": 3}).detail
     assert evaluate(throttle, "m:8b", [], None).verdict == NO_DATA
 
 

@@ -252,6 +252,7 @@ def figures(samples: list[SoakSample], settings: SoakSettings) -> dict[str, Any]
     first = _last_heat(samples)
     last = soak[-1]
     gpus = [g for g in last.telemetry if isinstance(g, dict)]
+    out["telemetry"] = bool(gpus)
     if gpus:
         readings = [
             (s.time_s, int(g["gpu"]), g.get("sm_clock_mhz"), g.get("temperature_c"))

@@ -19,7 +19,7 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.fingerprint import describe
-from tuner.qualify.criteria import PASS, Verdict, evaluate_all
+from tuner.qualify.criteria import PASS, evaluate_all
 from tuner.qualify.plan import Plan
 from tuner.qualify.state import DONE, ModelOutcome, PlanState, write_json
 from tuner.report.render import Block, escape_md, render_html, render_markdown
@@ -307,7 +307,3 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-def verdicts_of(summary: dict[str, Any]) -> list[Verdict]:
-    return [Verdict(**v) for m in summary["models"] for v in m["verdicts"]]
