@@ -386,3 +386,16 @@ def test_check_reads_the_plan_and_the_models_and_runs_nothing(tmp_path, capsys):
     assert "plan 'night': 2 models, 3 criteria: OK" in err
     assert "note: nosuch:1b: Ollama at" in err and "would record it as failed" in err
     assert not (tmp_path / "out" / "state").exists() and not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_no_credential_of_the_host_reaches_the_terminal_or_the_files(tmp_path, capsys):
+    text = plan_text(models=("llama3.1:8b", "nosuch:1b"), budget=1)
+    with SimServer(gpus="1xRTX4090", seed=4) as sim:
+        url = sim.url.replace("http://", "http://tuner:s3cret-pw@")
+        assert qualify(tmp_path, url, text) == 0
+    captured = capsys.readouterr()
+    assert "s3cret-pw" not in captured.err + captured.out
+    assert "model 2/2 nosuch:1b: FAILED: Ollama at 'http://127.0.0.1:" in captured.err  # named, without them
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix != ".png"]
+    assert len(files) > 10
+    assert not [p for p in files if "s3cret-pw" in p.read_text(errors="replace")]

@@ -54,3 +54,17 @@ def test_an_unexpected_error_fails_that_model_only_and_a_rerun_skips_the_done_on
     assert again[1] == outcomes[1]
     assert "model 2/2 toy:q4: finished earlier (2 trials), skipped" in said
     assert not any("trial " in line and "[toy-q4]" in line for line in said)
+
+
+def test_the_summary_masks_every_remembered_secret_and_url_password():
+    from tuner.qualify.summary import redacted
+    from tuner.redact import remember_secrets_of
+
+    remember_secrets_of("postgresql://tuner:pg-s3cret@db.example/optuna")
+    value = {
+        "error": ["Cannot reach postgresql://tuner:pg-s3cret@db.example/optuna", {"why": "bad pg-s3cret"}],
+        "n": 3,
+    }
+    out = redacted(value)
+    assert "pg-s3cret" not in repr(out) and out["n"] == 3
+    assert out["error"][0] == "Cannot reach postgresql://tuner:***@db.example/optuna"

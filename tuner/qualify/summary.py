@@ -22,6 +22,7 @@ from tuner.fingerprint import describe
 from tuner.qualify.criteria import PASS, evaluate_all
 from tuner.qualify.plan import Plan
 from tuner.qualify.state import DONE, ModelOutcome, PlanState, write_json
+from tuner.redact import redact
 from tuner.report.render import Block, escape_md, render_html, render_markdown
 from tuner.schema import TrialRecord
 from tuner.study import load_records
@@ -37,6 +38,18 @@ def _records(storage: str, study: str) -> list[TrialRecord]:
         return load_records(storage, study)[1]
     except TunerError:
         return []
+
+
+def redacted(value: Any) -> Any:
+    """Every string in a JSON-like value with the known secrets and URL passwords masked (tuner.redact):
+    what the summary files hold leaks no credential of --host or --storage."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redacted(v) for v in value]
+    return value
 
 
 def build(plan: Plan, fingerprint: dict[str, Any], fp_id: str, storage: str, out_dir: Path) -> dict[str, Any]:
@@ -55,36 +68,38 @@ def build(plan: Plan, fingerprint: dict[str, Any], fp_id: str, storage: str, out
         row["verdicts"] = [v.to_dict() for v in verdicts]
         row["passed"] = bool(verdicts) and o.status == DONE and all(v.verdict == PASS for v in verdicts)
         models.append(row)
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "plan": {
-            "name": plan.name,
-            "path": plan.path,
-            "engine": plan.engine,
-            "budget_per_model": plan.budget_per_model,
-            "time_budget_h": plan.time_budget_h,
-            "soak_minutes": plan.soak_minutes,
-            "heat_soak_minutes": plan.heat_soak_minutes,
-            "models": [e.model for e in plan.models],
-        },
-        "criteria": [
-            {**dataclasses.asdict(c), "models": list(c.models), "text": c.text()} for c in plan.criteria
-        ],
-        "fingerprint_id": fp_id,
-        "fingerprint": fingerprint,
-        "machine": describe(fingerprint),
-        "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "complete": all(m["status"] != NOT_RUN for m in models),
-        "totals": {
-            "models": len(models),
-            "done": sum(1 for m in models if m["status"] == DONE),
-            "failed": sum(1 for m in models if m["status"] == "failed"),
-            "not_run": sum(1 for m in models if m["status"] == NOT_RUN),
-            "passed": sum(1 for m in models if m["passed"]),
-        },
-        "models": models,
-    }
+    return redacted(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "plan": {
+                "name": plan.name,
+                "path": plan.path,
+                "engine": plan.engine,
+                "budget_per_model": plan.budget_per_model,
+                "time_budget_h": plan.time_budget_h,
+                "soak_minutes": plan.soak_minutes,
+                "heat_soak_minutes": plan.heat_soak_minutes,
+                "models": [e.model for e in plan.models],
+            },
+            "criteria": [
+                {**dataclasses.asdict(c), "models": list(c.models), "text": c.text()} for c in plan.criteria
+            ],
+            "fingerprint_id": fp_id,
+            "fingerprint": fingerprint,
+            "machine": describe(fingerprint),
+            "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "complete": all(m["status"] != NOT_RUN for m in models),
+            "totals": {
+                "models": len(models),
+                "done": sum(1 for m in models if m["status"] == DONE),
+                "failed": sum(1 for m in models if m["status"] == "failed"),
+                "not_run": sum(1 for m in models if m["status"] == NOT_RUN),
+                "passed": sum(1 for m in models if m["passed"]),
+            },
+            "models": models,
+        }
+    )
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
