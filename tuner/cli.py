@@ -209,6 +209,18 @@ def cli() -> None:
     help="llama-server, or Ollama with --serve: also tune the KV cache type f16/q8_0/q4_0.",
 )
 @click.option(
+    "--tune",
+    "tune_knobs",
+    default="",
+    help="Server knobs to search with --serve: flash-attn,kv-cache,parallel,gpus (each a server restart).",
+)
+@click.option(
+    "--parallel-values",
+    default="1,2,4,8",
+    show_default=True,
+    help="With --tune parallel: the OLLAMA_NUM_PARALLEL values to try.",
+)
+@click.option(
     "--serve",
     is_flag=True,
     help="Run 'ollama serve' here (private port, your model store), restarting it for server-wide settings.",
@@ -331,6 +343,8 @@ def tune_cmd(
     quality_tokens: int,
     tune_flash_attn: bool,
     tune_kv_cache: bool,
+    tune_knobs: str,
+    parallel_values: str,
     serve: bool,
     ollama_path: str | None,
     ladder_max: int,
@@ -371,6 +385,11 @@ def tune_cmd(
         heartbeat_s=heartbeat,
     )
     limit = parse_bytes(vram_limit, "--vram-limit") if vram_limit else None
+    from tuner.servetune import parse_tune  # noqa: PLC0415
+
+    knobs = parse_tune(tune_knobs, parallel_values, serve=serve, engine=engine)
+    tune_flash_attn = tune_flash_attn or knobs.flash_attn
+    tune_kv_cache = tune_kv_cache or knobs.kv_cache
     if engine == "ollama" and (tune_flash_attn or tune_kv_cache) and not serve:
         raise ConfigError(
             "--tune-flash-attn and --tune-kv-cache need --serve with Ollama (it sets them server-wide: autotune "
@@ -396,6 +415,7 @@ def tune_cmd(
         from tuner.servetune import managed_backend  # noqa: PLC0415
 
         backend, probe = managed_backend(ollama_path, out_dir / "serve-logs", timeouts)
+        knobs = knobs.on_gpus([g.memory_bytes for g in probe.gpus()])
     else:
         backend, probe = _build_backend(engine, host, llama_server, timeouts)
     try:
@@ -418,6 +438,9 @@ def tune_cmd(
             sampler=sampler,
             tune_flash_attn=tune_flash_attn,
             tune_kv_cache=tune_kv_cache,
+            tune_parallel=knobs.parallel,
+            tune_gpus=knobs.gpus,
+            serve=serve,
             measure=settings,
             timeouts=timeouts,
             retry=retry,

@@ -132,6 +132,9 @@ class StudyConfig:
     sampler: str = "auto"  # "auto" (ours) | "tpe" | "tpe-mv" | "random" | "gp" (study.SAMPLERS)
     tune_flash_attn: bool = False  # llama-server only
     tune_kv_cache: bool = False  # llama-server only
+    tune_parallel: tuple[int, ...] = ()  # Ollama --serve: OLLAMA_NUM_PARALLEL values to search
+    tune_gpus: tuple[str, ...] = ()  # Ollama --serve: GPU subsets ("0", "0,1", "0,1+spread") to search
+    serve: bool = False  # Ollama --serve: trials are grouped by server environment (few restarts)
     measure: MeasureSettings = MeasureSettings()
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()

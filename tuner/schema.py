@@ -55,6 +55,9 @@ class TrialRecord:
     baseline: bool = False  # num_gpu left to the engine
     flash_attn: str | None = None  # llama-server only
     kv_cache_type: str | None = None  # llama-server only
+    num_parallel: int | None = None  # Ollama --serve: OLLAMA_NUM_PARALLEL the trial ran under
+    gpus: str | None = None  # Ollama --serve: the GPU subset (CUDA_VISIBLE_DEVICES) and "+spread"
+    restart_s: float | None = None  # Ollama --serve: seconds this trial spent restarting the server
     constraints: dict[str, float] = field(default_factory=dict)  # <= 0 is satisfied
     predicted_vram_bytes: int | None = None  # the estimator's VRAM for this config (all GPUs)
     predicted_vram_per_gpu: list[int] = field(default_factory=list)

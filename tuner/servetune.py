@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tuner.concurrency import Ladder, LevelResult, render_table, run_ladder
 from tuner.config import Timeouts
 from tuner.errors import BackendError, ConfigError, ModelNotFound, Unreachable
 from tuner.serverenv import render_docker_flags, render_env_file, render_systemd_dropin
+from tuner.space import gpu_choices
 
 PROMPT = "Request {i}: in two sentences, describe a lighthouse at dusk."
 
@@ -89,6 +91,63 @@ def say_ladder(ladder: Ladder, pick: LevelResult | None) -> None:
         )
 
 
+@dataclass(frozen=True)
+class TuneKnobs:
+    """What `--tune` asked for: the server knobs the study searches (with --serve)."""
+
+    flash_attn: bool = False
+    kv_cache: bool = False
+    parallel: tuple[int, ...] = ()
+    want_gpus: bool = False
+    gpus: tuple[str, ...] = ()
+
+    def on_gpus(self, memory_bytes: list[int]) -> TuneKnobs:
+        """The GPU subsets to try on this box; ConfigError where there is nothing to choose."""
+        if not self.want_gpus:
+            return self
+        choices = gpu_choices(memory_bytes)
+        if not choices:
+            raise ConfigError(
+                f"--tune gpus needs two or more GPUs; the server sees {len(memory_bytes)}. Leave gpus out of --tune."
+            )
+        return replace(self, gpus=choices)
+
+
+TUNE_KNOBS = ("flash-attn", "kv-cache", "parallel", "gpus")
+
+
+def parse_tune(text: str, parallel_values: str, *, serve: bool, engine: str) -> TuneKnobs:
+    """`--tune flash-attn,kv-cache,parallel,gpus` (any subset; '' = none)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TUNE_KNOBS]
+    if unknown:
+        raise ConfigError(f"--tune '{unknown[0]}' is not a knob; use any of {','.join(TUNE_KNOBS)}.")
+    if not names:
+        return TuneKnobs()
+    server_only = [n for n in names if n in ("parallel", "gpus")]
+    if engine == "ollama" and not serve:
+        raise ConfigError(
+            f"--tune {','.join(names)} sets Ollama's server environment: add --serve (autotune runs and "
+            "restarts its own 'ollama serve'), or tune on llama-server with --engine llama-server."
+        )
+    if server_only and engine != "ollama":
+        raise ConfigError(
+            f"--tune {server_only[0]} is an Ollama server knob: it needs --serve, not {engine}."
+        )
+    parallel: tuple[int, ...] = ()
+    if "parallel" in names:
+        try:
+            values = sorted({int(v) for v in parallel_values.split(",") if v.strip()})
+        except ValueError:
+            values = []
+        if not values or values[0] < 1:
+            raise ConfigError(
+                f"--parallel-values '{parallel_values}' must be whole numbers of at least 1, e.g. 1,2,4,8."
+            )
+        parallel = tuple(values)
+    return TuneKnobs("flash-attn" in names, "kv-cache" in names, parallel, "gpus" in names)
+
+
 def managed_backend(ollama_path: str | None, log_dir: Path, timeouts: Timeouts) -> tuple[Any, Any]:
     """A ManagedOllamaBackend on the user's model store, and the probe for its host."""
     from tuner.backend.ollamamanaged import ManagedOllamaBackend  # noqa: PLC0415
@@ -127,7 +186,11 @@ def best_server_files(meta: Any, records: list[Any], out_dir: Path) -> list[Path
     if fastest is None:
         return []
     best = fastest.trial
-    env = server_env(EngineOptions(best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type))
+    env = server_env(
+        EngineOptions(
+            best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type, best.num_parallel, best.gpus
+        )
+    )
     return write_server_files(out_dir, env)
 
 
@@ -142,7 +205,9 @@ def ladder_on_best(
     if fastest is None:
         return []
     best = fastest.trial
-    engine_options = EngineOptions(best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type)
+    engine_options = EngineOptions(
+        best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type, best.num_parallel, best.gpus
+    )
     if hasattr(backend, "ensure_environment"):
         backend.ensure_environment(engine_options)
     options = bench_options(best.num_ctx or None, best.num_gpu if best.num_gpu >= 0 else None, num_predict)

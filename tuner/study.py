@@ -106,6 +106,9 @@ def study_space(config: StudyConfig, infos: Mapping[str, ModelInfo]) -> Space:
         ctx_ladder=tuple(ladder),
         tune_flash_attn=config.tune_flash_attn,
         tune_kv_cache=config.tune_kv_cache,
+        parallel_choices=config.tune_parallel,
+        gpu_choices=config.tune_gpus,
+        grouped=config.serve,
     )
 
 
@@ -272,6 +275,8 @@ def build_record(
         baseline=baseline,
         flash_attn=config.flash_attn,
         kv_cache_type=config.kv_cache_type,
+        num_parallel=config.num_parallel,
+        gpus=config.gpus,
         constraints=constraints,
         interference=dict(m.interference),
     )
@@ -308,6 +313,8 @@ def skipped_record(
             error=describe_skip(verdict, free),
             flash_attn=config.flash_attn,
             kv_cache_type=config.kv_cache_type,
+            num_parallel=config.num_parallel,
+            gpus=config.gpus,
             constraints=constraints,
             predicted_skip=True,
         ),
@@ -354,7 +361,9 @@ class Objective:
         if fixed is not None:
             config = dataclasses.replace(config, num_ctx=int(fixed))
         if baseline:  # the engine's own defaults throughout, not the encoded flash-attention / KV choice
-            config = dataclasses.replace(config, flash_attn=None, kv_cache_type=None)
+            config = dataclasses.replace(
+                config, flash_attn=None, kv_cache_type=None, num_parallel=None, gpus=None
+            )
         verdict = None
         if self.fitcheck is not None:
             done = [
@@ -366,6 +375,7 @@ class Objective:
         if verdict is not None and verdict.skip and not baseline:  # the baseline shows what the engine does
             record = skipped_record(trial.number, config, verdict, self.config, self.fitcheck.free, loss)  # type: ignore[union-attr]
         else:
+            restarted_before = getattr(self.backend, "restart_s", None)
             try:
                 m, attempts = measure_with_retries(
                     lambda: measure(
@@ -390,6 +400,9 @@ class Objective:
             )
             if attempts:
                 record = dataclasses.replace(record, attempts=attempts)
+            if restarted_before is not None:  # --serve: the server restarts this trial cost (in its load_s)
+                took = float(getattr(self.backend, "restart_s", 0.0)) - float(restarted_before)
+                record = dataclasses.replace(record, restart_s=round(took, 3))
         record = dataclasses.replace(record, fingerprint_id=self.fingerprint_id)
         attrs = dataclasses.asdict(record)
         for key in ("number", "state", "remeasure_samples", *QUALITY_FIELDS):

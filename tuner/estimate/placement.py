@@ -38,6 +38,9 @@ class Request:
     kv_type: str = "f16"  # f16 | q8_0 | q4_0 (quantized only counts with flash attention)
     flash_attn: bool | None = None  # None = the engine's default for this version
     sched_spread: bool = False  # OLLAMA_SCHED_SPREAD: every GPU rather than the fewest (Ollama only)
+    visible: tuple[int, ...] | None = (
+        None  # CUDA_VISIBLE_DEVICES: the GPUs (indices into free) the server sees
+    )
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ def predict(
         raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     v = version if isinstance(version, Version) else Version(version)
     free = list(free)
+    if req.visible is not None:  # the server sees only these GPUs: place on them, report on the full list
+        return _on_visible(spec, free, req, engine, v, truth)
     ctx = max(4, min(req.num_ctx, spec.context_length or req.num_ctx))
     if spec.projector_bytes and spec.vision_patch:
         ctx = min(max(ctx, 2048), spec.context_length or ctx)  # vision models need at least 2048
@@ -179,6 +184,7 @@ def predict(
                 parallel=req.num_parallel,
                 flash_attn=fa,
                 kv_type=kv_type,
+                unified_kv=engine == "ollama" and v.era != "C",  # llama-server: one stream per slot
             ),
             gpus,
         )
@@ -251,6 +257,19 @@ def predict(
         ollama=est,
         max_layers=spec.max_layers,
     )
+
+
+def _on_visible(
+    spec: ModelSpec, free: list[int], req: Request, engine: str, v: Version, truth: Adjust | None
+) -> Prediction:
+    visible = [g for g in dict.fromkeys(req.visible or ()) if 0 <= g < len(free)]
+    sub = predict(
+        spec, [free[g] for g in visible], replace(req, visible=None), engine=engine, version=v, truth=truth
+    )
+    gpu_bytes = [0] * len(free)
+    for i, b in enumerate(sub.gpu_bytes):
+        gpu_bytes[visible[i]] = b
+    return replace(sub, runner_gpus=tuple(visible[i] for i in sub.runner_gpus), gpu_bytes=tuple(gpu_bytes))
 
 
 def _f16_kv_bytes(spec: ModelSpec, ctx_total: int) -> int:

@@ -24,10 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tuner.estimate.versions import Version
+from tuner.serverenv import FORCED_ONE_SLOT, KV_TYPES
 
-KV_TYPES = ("f16", "q8_0", "q4_0")
-# server/sched.go: numParallel = 1 for these (and for every embedding model)
-FORCED_ONE_SLOT = ("mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "lfm2", "nemotron_h", "bert", "nomic-bert")
 _TRUE = ("1", "true", "t", "yes", "on")
 _FALSE = ("0", "false", "f", "no", "off")
 

@@ -115,12 +115,7 @@ def serve(argv: list[str], env: Mapping[str, str]) -> int:
     log.write("\n")
     if args.start_s > 0:
         time.sleep(args.start_s)
-    try:
-        server.start()
-    except OSError as exc:
-        log.write(f"Error: listen tcp {bind}:{port}: bind: address already in use ({exc.strerror or exc})\n")
-        log.flush()
-        return 1
+    # logged before the port opens: whoever sees it answer finds the whole startup log
     sim = server.simulation
     log.write(
         f'time=0 level=INFO source=routes.go:1 msg="Listening on {bind}:{port} (version {sim.version.text})"\n'
@@ -133,6 +128,12 @@ def serve(argv: list[str], env: Mapping[str, str]) -> int:
     if not sim.gpus:
         log.write('time=0 level=INFO source=types.go:1 msg="inference compute" id=cpu library=cpu\n')
     log.flush()
+    try:
+        server.start()
+    except OSError as exc:
+        log.write(f"Error: listen tcp {bind}:{port}: bind: address already in use ({exc.strerror or exc})\n")
+        log.flush()
+        return 1
     try:
         stop.wait()
     except KeyboardInterrupt:
