@@ -415,7 +415,12 @@ def tune_cmd(
         from tuner.servetune import managed_backend  # noqa: PLC0415
 
         backend, probe = managed_backend(ollama_path, out_dir / "serve-logs", timeouts)
-        knobs = knobs.on_gpus([g.memory_bytes for g in probe.gpus()])
+        try:
+            knobs = knobs.on_gpus([g.memory_bytes for g in probe.gpus()])
+        except TunerError:
+            backend.close()  # the server it started is stopped on every way out
+            probe.close()
+            raise
     else:
         backend, probe = _build_backend(engine, host, llama_server, timeouts)
     try:

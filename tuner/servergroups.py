@@ -40,7 +40,7 @@ class GroupPlan:
 def plan(points: Sequence[ServerKey], home: ServerKey, budget: int) -> GroupPlan:
     """Order the groups by distance from `home` (the server's defaults: flash attention on, f16 cache, the
     fewest slots, every GPU), keep as many as the budget gives MIN_PER_GROUP trials, split the budget."""
-    ordered = sorted(points, key=lambda p: (distance(p, home), points.index(p)))
+    ordered = sorted(points, key=lambda p: (distance(p, home), _turn(p, points, home), points.index(p)))
     visit = max(1, min(len(ordered), budget // MIN_PER_GROUP))
     kept, left = ordered[:visit], ordered[visit:]
     share, extra = divmod(max(budget, visit), visit)
@@ -63,6 +63,14 @@ def current(
             return p
         spare = max(0, allowed - counts[p])
     return None
+
+
+def _turn(p: ServerKey, points: Sequence[ServerKey], home: ServerKey) -> int:
+    """Among groups as far from home, take each set of changed knobs in turn (fa off, q8_0, 2 slots, then
+    q4_0, 4 slots...): a short budget sees every knob move before any one knob's whole range."""
+    changed = tuple(i for i, (a, b) in enumerate(zip(p, home)) if a != b)
+    same = [q for q in points if tuple(i for i, (a, b) in enumerate(zip(q, home)) if a != b) == changed]
+    return same.index(p)
 
 
 def restarts(keys: Sequence[ServerKey]) -> int:

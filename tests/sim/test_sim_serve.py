@@ -95,6 +95,10 @@ def test_spread_and_visible_gpus_change_the_placement() -> None:
     assert len(fewest.runner_gpus) == 1 and len(spread.runner_gpus) == 2
     era_a = _sim(version="0.12.10", gpus="2x24GiB", OLLAMA_SCHED_SPREAD="1").plan("llama3.1:8b", num_ctx=4096)
     assert len(era_a.runner_gpus) == 2
+    only_second = _sim(gpus="2x24GiB", CUDA_VISIBLE_DEVICES="1").plan("llama3.1:8b", num_ctx=4096)
+    assert only_second.runner_gpus == (1,) and only_second.gpu_bytes[0] == 0 < only_second.gpu_bytes[1]
+    big = _sim(gpus="2x24GiB", CUDA_VISIBLE_DEVICES="0").plan("llama3.3:70b", num_ctx=4096)
+    assert big.runner_gpus == (0,) and big.offloaded < 81  # one visible GPU: a 70B spills to the CPU
 
 
 def test_kv_type_and_flash_attention_change_the_speed() -> None:

@@ -263,8 +263,9 @@ def _on_visible(
     spec: ModelSpec, free: list[int], req: Request, engine: str, v: Version, truth: Adjust | None
 ) -> Prediction:
     visible = [g for g in dict.fromkeys(req.visible or ()) if 0 <= g < len(free)]
+    adjust = None if truth is None else (lambda a, gpus: truth(a, [visible[g] for g in gpus]))
     sub = predict(
-        spec, [free[g] for g in visible], replace(req, visible=None), engine=engine, version=v, truth=truth
+        spec, [free[g] for g in visible], replace(req, visible=None), engine=engine, version=v, truth=adjust
     )
     gpu_bytes = [0] * len(free)
     for i, b in enumerate(sub.gpu_bytes):

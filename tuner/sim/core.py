@@ -191,7 +191,8 @@ class Simulation:
         spec = spec_of(mf)
         free = self.free_gpu_bytes(used_gpu, used_host)
         host_free = self.free_host_bytes(used_gpu, used_host)
-        fa_ok = all(g.supports_flash_attention for g in self.gpus)  # no GPU: the CPU, which supports it
+        seen = self.gpus if self.knobs.visible is None else [self.gpus[i] for i in self.knobs.visible]
+        fa_ok = all(g.supports_flash_attention for g in seen)  # no GPU: the CPU, which supports it
         fa = self.knobs.use_flash_attention(self.version.flash_attention(mf.arch.name, fa_ok), fa_ok)
         parallel = 1 if self.knobs.slots_for(mf.arch.name) == 1 else self.num_parallel
         req = Request(
@@ -202,6 +203,7 @@ class Simulation:
             flash_attn=fa,
             kv_type=self.knobs.effective_kv(fa, self.version),
             sched_spread=self.knobs.sched_spread,
+            visible=self.knobs.visible,  # CUDA_VISIBLE_DEVICES: the others stay idle (and still probed)
         )
         truth = self.truth(mf.tag, requested_ctx)
         pred = predict(spec, free, req, engine="ollama", version=self.version, truth=truth)

@@ -89,7 +89,7 @@ def serve(argv: list[str], env: Mapping[str, str]) -> int:
         bind, port = listen_address(env.get("OLLAMA_HOST"))
         visible = knobs.visible if knobs.visible is not None else tuple(range(len(all_gpus)))
         server = SimServer(
-            gpus=[all_gpus[i] for i in visible],
+            gpus=all_gpus,  # every GPU stays on the simulated machine (NVML sees them); the server uses `visible`
             host_ram=args.host_ram,
             version=args.ollama_version,
             num_parallel=knobs.num_parallel,
@@ -120,12 +120,13 @@ def serve(argv: list[str], env: Mapping[str, str]) -> int:
     log.write(
         f'time=0 level=INFO source=routes.go:1 msg="Listening on {bind}:{port} (version {sim.version.text})"\n'
     )
-    for i, g in enumerate(sim.gpus):
+    for i, idx in enumerate(visible):
+        g = sim.gpus[idx]
         log.write(
-            f'time=0 level=INFO source=types.go:1 msg="inference compute" id=GPU-{visible[i]} library=CUDA '
+            f'time=0 level=INFO source=types.go:1 msg="inference compute" id=GPU-{idx} library=CUDA '
             f'name=CUDA{i} description="{g.name}" total="{g.memory_bytes / 2**30:.1f} GiB"\n'
         )
-    if not sim.gpus:
+    if not visible:
         log.write('time=0 level=INFO source=types.go:1 msg="inference compute" id=cpu library=cpu\n')
     log.flush()
     try:
