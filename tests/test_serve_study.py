@@ -16,8 +16,8 @@ from tuner.cli import main
 from tuner.estimate import ModelSpec, Request, predict
 from tuner.serverenv import parse_server_config
 from tuner.servergroups import current, key_of, plan, restarts
-from tuner.sim.modelinfo import spec_of
 from tuner.sim.catalog import lookup
+from tuner.sim.modelinfo import spec_of
 from tuner.sim.serve import write_shim
 from tuner.study import load_records
 
