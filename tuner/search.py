@@ -92,7 +92,8 @@ class StructuredSampler(optuna.samplers.BaseSampler):
                 space.parallel_choices[0] if space.parallel_choices else None,
                 space.default_gpus if space.gpu_choices else None,
             )
-            self.groups = plan_groups(space.server_points(), home, budget)
+            # the baseline trial (the engine's defaults) takes one trial of the budget before any group
+            self.groups = plan_groups(space.server_points(), home, max(1, budget - 1))
 
     # -- Optuna's sampler interface -----------------------------------------------------------------
     def infer_relative_search_space(

@@ -3,7 +3,8 @@
 A server environment (Config.server_key) is the flash attention, KV cache type, OLLAMA_NUM_PARALLEL and GPU
 subset a trial needs; any change restarts `ollama serve`. The search (tuner.search) therefore works through
 the groups in turn: `plan` orders them (the one nearest the server's defaults first, then those that change
-one knob, then two...) and gives each a share of the budget; `current` says, from the stored trials alone,
+one knob, then two...; among those, the KV type, the slots, the GPUs, then flash attention, in turn) and
+gives each a share of the budget (the baseline trial, in the defaults, is not part of any); `current` says, from the stored trials alone,
 which group the next trial belongs to: the first whose share is not used up and whose search still has a
 config to try (a group that runs out passes its unused share on). Resume, several workers and a re-run all
 derive the same group from storage, so a study never goes back to an environment it finished.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from tuner.schema import TrialRecord
 
 ServerKey = tuple[str | None, str | None, int | None, str | None]  # flash_attn, kv_cache_type, parallel, gpus
-MIN_PER_GROUP = 3  # trials a group needs to find its edge (a load, a probe, one more): fewer groups if short
+MIN_PER_GROUP = 2  # trials a group needs at least (a load at the edge and one more): fewer groups if short
 
 
 def key_of(r: TrialRecord) -> ServerKey:
@@ -40,7 +41,10 @@ class GroupPlan:
 def plan(points: Sequence[ServerKey], home: ServerKey, budget: int) -> GroupPlan:
     """Order the groups by distance from `home` (the server's defaults: flash attention on, f16 cache, the
     fewest slots, every GPU), keep as many as the budget gives MIN_PER_GROUP trials, split the budget."""
-    ordered = sorted(points, key=lambda p: (distance(p, home), _turn(p, points, home), points.index(p)))
+    ordered = sorted(
+        points,
+        key=lambda p: (distance(p, home), _turn(p, points, home), _priority(p, home), points.index(p)),
+    )
     visit = max(1, min(len(ordered), budget // MIN_PER_GROUP))
     kept, left = ordered[:visit], ordered[visit:]
     share, extra = divmod(max(budget, visit), visit)
@@ -71,6 +75,15 @@ def _turn(p: ServerKey, points: Sequence[ServerKey], home: ServerKey) -> int:
     changed = tuple(i for i, (a, b) in enumerate(zip(p, home)) if a != b)
     same = [q for q in points if tuple(i for i, (a, b) in enumerate(zip(q, home)) if a != b) == changed]
     return same.index(p)
+
+
+KNOB_PRIORITY = (3, 0, 1, 2)  # by ServerKey position: the KV type first, then slots, GPUs, flash attention
+
+
+def _priority(p: ServerKey, home: ServerKey) -> int:
+    """Which changed knob comes first at the same distance and turn: the KV cache type and the slots are what
+    users ask about most; flash attention is on by default where it is supported."""
+    return min((KNOB_PRIORITY[i] for i, (a, b) in enumerate(zip(p, home)) if a != b), default=0)
 
 
 def restarts(keys: Sequence[ServerKey]) -> int:

@@ -9,10 +9,11 @@
   compressed latent (head_count_kv 1, 576 + 512); Ollama's pre-MLA deepseek2 file the full 128 x (192 + 128).
   Recurrent layers hold a fixed f32 state per sequence.
 * Compute buffer per device that holds layers: without flash attention the KQ matrix
-  (4 B x cells x ubatch x heads) dominates (with parallel slots and llama-server's default non-unified
-  cache, Era C and llama-server, each sequence attends to its own stream: cells of ONE slot, so the buffer
-  does not grow with the slots; real 0.32.15, tiny model at num_ctx 2048: 8.51 MiB at 1 and 2 slots,
-  17.02 MiB at 4 and 8, where the automatic batch doubles); with it, a small working set; the logits (4 B x ubatch x vocab)
+  (4 B x cells x ubatch x heads) dominates (with parallel slots and llama.cpp's non-unified cache, the
+  default of llama-server and of the llama.cpp Ollama vendors from 0.12, each sequence attends to its own
+  stream: cells of ONE slot, so the buffer does not grow with the slots; real 0.32.15, tiny model at
+  num_ctx 2048: 8.51 MiB at 1 and 2 slots, 17.02 MiB at 4 and 8, where the automatic batch doubles; real
+  0.12.10 without flash attention: 22.51 MiB at 1, 2 and 4 slots); with it, a small working set; the logits (4 B x ubatch x vocab)
   where the output layer is. With layers left on the CPU, prompt batches are run on the first GPU and the
   weights are copied there (op offload), so CUDA0 also reserves room for the largest CPU-resident matrix
   (for deepseek2 that is a whole expert tensor, which Ollama's estimate does not count).

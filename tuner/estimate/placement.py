@@ -184,7 +184,9 @@ def predict(
                 parallel=req.num_parallel,
                 flash_attn=fa,
                 kv_type=kv_type,
-                unified_kv=engine == "ollama" and v.era != "C",  # llama-server: one stream per slot
+                # one KV stream per slot (llama.cpp's non-unified cache): llama-server, and the llama.cpp Ollama
+                # vendors from 0.12 (real 0.12.10 and 0.24.0: the compute buffer does not grow with slots)
+                unified_kv=engine == "ollama" and v.number < (0, 12, 0),
             ),
             gpus,
         )
