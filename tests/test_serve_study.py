@@ -148,9 +148,10 @@ def test_groups_are_ordered_near_the_defaults_first_and_pass_on_unused_shares() 
     assert current(gp, [home] * 2, lambda p: p != gp.points[1]) == gp.points[2]
     assert current(gp, [home] * 2 + [gp.points[2]] * 3, lambda p: p != gp.points[1]) == gp.points[2]
     assert current(gp, [home] * 2 + [gp.points[2]] * 4, lambda p: p != gp.points[1]) == gp.points[3]
-    assert (
-        current(gp, [home] * 2 + [gp.points[2]] * 4 + [gp.points[3]] * 2, lambda p: p != gp.points[1]) is None
-    )
+    done = [home] * 2 + [gp.points[2]] * 4 + [gp.points[3]] * 2  # every share used
+    assert current(gp, done, lambda p: p != gp.points[1], last=gp.points[3]) == gp.points[3]  # no restart
+    assert current(gp, done, lambda p: p not in (gp.points[1], gp.points[3]), last=gp.points[3]) == home
+    assert current(gp, done, lambda p: False) is None
     assert restarts([home, home, gp.points[1], gp.points[1], home]) == 2
 
 

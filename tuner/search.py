@@ -167,7 +167,8 @@ class StructuredSampler(optuna.samplers.BaseSampler):
             land = land_of(p)
             return self.next_config(land) is not None or self._deployable_draw(land) is not None
 
-        self.group = current_group(self.groups, used, has_more)
+        latest = max((r for r in records if r.num_gpu != AUTO), key=lambda r: r.number, default=None)
+        self.group = current_group(self.groups, used, has_more, key_of(latest) if latest else None)
         return land_of(self.group)
 
     # -- the plan -------------------------------------------------------------------------------------

@@ -53,12 +53,18 @@ def plan(points: Sequence[ServerKey], home: ServerKey, budget: int) -> GroupPlan
 
 
 def current(
-    gp: GroupPlan, used: Iterable[ServerKey], has_more: Callable[[ServerKey], bool]
+    gp: GroupPlan,
+    used: Iterable[ServerKey],
+    has_more: Callable[[ServerKey], bool],
+    last: ServerKey | None = None,
 ) -> ServerKey | None:
-    """The group the next trial belongs to; None when every group is done (the search may then go anywhere).
+    """The group the next trial belongs to; None when no group has anything left (the search may then go
+    anywhere).
 
     `used`: the server key of every trial stored or running (the baseline's default environment counts for
-    no group); `has_more(p)`: whether the search still has a config to try in group p."""
+    no group); `has_more(p)`: whether the search still has a config to try in group p. When every share is
+    used (a resumed study with a larger budget, a short one rounding), the running environment `last` goes
+    on while it has more, then the groups in order: no restart that the budget does not pay for."""
     counts = Counter(used)
     spare = 0
     for p, quota in zip(gp.points, gp.quotas):
@@ -66,7 +72,9 @@ def current(
         if counts[p] < allowed and has_more(p):
             return p
         spare = max(0, allowed - counts[p])
-    return None
+    if last is not None and last in gp.points and has_more(last):
+        return last
+    return next((p for p in gp.points if has_more(p)), None)
 
 
 def _turn(p: ServerKey, points: Sequence[ServerKey], home: ServerKey) -> int:
