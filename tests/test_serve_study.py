@@ -199,3 +199,35 @@ def test_the_estimators_slot_and_kv_prices_match_the_simulated_servers_reports(
         grew, priced = sizes[b] - sizes[a], _reported(spec, version, *b) - _reported(spec, version, *a)
         assert priced > 0 and abs(grew - priced) <= 0.1 * priced, (a, b, grew, priced)
     assert sizes[(2, "q4_0")] < sizes[(2, "q8_0")] < sizes[(2, "f16")]
+
+
+def test_per_request_knobs_are_searched_without_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """num_batch and main_gpu go in each request: a --serve study restarts only for server knobs, and in
+    Era C main_gpu runs the model on that GPU alone."""
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
+    out, storage = tmp_path / "out", f"sqlite:///{tmp_path}/s.db"
+    args = ["qwen2.5:7b", "--serve", "--ollama", str(shim(tmp_path, "2x24GiB"))]
+    args += ["--tune", "num-batch,main-gpu", "--sampler", "random", "--budget", "10", "--study", "r"]
+    args += ["--storage", storage, "--out", str(out), "--no-quality", "--remeasure-rounds", "0"]
+    args += ["--num-predict", "16"]
+    assert run_cli(args) == 0
+    _, records = load_records(storage, "r")
+    tuned = [r for r in records if not r.baseline]
+    assert len({r.num_batch for r in tuned}) >= 2 and {r.main_gpu for r in tuned} == {0, 1}
+    assert all(not r.restart_s for r in tuned)  # no server knob: the server never restarts
+    assert len(starts(out / "serve-logs" / "ollama-serve.log")) == 1
+    for r in tuned:
+        if r.peak_vram_per_gpu and r.num_gpu > 0 and r.main_gpu is not None:
+            assert r.peak_vram_per_gpu[1 - r.main_gpu] == 0 < r.peak_vram_per_gpu[r.main_gpu]
+
+
+def test_main_gpu_is_one_gpu_in_era_c_only() -> None:
+    from tuner.sim import Simulation
+
+    c = Simulation("2x24GiB", version="0.32.15", noise=0, estimator_error=0)
+    assert c.plan("llama3.3:70b", num_ctx=4096, main_gpu=1).runner_gpus == (1,)
+    assert len(c.plan("llama3.3:70b", num_ctx=4096).runner_gpus) == 2
+    a = Simulation("2x24GiB", version="0.12.10", noise=0, estimator_error=0)
+    assert len(a.plan("llama3.3:70b", num_ctx=4096, main_gpu=1).runner_gpus) == 2

@@ -212,7 +212,8 @@ def cli() -> None:
     "--tune",
     "tune_knobs",
     default="",
-    help="Server knobs to search with --serve: flash-attn,kv-cache,parallel,gpus (each a server restart).",
+    help="Knobs to search: flash-attn,kv-cache,parallel,gpus (Ollama: with --serve, a restart each), "
+    "num-batch,main-gpu (per request).",
 )
 @click.option(
     "--parallel-values",
@@ -415,14 +416,14 @@ def tune_cmd(
         from tuner.servetune import managed_backend  # noqa: PLC0415
 
         backend, probe = managed_backend(ollama_path, out_dir / "serve-logs", timeouts)
-        try:
-            knobs = knobs.on_gpus([g.memory_bytes for g in probe.gpus()])
-        except TunerError:
-            backend.close()  # the server it started is stopped on every way out
-            probe.close()
-            raise
     else:
         backend, probe = _build_backend(engine, host, llama_server, timeouts)
+    try:
+        knobs = knobs.on_gpus([g.memory_bytes for g in probe.gpus()])
+    except TunerError:
+        backend.close()  # a server autotune started is stopped on every way out
+        probe.close()
+        raise
     try:
         server = backend.server_info()  # fails fast, one line, if the engine is not there
         variants = _resolve_variants(backend, engine, models, quant, tags, pull)
@@ -445,6 +446,8 @@ def tune_cmd(
             tune_kv_cache=tune_kv_cache,
             tune_parallel=knobs.parallel,
             tune_gpus=knobs.gpus,
+            tune_batch=knobs.batch,
+            tune_main_gpu=knobs.main_gpu,
             serve=serve,
             measure=settings,
             timeouts=timeouts,

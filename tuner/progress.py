@@ -47,6 +47,8 @@ def _config(r: TrialRecord) -> str:
             ("kv", r.kv_cache_type),
             ("parallel", r.num_parallel),
             ("gpus", r.gpus),
+            ("num_batch", r.num_batch),
+            ("main_gpu", r.main_gpu),
         )
         if v is not None
     )

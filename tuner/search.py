@@ -113,6 +113,10 @@ class StructuredSampler(optuna.samplers.BaseSampler):
             out["num_parallel"] = CategoricalDistribution(list(self.space.parallel_choices))
         if self.space.gpu_choices:
             out["gpus"] = CategoricalDistribution(list(self.space.gpu_choices))
+        if self.space.batch_choices:
+            out["num_batch"] = CategoricalDistribution(list(self.space.batch_choices))
+        if self.space.main_gpu_choices:
+            out["main_gpu"] = CategoricalDistribution(list(self.space.main_gpu_choices))
         return out
 
     def sample_relative(

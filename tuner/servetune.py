@@ -100,20 +100,28 @@ class TuneKnobs:
     parallel: tuple[int, ...] = ()
     want_gpus: bool = False
     gpus: tuple[str, ...] = ()
+    batch: tuple[int, ...] = ()  # per request (no restart)
+    want_main_gpu: bool = False
+    main_gpu: tuple[int, ...] = ()  # per request (no restart)
 
     def on_gpus(self, memory_bytes: list[int]) -> TuneKnobs:
-        """The GPU subsets to try on this box; ConfigError where there is nothing to choose."""
-        if not self.want_gpus:
-            return self
-        choices = gpu_choices(memory_bytes)
-        if not choices:
-            raise ConfigError(
-                f"--tune gpus needs two or more GPUs; the server sees {len(memory_bytes)}. Leave gpus out of --tune."
-            )
-        return replace(self, gpus=choices)
+        """The GPU subsets and main GPUs to try on this box; ConfigError where there is nothing to choose."""
+        for want, knob in ((self.want_gpus, "gpus"), (self.want_main_gpu, "main-gpu")):
+            if want and len(memory_bytes) < 2:
+                raise ConfigError(
+                    f"--tune {knob} needs two or more GPUs; the server sees {len(memory_bytes)}. "
+                    f"Leave {knob} out of --tune."
+                )
+        return replace(
+            self,
+            gpus=gpu_choices(memory_bytes) if self.want_gpus else (),
+            main_gpu=tuple(range(len(memory_bytes))) if self.want_main_gpu else (),
+        )
 
 
-TUNE_KNOBS = ("flash-attn", "kv-cache", "parallel", "gpus")
+TUNE_KNOBS = ("flash-attn", "kv-cache", "parallel", "gpus", "num-batch", "main-gpu")
+SERVER_KNOBS = ("flash-attn", "kv-cache", "parallel", "gpus")  # Ollama: server environment, a restart each
+BATCH_CHOICES = (512, 1024, 2048, 256)  # num_batch per request; 512 (Ollama's default in Era A/B) first
 
 
 def parse_tune(text: str, parallel_values: str, *, serve: bool, engine: str) -> TuneKnobs:
@@ -124,16 +132,14 @@ def parse_tune(text: str, parallel_values: str, *, serve: bool, engine: str) -> 
         raise ConfigError(f"--tune '{unknown[0]}' is not a knob; use any of {','.join(TUNE_KNOBS)}.")
     if not names:
         return TuneKnobs()
-    server_only = [n for n in names if n in ("parallel", "gpus")]
-    if engine == "ollama" and not serve:
+    server_only = [n for n in names if n in ("parallel", "gpus", "num-batch", "main-gpu")]
+    if engine == "ollama" and not serve and any(n in SERVER_KNOBS for n in names):
         raise ConfigError(
             f"--tune {','.join(names)} sets Ollama's server environment: add --serve (autotune runs and "
             "restarts its own 'ollama serve'), or tune on llama-server with --engine llama-server."
         )
     if server_only and engine != "ollama":
-        raise ConfigError(
-            f"--tune {server_only[0]} is an Ollama server knob: it needs --serve, not {engine}."
-        )
+        raise ConfigError(f"--tune {server_only[0]} is an Ollama knob; with {engine} leave it out.")
     parallel: tuple[int, ...] = ()
     if "parallel" in names:
         try:
@@ -145,7 +151,14 @@ def parse_tune(text: str, parallel_values: str, *, serve: bool, engine: str) -> 
                 f"--parallel-values '{parallel_values}' must be whole numbers of at least 1, e.g. 1,2,4,8."
             )
         parallel = tuple(values)
-    return TuneKnobs("flash-attn" in names, "kv-cache" in names, parallel, "gpus" in names)
+    return TuneKnobs(
+        "flash-attn" in names,
+        "kv-cache" in names,
+        parallel,
+        "gpus" in names,
+        batch=BATCH_CHOICES if "num-batch" in names else (),
+        want_main_gpu="main-gpu" in names,
+    )
 
 
 def managed_backend(ollama_path: str | None, log_dir: Path, timeouts: Timeouts) -> tuple[Any, Any]:

@@ -67,11 +67,20 @@ class Config:
     kv_cache_type: str | None = None
     num_parallel: int | None = None
     gpus: str | None = None
+    num_batch: int | None = None  # per request: no restart
+    main_gpu: int | None = None  # per request: no restart
 
     @property
     def options(self) -> EngineOptions:
         return EngineOptions(
-            self.num_gpu, self.num_ctx, self.flash_attn, self.kv_cache_type, self.num_parallel, self.gpus
+            self.num_gpu,
+            self.num_ctx,
+            self.flash_attn,
+            self.kv_cache_type,
+            self.num_parallel,
+            self.gpus,
+            self.num_batch,
+            self.main_gpu,
         )
 
     @property
@@ -89,6 +98,8 @@ class Space:
     tune_kv_cache: bool = False
     parallel_choices: tuple[int, ...] = ()  # OLLAMA_NUM_PARALLEL values (empty: not searched)
     gpu_choices: tuple[str, ...] = ()  # GPU subsets (empty: not searched)
+    batch_choices: tuple[int, ...] = ()  # num_batch per request (empty: not searched; first = the default)
+    main_gpu_choices: tuple[int, ...] = ()  # main_gpu per request (empty: not searched; first = the default)
     grouped: bool = False  # --serve: the search runs one server environment at a time (tuner.servergroups)
 
     @property
@@ -125,7 +136,17 @@ class Space:
             else None
         )
         gpus = str(trial.suggest_categorical("gpus", list(self.gpu_choices))) if self.gpu_choices else None
-        return Config(tag, num_gpu, num_ctx, fa, kv, par, gpus)
+        batch = (
+            int(trial.suggest_categorical("num_batch", list(self.batch_choices)))
+            if self.batch_choices
+            else None
+        )
+        main = (
+            int(trial.suggest_categorical("main_gpu", list(self.main_gpu_choices)))
+            if self.main_gpu_choices
+            else None
+        )
+        return Config(tag, num_gpu, num_ctx, fa, kv, par, gpus, batch, main)
 
     def params(self, config: Config) -> dict[str, Any]:
         """The Optuna params that make `config` (for enqueue_trial)."""
@@ -142,6 +163,10 @@ class Space:
             params["num_parallel"] = config.num_parallel or self.parallel_choices[0]
         if self.gpu_choices:
             params["gpus"] = config.gpus or self.default_gpus
+        if self.batch_choices:
+            params["num_batch"] = config.num_batch or self.batch_choices[0]
+        if self.main_gpu_choices:
+            params["main_gpu"] = config.main_gpu if config.main_gpu is not None else self.main_gpu_choices[0]
         return params
 
     def config(self, params: dict[str, Any]) -> Config:
@@ -154,8 +179,18 @@ class Space:
             fa = "on"
         par = int(params.get("num_parallel", self.parallel_choices[0])) if self.parallel_choices else None
         gpus = str(params.get("gpus", self.default_gpus)) if self.gpu_choices else None
+        batch = int(params.get("num_batch", self.batch_choices[0])) if self.batch_choices else None
+        main = int(params.get("main_gpu", self.main_gpu_choices[0])) if self.main_gpu_choices else None
         return Config(
-            str(params["tag"]), int(params["num_gpu"]), 2 ** int(params["log2_ctx"]), fa, kv, par, gpus
+            str(params["tag"]),
+            int(params["num_gpu"]),
+            2 ** int(params["log2_ctx"]),
+            fa,
+            kv,
+            par,
+            gpus,
+            batch,
+            main,
         )
 
     def all_configs(self) -> Iterator[Config]:
@@ -183,17 +218,16 @@ class Space:
                                 yield self.config(params)
 
     def _server_extras(self) -> list[dict[str, Any]]:
-        pars: tuple[int | None, ...] = self.parallel_choices or (None,)
-        gpus: tuple[str | None, ...] = self.gpu_choices or (None,)
-        out = []
-        for par in pars:
-            for g in gpus:
-                extra: dict[str, Any] = {}
-                if par is not None:
-                    extra["num_parallel"] = par
-                if g is not None:
-                    extra["gpus"] = g
-                out.append(extra)
+        axes: list[tuple[str, tuple[Any, ...]]] = [
+            ("num_parallel", self.parallel_choices),
+            ("gpus", self.gpu_choices),
+            ("num_batch", self.batch_choices),
+            ("main_gpu", self.main_gpu_choices),
+        ]
+        out: list[dict[str, Any]] = [{}]
+        for name, choices in axes:
+            if choices:
+                out = [{**e, name: v} for e in out for v in choices]
         return out
 
     def server_points(self) -> list[tuple[str | None, str | None, int | None, str | None]]:
@@ -213,4 +247,5 @@ class Space:
         kv = len(KV_CACHE_CHOICES) if self.tune_kv_cache else 1
         fa = len(FLASH_ATTN_CHOICES) if self.tune_flash_attn else 1
         n *= max(1, len(self.parallel_choices)) * max(1, len(self.gpu_choices))
+        n *= max(1, len(self.batch_choices)) * max(1, len(self.main_gpu_choices))
         return n * (kv - 1 + fa if self.tune_kv_cache else fa)  # a quantized KV cache needs flash attention

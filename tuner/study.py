@@ -108,6 +108,8 @@ def study_space(config: StudyConfig, infos: Mapping[str, ModelInfo]) -> Space:
         tune_kv_cache=config.tune_kv_cache,
         parallel_choices=config.tune_parallel,
         gpu_choices=config.tune_gpus,
+        batch_choices=config.tune_batch,
+        main_gpu_choices=config.tune_main_gpu,
         grouped=config.serve,
     )
 
@@ -277,6 +279,8 @@ def build_record(
         kv_cache_type=config.kv_cache_type,
         num_parallel=config.num_parallel,
         gpus=config.gpus,
+        num_batch=config.num_batch,
+        main_gpu=config.main_gpu,
         constraints=constraints,
         interference=dict(m.interference),
     )
@@ -315,6 +319,8 @@ def skipped_record(
             kv_cache_type=config.kv_cache_type,
             num_parallel=config.num_parallel,
             gpus=config.gpus,
+            num_batch=config.num_batch,
+            main_gpu=config.main_gpu,
             constraints=constraints,
             predicted_skip=True,
         ),
@@ -362,7 +368,13 @@ class Objective:
             config = dataclasses.replace(config, num_ctx=int(fixed))
         if baseline:  # the engine's own defaults throughout, not the encoded flash-attention / KV choice
             config = dataclasses.replace(
-                config, flash_attn=None, kv_cache_type=None, num_parallel=None, gpus=None
+                config,
+                flash_attn=None,
+                kv_cache_type=None,
+                num_parallel=None,
+                gpus=None,
+                num_batch=None,
+                main_gpu=None,
             )
         verdict = None
         if self.fitcheck is not None:

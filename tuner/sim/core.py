@@ -160,6 +160,7 @@ class Simulation:
         num_batch: int | None = None,
         used_gpu: list[int] | None = None,
         used_host: int = 0,
+        main_gpu: int | None = None,
     ) -> Placement:
         """Where `tag` lands with these options on the GPUs as they are (`used_gpu` bytes already taken).
 
@@ -170,11 +171,11 @@ class Simulation:
         if mf is None:
             raise KeyError(f"model '{tag}' not found")
         requested = self.default_num_ctx if num_ctx is None else int(num_ctx)
-        placement = self._plan(mf, int(num_gpu), requested, num_batch, used_gpu, used_host)
+        placement = self._plan(mf, int(num_gpu), requested, num_batch, used_gpu, used_host, main_gpu)
         if not placement.ok and self.version.era == "C" and num_ctx is None and requested > 4096:
             # HEAD: after an OOM with the automatic context, step down one tier and retry once
             lower = 32768 if requested > 32768 else 4096
-            placement = self._plan(mf, int(num_gpu), lower, num_batch, used_gpu, used_host)
+            placement = self._plan(mf, int(num_gpu), lower, num_batch, used_gpu, used_host, main_gpu)
         return placement
 
     def _plan(
@@ -185,6 +186,7 @@ class Simulation:
         num_batch: int | None,
         used_gpu: list[int] | None,
         used_host: int,
+        main_gpu: int | None = None,
     ) -> Placement:
         """Ollama's rule for this version places the layers (tuner.estimate); the runner's real buffers are
         the estimator's plus this model's hidden error; the first device that cannot hold them fails."""
@@ -203,7 +205,7 @@ class Simulation:
             flash_attn=fa,
             kv_type=self.knobs.effective_kv(fa, self.version),
             sched_spread=self.knobs.sched_spread,
-            visible=self.knobs.visible,  # CUDA_VISIBLE_DEVICES: the others stay idle (and still probed)
+            visible=self._visible(main_gpu),  # CUDA_VISIBLE_DEVICES (the others stay idle, still probed)
         )
         truth = self.truth(mf.tag, requested_ctx)
         pred = predict(spec, free, req, engine="ollama", version=self.version, truth=truth)
@@ -249,6 +251,15 @@ class Simulation:
         return build_placement(
             at, len(self.gpus), alloc, runner_gpus, pred.num_gpu, size, vram, error, kind, est
         )
+
+    def _visible(self, main_gpu: int | None) -> tuple[int, ...] | None:
+        """The GPUs a runner may use: CUDA_VISIBLE_DEVICES, and in Era C an explicit main_gpu alone
+        (llama-server --split-mode none --main-gpu N); an index past the visible GPUs leaves none."""
+        seen = self.knobs.visible
+        if main_gpu is None or self.version.era != "C":
+            return seen
+        order = seen if seen is not None else tuple(range(len(self.gpus)))
+        return (order[main_gpu],) if 0 <= main_gpu < len(order) else ()
 
     def truth(self, tag: str, num_ctx: int = 0) -> Adjust:
         """The runner's real buffers against the estimator's (tuner.sim.memtruth): the estimator's own with
