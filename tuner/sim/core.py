@@ -23,6 +23,7 @@ from tuner.sim.hardware import HostSpec, make_host
 from tuner.sim.memtruth import MEMORY_TRUTHS, Adjust, estimator_truth, foreign_truth
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
+from tuner.sim.power import PowerModel, gpus_of
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Simulation:
         self.seed = seed
         self._rng = random.Random(seed)
         self.interference = Interference()
+        self.power = PowerModel(self.gpus)  # clocks, heat and energy on the simulated clock (tuner.sim.power)
 
     def reseed(self) -> None:
         """Restart the noise sequence from the seed (POST /sim/reset does this)."""
@@ -288,8 +290,9 @@ class Simulation:
         )
         mid = depth_tokens + processed_tokens + eval_tokens // 2
         eval_s = eval_tokens * perf.decode_seconds_per_token(mf, layout, self.gpus, self.host, mid)
-        prompt_s *= load_factor * self.noise_factor()
-        eval_s *= load_factor * self.noise_factor()
+        prompt_clock, decode_clock = self.power.slowdown(gpus_of(placement.layer_gpu))  # throttle, drift
+        prompt_s *= load_factor * self.noise_factor() * prompt_clock
+        eval_s *= load_factor * self.noise_factor() * decode_clock
         if self.interference.jitter > 0:  # a busy neighbour only ever slows a generation down
             prompt_s *= math.exp(abs(self._rng.gauss(0.0, self.interference.jitter)))
             eval_s *= math.exp(abs(self._rng.gauss(0.0, self.interference.jitter)))
