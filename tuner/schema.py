@@ -42,6 +42,11 @@ class TrialRecord:
     load_s: float | None = None
     peak_vram_bytes: int | None = None  # total over GPUs, minus the pre-load baseline
     peak_vram_per_gpu: list[int] = field(default_factory=list)
+    # The GPUs' energy over the measured generations (the energy counters' deltas, summed over GPUs), per
+    # generated token, and its mean power. None: the probe has no energy counter (or an older study).
+    energy_j: float | None = None
+    energy_j_per_token: float | None = None
+    mean_power_w: float | None = None
     vram_source: str = ""  # "nvml" | "simulator" | "size_vram" (fallback: the engine's own figure)
     size_bytes: int | None = None
     size_vram_bytes: int | None = None
@@ -129,6 +134,8 @@ CSV_COLUMNS = [
     "gpu_fraction",
     "quality_kl",
     "quality_top1",
+    "energy_j_per_token",
+    "energy_j",
     "feasible",
     "error",
 ]
