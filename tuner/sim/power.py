@@ -211,6 +211,7 @@ class PowerModel:
     ) -> None:
         self.ambient_c = float(ambient_c)
         self.wall = wall
+        self.realtime = False  # the server sleeps the billed work (SimServer(realtime=True))
         self.time_s = 0.0
         self.throttles: list[Throttle] = []
         self.drift_pct_per_hour = 0.0
@@ -236,10 +237,12 @@ class PowerModel:
 
     # --- the clock -----------------------------------------------------------------------------------
     def sync(self) -> None:
-        """Count the wall-clock time since the last call that no billed work covered as idle time."""
+        """Count the wall-clock time since the last call as idle time: all of it where the server bills work
+        without sleeping it, what no billed work covered where it sleeps the work (realtime)."""
         now = self.wall()
         if self._last_wall is not None:
-            balance = (now - self._last_wall) - self._work_since_wall_s
+            covered = self._work_since_wall_s if self.realtime else 0.0
+            balance = (now - self._last_wall) - covered
             if balance > 0:  # longer than the work billed since: the rest was idle
                 self.idle(balance)
             self._work_since_wall_s = max(0.0, -balance)  # billed work the wall clock has yet to cover

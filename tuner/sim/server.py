@@ -241,7 +241,7 @@ class SimServer:
                 Interference.parse(interference) if isinstance(interference, str) else interference
             )
         power = self.simulation.power
-        power.wall = clock  # idle time between requests is simulated time too (tuner.sim.power)
+        power.wall, power.realtime = clock, realtime  # idle between requests is simulated time too
         power.throttles = [Throttle.parse(t) for t in inject_throttle]
         power.drift_pct_per_hour = parse_drift(inject_drift)
         self.scheduler = Scheduler(self.simulation, max_queue)
