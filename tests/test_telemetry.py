@@ -81,7 +81,9 @@ def fake_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", module)
 
 
-def test_nvml_telemetry_maps_units_and_loses_only_what_is_not_supported(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nvml_telemetry_maps_units_and_loses_only_what_is_not_supported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     fake_pynvml(monkeypatch)
     full, old = NvmlProbe().telemetry()
     assert (full.gpu, full.sm_clock_mhz, full.mem_clock_mhz, full.temperature_c) == (0, 1755, 2619, 64)
@@ -130,7 +132,9 @@ def test_no_energy_unless_every_gpu_counts_it_both_times(before, after) -> None:
 
 
 # -- the pick ---------------------------------------------------------------------------------------------
-def _record(number: int, speed: float, jpt: float | None, ctx: int = 4096, on_gpu: bool = True) -> TrialRecord:
+def _record(
+    number: int, speed: float, jpt: float | None, ctx: int = 4096, on_gpu: bool = True
+) -> TrialRecord:
     return TrialRecord(
         number=number,
         state="COMPLETE",
