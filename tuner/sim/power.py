@@ -24,8 +24,8 @@ Card figures: board power (TDP) from NVIDIA's spec pages (RTX 4090 450 W, RTX 30
 H100 SXM 700 W, L4 72 W, ...), idle draw and clocks as nvidia-smi typically shows them for the family, thermal
 resistance chosen so the card settles near 70-75 C at its board power in 30 C air. The decode share of board
 power is an estimate (llama.cpp token generation on a 4090 is commonly reported at 250-350 W); an L4 sits at
-its 72 W cap under any load. No real capture of these cards was available to this module's author; the H100
-figures are public spec values, not measured here.
+its 72 W cap under any load. The H100 SXM's figures are checked against a real NVML capture (see CARDS);
+the other cards' are public spec values and estimates, not measured here.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ class CardPower:
     c_per_w: float  # thermal resistance to ambient
     tau_s: float = 60.0  # thermal time constant
     slowdown_c: float = 87.0
+    offset_c: float = 0.0  # the card's intake above room ambient (a server chassis pre-heats its air)
+    prefill_share: float = PREFILL_DEMAND  # prompt processing at full clock asks this share of tdp_w
 
 
 def _consumer(tdp: float, idle: float, sm: float, mem: float, share: float = 0.72) -> CardPower:
@@ -111,7 +113,15 @@ CARDS: dict[str, CardPower] = {
     "NVIDIA A100-SXM4-80GB": _datacenter(400, 55, 1410, 1593),
     "NVIDIA A100 80GB PCIe": _datacenter(300, 45, 1410, 1512),
     "NVIDIA A800-SXM4-80GB": _datacenter(400, 55, 1410, 1593),
-    "NVIDIA H100 80GB HBM3": _datacenter(700, 70, 1980, 2619, 0.55),
+    # Checked against a real H100 SXM capture (NVML at ~4 Hz, driver 580; /work/gpu-data on the lead's run):
+    # idle 75 W at 40 C and 345/2619 MHz; a memory-bound load 406-412 W at the full 1980 MHz (decode's
+    # share: 0.59); a dense compute burn held at the 700 W cap with the SM clock at 1335 MHz median (so at
+    # full clock it would ask ~2.1x the board power), power violation time growing with wall time; 41 -> 72 C
+    # in 120 s at 695 W. A first-order fit of the whole trace: 5 s time constant, 0.046 C/W, 38 C at no load
+    # (30 C room + 8 C), 2.5 C RMS. Slowdown temperature 89 C as its NVML reports it.
+    "NVIDIA H100 80GB HBM3": CardPower(
+        700, 75, 0.59, 1980, 345, 2619, 2619, 0.046, 5.0, 89.0, offset_c=8.0, prefill_share=2.1
+    ),
     "NVIDIA H200": _datacenter(700, 75, 1980, 3201, 0.55),
     "Tesla V100-SXM2-32GB": _datacenter(300, 40, 1530, 877),
     "Tesla V100-PCIE-16GB": _datacenter(250, 35, 1380, 877),
@@ -218,7 +228,7 @@ class PowerModel:
         self._gpus = []
         for g in gpus:
             card = card_power(g)
-            self._gpus.append(_Gpu(card, card.tdp_w, self.ambient_c + card.idle_w * card.c_per_w))
+            self._gpus.append(_Gpu(card, card.tdp_w, self._steady(card, card.idle_w)))
         self._last_wall: float | None = None
         self._work_since_wall_s = 0.0
 
@@ -253,7 +263,7 @@ class PowerModel:
         if not seconds > 0:
             return
         for g in self._gpus:
-            steady = self.ambient_c + g.card.idle_w * g.card.c_per_w
+            steady = self._steady(g.card, g.card.idle_w)
             g.temperature_c = steady + (g.temperature_c - steady) * math.exp(-seconds / g.card.tau_s)
             g.energy_j += g.card.idle_w * seconds
         self.time_s += seconds
@@ -288,8 +298,11 @@ class PowerModel:
             left -= dt
         self._work_since_wall_s += seconds
 
+    def _steady(self, card: CardPower, power_w: float) -> float:
+        return self.ambient_c + card.offset_c + power_w * card.c_per_w
+
     def _heat(self, g: _Gpu, power_w: float, dt: float) -> None:
-        steady = self.ambient_c + power_w * g.card.c_per_w
+        steady = self._steady(g.card, power_w)
         g.temperature_c = steady + (g.temperature_c - steady) * math.exp(-dt / g.card.tau_s)
         g.energy_j += power_w * dt
 
@@ -300,7 +313,7 @@ class PowerModel:
 
     def _operating(self, g: _Gpu, phase: str) -> _Operating:
         card = g.card
-        share = {"decode": card.decode_share, "prefill": PREFILL_DEMAND, "load": 0.0}[phase]
+        share = {"decode": card.decode_share, "prefill": card.prefill_share, "load": 0.0}[phase]
         demand = (
             card.tdp_w * share if phase != "load" else card.idle_w + LOAD_SHARE * (card.tdp_w - card.idle_w)
         )
@@ -328,7 +341,7 @@ class PowerModel:
     def _nominal(self, g: _Gpu, phase: str) -> float:
         """The SM clock fraction of this phase on a cool card at its board power with no fault: what the
         speed model's calibration (measured cards under their usual cap) already includes."""
-        cool = _Gpu(g.card, g.card.tdp_w, self.ambient_c)
+        cool = _Gpu(g.card, g.card.tdp_w, self._steady(g.card, g.card.idle_w))
         saved, self.throttles = self.throttles, []
         try:
             return self._operating(cool, phase).ratio
