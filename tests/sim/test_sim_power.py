@@ -300,3 +300,30 @@ def test_the_h100_model_stays_close_to_a_real_capture() -> None:
     cool = m.telemetry()[0]
     assert cool["power_w"] == pytest.approx(H100_CAPTURE["memory_w"], rel=0.05)
     assert cool["sm_clock_mhz"] == 1980 and cool["throttle_reasons"] == []
+
+
+def test_a_gpu_waiting_on_the_cpus_layers_draws_less() -> None:
+    def mean_power(num_gpu: int) -> float:
+        with SimServer(gpus="1xRTX4090", noise=0, local="all", clock=Wall()) as sim:
+            httpx.post(
+                sim.url + "/api/generate", json={"model": "llama3.1:8b", "options": {"num_gpu": num_gpu}}
+            )
+            before = state(sim)
+            reply = httpx.post(
+                sim.url + "/api/generate",
+                json={
+                    "model": "llama3.1:8b",
+                    "prompt": "hi",
+                    "stream": False,
+                    "options": {"num_gpu": num_gpu},
+                },
+                timeout=30,
+            ).json()
+            after = state(sim)
+        assert reply["eval_count"] > 0
+        joules = after["gpus"][0]["telemetry"]["energy_j"] - before["gpus"][0]["telemetry"]["energy_j"]
+        return joules / (after["time_s"] - before["time_s"])
+
+    full, spilled = mean_power(33), mean_power(26)  # 26 of 33 layers: the CPU reads the rest
+    idle_w = CARDS["NVIDIA GeForce RTX 4090"].idle_w
+    assert idle_w < spilled < 0.6 * full

@@ -217,6 +217,7 @@ class Api:
                 "generation",
                 gpus_of(runner.placement.layer_gpu),
                 compute_s=result.prompt_s,
+                duty=self.sim.gpu_duty(runner.placement, result.prompt_tokens),
             )
             self.sched.release(runner, keep_alive, now)
         stream = req.get("stream") is not False

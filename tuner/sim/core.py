@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tuner.config import bytes_of
 from tuner.estimate import Request, predict
@@ -262,6 +262,19 @@ class Simulation:
         return perf.speed(
             mf, self.layout(placement), self.gpus, self.host, prompt_tokens, depth_tokens, ubatch
         )
+
+    def gpu_duty(self, placement: Placement, depth_tokens: int = 0) -> float:
+        """The share of a decode step its GPUs are busy: 1 fully on the GPU; with layers on the CPU the GPUs
+        wait while the CPU reads its layers (what the power model draws for, tuner.sim.power)."""
+        mf = _file(placement)
+        layout = self.layout(placement)
+        if all(d < 0 for d in layout.layer_gpu):
+            return 0.0
+        if all(d >= 0 for d in layout.layer_gpu):
+            return 1.0
+        total = perf.decode_seconds_per_token(mf, layout, self.gpus, self.host, depth_tokens)
+        no_cpu = replace(self.host, bandwidth_gbps=1e9)  # the CPU's layers cost nothing: the GPUs' share
+        return min(1.0, perf.decode_seconds_per_token(mf, layout, self.gpus, no_cpu, depth_tokens) / total)
 
     def load_seconds(self, placement: Placement, cached: bool = False) -> float:
         mf = _file(placement)

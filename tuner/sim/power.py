@@ -268,27 +268,30 @@ class PowerModel:
             g.energy_j += g.card.idle_w * seconds
         self.time_s += seconds
 
-    def work(self, seconds: float, gpus: Iterable[int], phase: str = "decode") -> None:
-        """`seconds` of simulated work on `gpus` (the others idle meanwhile), in STEP_S steps."""
+    def work(self, seconds: float, gpus: Iterable[int], phase: str = "decode", duty: float = 1.0) -> None:
+        """`seconds` of simulated work on `gpus` (the others idle meanwhile), in STEP_S steps. `duty` < 1:
+        the GPUs work that share of the time and wait the rest (on the CPU's layers), drawing the average."""
         if phase not in PHASES:
             raise ValueError(f"Invalid phase {phase!r}: one of {', '.join(PHASES)}")
         self.sync()
         if not seconds > 0:
             return
-        busy = {i for i in gpus if 0 <= i < len(self._gpus)}
+        busy = {i for i in gpus if 0 <= i < len(self._gpus)} if duty > 0 else set()
+        duty = min(1.0, duty)
         left = float(seconds)
         while left > 1e-12:
             dt = min(STEP_S, left)
             for i, g in enumerate(self._gpus):
                 if i in busy:
                     op = self._operating(g, phase)
-                    self._heat(g, op.power_w, dt)
+                    power = g.card.idle_w + duty * (op.power_w - g.card.idle_w)
+                    self._heat(g, power, dt)
                     for cause in op.held_by:
-                        g.violation_s[cause] += dt
+                        g.violation_s[cause] += dt * duty
                     g.busy_until_s = self.time_s + dt
                     g.shown = {
                         "ratio": op.ratio,
-                        "power_w": op.power_w,
+                        "power_w": power,
                         "reasons": op.reasons,
                         "mem": g.card.mem_max_mhz,
                     }

@@ -68,10 +68,18 @@ class Scheduler:
             host += r.placement.cpu_bytes
         return gpu, host
 
-    def charge(self, seconds: float, kind: str, gpus: Sequence[int] = (), compute_s: float = 0.0) -> None:
+    def charge(
+        self,
+        seconds: float,
+        kind: str,
+        gpus: Sequence[int] = (),
+        compute_s: float = 0.0,
+        duty: float = 1.0,
+    ) -> None:
         """Add simulated seconds to the bill, under one of CHARGE_KINDS, and run the GPUs' power model
         (tuner.sim.power) over them: `gpus` busy (a generation: its first `compute_s` prompt processing,
-        the rest decode; a load: copies), the others idle."""
+        then decode, busy `duty` of the time and waiting on the CPU's layers the rest; a load: copies),
+        the others idle."""
         seconds = max(0.0, seconds)
         self.charged_s += seconds
         self.charged_by_kind[kind] += seconds
@@ -79,7 +87,7 @@ class Scheduler:
         if kind == "generation":
             prefill = min(seconds, max(0.0, compute_s))
             power.work(prefill, gpus, "prefill")
-            power.work(seconds - prefill, gpus, "decode")
+            power.work(seconds - prefill, gpus, "decode", duty)
         elif kind in ("load", "failed_load"):
             power.work(seconds, gpus, "load")
         else:
