@@ -217,3 +217,18 @@ def test_a_study_on_the_simulator_records_energy_and_reports_the_min_energy_pick
     assert "least energy" not in text and "J/token" not in text and "| fastest" in text
     old_csv = pd.read_csv(written["trials.csv"])
     assert old_csv["energy_j_per_token"].isna().all()
+
+
+def test_a_record_stored_before_energy_reads_back_without_it() -> None:
+    stored = {
+        "number": 3,
+        "state": "COMPLETE",
+        "tag": "m:q4",
+        "num_gpu": 33,
+        "num_ctx": 4096,
+        "decode_tok_s": 50.0,
+    }
+    record = TrialRecord.from_attrs(stored)
+    assert (record.energy_j, record.energy_j_per_token, record.mean_power_w) == (None, None, None)
+    row = record.to_row()
+    assert row["energy_j_per_token"] is None and row["energy_j"] is None
