@@ -113,12 +113,14 @@ CARDS: dict[str, CardPower] = {
     "NVIDIA A100-SXM4-80GB": _datacenter(400, 55, 1410, 1593),
     "NVIDIA A100 80GB PCIe": _datacenter(300, 45, 1410, 1512),
     "NVIDIA A800-SXM4-80GB": _datacenter(400, 55, 1410, 1593),
-    # Checked against a real H100 SXM capture (NVML at ~4 Hz, driver 580; /work/gpu-data on the lead's run):
+    # Checked against a real H100 SXM capture (reports/examples/h100-nvml, NVML at 4 Hz, driver 580):
     # idle 75 W at 40 C and 345/2619 MHz; a memory-bound load 406-412 W at the full 1980 MHz (decode's
     # share: 0.59); a dense compute burn held at the 700 W cap with the SM clock at 1335 MHz median (so at
     # full clock it would ask ~2.1x the board power), power violation time growing with wall time; 41 -> 72 C
-    # in 120 s at 695 W. A first-order fit of the whole trace: 5 s time constant, 0.046 C/W, 38 C at no load
-    # (30 C room + 8 C), 2.5 C RMS. Slowdown temperature 89 C as its NVML reports it.
+    # at 695 W. The best first-order fit of the whole temperature trace: 5 s time constant, 0.046 C/W, 38 C
+    # at no load (30 C room + 8 C), 2.5 C RMS (20 s fits at 5.8 C RMS: the die jumps 20 C in 6 s, then the
+    # heatsink creeps 10 C more over ~40 s, a second, slower term this model leaves out). Slowdown 89 C as
+    # its NVML reports it. tests/sim/test_sim_power.py replays the capture's phases.
     "NVIDIA H100 80GB HBM3": CardPower(
         700, 75, 0.59, 1980, 345, 2619, 2619, 0.046, 5.0, 89.0, offset_c=8.0, prefill_share=2.1
     ),
