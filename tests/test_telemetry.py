@@ -16,7 +16,7 @@ import pytest
 from tuner.cli import main
 from tuner.decision.energy import energy_picks
 from tuner.decision.picks import decide
-from tuner.measure import energy_between
+from tuner.measure import energy_between, throttle_between
 from tuner.probe import NvmlProbe, Telemetry, telemetry_of
 from tuner.report import write_report
 from tuner.schema import TrialRecord
@@ -131,6 +131,16 @@ def test_no_energy_unless_every_gpu_counts_it_both_times(before, after) -> None:
     assert energy_between(before, after, tokens=100) is None
 
 
+def test_throttle_seconds_of_a_window_by_cause_the_most_of_any_gpu() -> None:
+    def v(gpu: int, power: float, thermal: float | None = None) -> Telemetry:
+        counters = {"power": power} if thermal is None else {"power": power, "thermal": thermal}
+        return Telemetry(gpu=gpu, time_s=0, violation_s=counters)
+
+    held = throttle_between([v(0, 10, 1), v(1, 4)], [v(0, 12.5, 4), v(1, 9)])
+    assert held == {"power": pytest.approx(5), "thermal": pytest.approx(3)}
+    assert throttle_between([], [v(0, 3, 3)]) == {}  # nothing to subtract from
+
+
 # -- the pick ---------------------------------------------------------------------------------------------
 def _record(
     number: int, speed: float, jpt: float | None, ctx: int = 4096, on_gpu: bool = True
@@ -232,3 +242,16 @@ def test_a_record_stored_before_energy_reads_back_without_it() -> None:
     assert (record.energy_j, record.energy_j_per_token, record.mean_power_w) == (None, None, None)
     row = record.to_row()
     assert row["energy_j_per_token"] is None and row["energy_j"] is None
+
+
+def test_a_thermal_throttle_shows_in_the_trials_violation_counters_and_the_report(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    out = tmp_path / "r"
+    with SimServer(gpus="1xRTX4090", seed=3, local="all", inject_throttle=["0:100000:thermal"]) as sim:
+        args = ["llama3.1:8b", "--host", sim.url, "--budget", "2", "--storage", storage, "--out", str(out)]
+        args += ["--remeasure-rounds", "0"]
+        assert _run_cli(args) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    measured = trials[trials["decode_tok_s"].notna()]
+    assert (measured["interference_thermal_throttle_s"] > 0).all()
+    assert "held down for heat" in (out / "report.md").read_text()

@@ -18,7 +18,9 @@ its durations without taking them (the simulator) gets a TTFT consistent with it
 
 Energy is read like the VRAM peak, from the probe: its telemetry (tuner.probe.telemetry_of) just before the
 first measured generation and just after the last; the energy counters' deltas summed over the GPUs, over
-the tokens generated in between, give J/token. A probe without an energy counter gives none.
+the tokens generated in between, give J/token. A probe without an energy counter gives none. The same two
+readings' violation counters give the seconds the clocks were held down, by cause, over that window: they go
+into the interference block ("throttle_s_during"), since a throttle between two instant readings is missed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ __all__ = [
     "Measurement",
     "coefficient_of_variation",
     "energy_between",
+    "throttle_between",
     "engine_ttft_s",
     "make_prompt",
     "measure",
@@ -168,6 +171,19 @@ def energy_between(before: list[Telemetry], after: list[Telemetry], tokens: int)
     return Energy(total, max(0.0, window), tokens)
 
 
+def throttle_between(before: list[Telemetry], after: list[Telemetry]) -> dict[str, float]:
+    """Seconds the clocks were held down in a window, by cause (the violation counters' deltas; the most
+    of any GPU): {} where the probe has no such counters."""
+    first = {t.gpu: t.violation_s for t in before}
+    out: dict[str, float] = {}
+    for t in after:
+        for cause, seconds in t.violation_s.items():
+            start = first.get(t.gpu, {}).get(cause)
+            if start is not None and seconds >= start:
+                out[cause] = round(max(out.get(cause, 0.0), seconds - start), 6)
+    return out
+
+
 def measure(
     backend: Backend,
     probe: Probe,
@@ -216,6 +232,7 @@ def _measure(
     load_s: float | None = None
     failure: OutOfMemory | None = None
     energy: Energy | None = None
+    throttle_s: dict[str, float] = {}
     try:
         load_s = backend.load(config.tag, options)
         sampler.mark()
@@ -248,13 +265,17 @@ def _measure(
                 and relative_standard_error(rates) < settings.target_rse
             ):
                 break
-        energy = energy_between(before, telemetry_of(probe), sum(g.eval_tokens for g in generations))
+        after = telemetry_of(probe)
+        energy = energy_between(before, after, sum(g.eval_tokens for g in generations))
+        throttle_s = throttle_between(before, after)
         backend.check_alone(config.tag, residency)  # nothing changed during the last generation either
     except OutOfMemory as exc:
         failure = exc
     finally:
         peak = sampler.stop()
         interference = monitor.stop() if monitor is not None else {}
+        if interference:  # what the instant throttle readings can miss: the counters over the window
+            interference["throttle_s_during"] = throttle_s
     backend.unload_all()
     common: dict[str, Any] = {"target_rse": settings.target_rse, "interference": interference}
     if failure is not None:

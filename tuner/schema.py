@@ -102,6 +102,8 @@ class TrialRecord:
             row[f"interference_{key}"] = interference.get(key)
         for key in ("gpu_processes_during", "throttle_during"):
             row[f"interference_{key}"] = len(interference.get(key) or []) if interference else None
+        for cause, seconds in sorted((interference.get("throttle_s_during") or {}).items()):
+            row[f"interference_{cause}_throttle_s"] = seconds
         row.pop("constraints")
         for key, value in sorted(self.constraints.items()):
             row[f"constraint_{key}"] = value
