@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.hardware import GpuSpec
@@ -409,12 +409,6 @@ class PowerModel:
             "drift_pct_per_hour": self.drift_pct_per_hour,
             "throttles": [t.to_json() for t in self.throttles],
         }
-
-    def with_card(self, index: int, **changes: float) -> None:
-        """Change one GPU's figures (tests: a card with a low slowdown temperature)."""
-        g = self._gpus[index]
-        g.card = replace(g.card, **changes)
-        g.limit_w = min(g.limit_w, g.card.tdp_w)
 
 
 def gpus_of(layer_gpu: Iterable[int]) -> list[int]:
