@@ -231,3 +231,28 @@ def test_main_gpu_is_one_gpu_in_era_c_only() -> None:
     assert len(c.plan("llama3.3:70b", num_ctx=4096).runner_gpus) == 2
     a = Simulation("2x24GiB", version="0.12.10", noise=0, estimator_error=0)
     assert len(a.plan("llama3.3:70b", num_ctx=4096, main_gpu=1).runner_gpus) == 2
+
+
+def test_the_fitcheck_prices_slots_gpu_subsets_and_forced_one_slot_models() -> None:
+    import dataclasses
+
+    from tuner.fitcheck import FitCheck
+    from tuner.space import Config
+
+    mf = lookup("llama3.1:8b")
+    assert mf is not None
+    spec = spec_of(mf)
+    free = [24 * 2**30, 24 * 2**30]
+
+    def kv(s: ModelSpec, **cfg: object) -> tuple[int, tuple[int, ...]]:
+        check = FitCheck({"m": s}, free, engine="ollama", version="0.32.15")
+        p = check.predict(Config("m", 33, 4096, **cfg))  # type: ignore[arg-type]
+        assert p is not None
+        return sum(d.kv for d in p.allocation.gpu), p.runner_gpus
+
+    one, _ = kv(spec, num_parallel=1)
+    four, _ = kv(spec, num_parallel=4)
+    assert four == 4 * one
+    assert kv(dataclasses.replace(spec, arch="mllama"), num_parallel=4)[0] == one  # Ollama gives it one slot
+    assert kv(spec, gpus="1")[1] == (1,) and len(kv(spec, gpus="0,1+spread")[1]) == 2
+    assert kv(spec, main_gpu=1)[1] == (1,)  # Era C: main_gpu alone
