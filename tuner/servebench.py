@@ -150,6 +150,7 @@ def serve_bench_cmd(
                 {**meta, **ladder_json(ladder, pick)},
                 ladder,
                 pick.concurrency if pick else None,
+                (sla_ttft, sla_itl),
             )
             for path in paths:
                 say(f"wrote {path}")
@@ -295,9 +296,10 @@ def serve_managed(
             write_ladder_files(
                 out_dir,
                 name,
-                {"settings": r.settings.label(), **ladder_json(ladder, pick)},
+                {"model": model, "settings": r.settings.label(), **ladder_json(ladder, pick)},
                 ladder,
                 pick.concurrency if pick else None,
+                (sla_ttft, sla_itl),
             )
         (out_dir / "serve-bench.json").write_text(json.dumps({"schema": 1, **report}, indent=2) + "\n")
         if best:
