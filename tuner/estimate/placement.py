@@ -37,6 +37,7 @@ class Request:
     num_batch: int | None = None  # None = the engine's default (512; Era C Ollama sizes it by context)
     kv_type: str = "f16"  # f16 | q8_0 | q4_0 (quantized only counts with flash attention)
     flash_attn: bool | None = None  # None = the engine's default for this version
+    sched_spread: bool = False  # OLLAMA_SCHED_SPREAD: every GPU rather than the fewest (Ollama only)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,13 @@ def predict(
             version=v,
         )
         if free and req.num_gpu != 0:
-            runner_gpus, est, _ = pick_gpus(spec, free, single_then_all=v.number < (0, 7, 0), **kw)  # type: ignore[arg-type]
+            runner_gpus, est, _ = pick_gpus(
+                spec,
+                free,
+                single_then_all=v.number < (0, 7, 0),
+                spread=req.sched_spread,
+                **kw,  # type: ignore[arg-type]
+            )
             if est.layers == 0 and req.num_gpu < 0:
                 runner_gpus = []  # nothing fits: the CPU runner
             else:
@@ -214,7 +221,9 @@ def predict(
         if free and req.num_gpu != 0:
             order = sorted(range(len(free)), key=lambda i: (-free[i], i))
             runner_gpus = order
-            if engine == "ollama":  # PredictServerVRAM: the file plus an f16 KV cache, 80% of one GPU's free
+            if (
+                engine == "ollama" and not req.sched_spread
+            ):  # PredictServerVRAM: file + f16 KV, 80% of one GPU
                 kv = _f16_kv_bytes(spec, ctx_total)
                 single = [g for g in order if free[g] * 0.8 >= spec.weights_bytes + kv]
                 runner_gpus = [single[0]] if single else order

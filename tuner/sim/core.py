@@ -20,6 +20,7 @@ from tuner.hardware import GpuSpec, parse_gpus
 from tuner.sim import perf
 from tuner.sim.catalog import ModelFile, lookup
 from tuner.sim.hardware import HostSpec, make_host
+from tuner.sim.knobs import ServerKnobs
 from tuner.sim.memtruth import MEMORY_TRUTHS, Adjust, estimator_truth, foreign_truth
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
@@ -121,6 +122,8 @@ class Simulation:
         self.seed = seed
         self._rng = random.Random(seed)
         self.interference = Interference()
+        # the server environment (OLLAMA_FLASH_ATTENTION, _KV_CACHE_TYPE, _SCHED_SPREAD; tuner.sim.knobs)
+        self.knobs = ServerKnobs(num_parallel=self.num_parallel)
 
     def reseed(self) -> None:
         """Restart the noise sequence from the seed (POST /sim/reset does this)."""
@@ -189,12 +192,16 @@ class Simulation:
         free = self.free_gpu_bytes(used_gpu, used_host)
         host_free = self.free_host_bytes(used_gpu, used_host)
         fa_ok = all(g.supports_flash_attention for g in self.gpus)  # no GPU: the CPU, which supports it
+        fa = self.knobs.use_flash_attention(self.version.flash_attention(mf.arch.name, fa_ok), fa_ok)
+        parallel = 1 if self.knobs.slots_for(mf.arch.name) == 1 else self.num_parallel
         req = Request(
             num_ctx=requested_ctx,
             num_gpu=num_gpu,
-            num_parallel=self.num_parallel,
+            num_parallel=parallel,
             num_batch=num_batch,
-            flash_attn=self.version.flash_attention(mf.arch.name, fa_ok),
+            flash_attn=fa,
+            kv_type=self.knobs.effective_kv(fa, self.version),
+            sched_spread=self.knobs.sched_spread,
         )
         truth = self.truth(mf.tag, requested_ctx)
         pred = predict(spec, free, req, engine="ollama", version=self.version, truth=truth)
@@ -204,7 +211,7 @@ class Simulation:
             pred.num_ctx,
             requested_ctx,
             pred.num_batch,
-            self.num_parallel,
+            parallel,
             pred.flash_attn,
             free,
             host_free,
@@ -251,7 +258,8 @@ class Simulation:
 
     # --- speed ---------------------------------------------------------------------------------
     def layout(self, placement: Placement) -> perf.Layout:
-        return perf.Layout(placement.layer_gpu, placement.flash_attn, placement.runner_gpus)
+        kv = self.knobs.effective_kv(placement.flash_attn, self.version)
+        return perf.Layout(placement.layer_gpu, placement.flash_attn, placement.runner_gpus, kv)
 
     def speed(self, placement: Placement, prompt_tokens: int = 512, depth_tokens: int = 0) -> perf.Speed:
         """Noise-free decode tok/s at `depth_tokens` of context and prefill tok/s for `prompt_tokens`."""
