@@ -59,7 +59,10 @@ def test_a_study_with_a_ladder_stores_it_and_the_report_shows_the_curves(served:
     assert json.loads((out / "concurrency.json").read_text())["levels"] == stored["levels"]
     assert (out / "concurrency.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "report.md").read_text()
-    assert f"### {SECTION}" in md and "![throughput and latency against concurrent streams](concurrency.png)" in md
+    assert (
+        f"### {SECTION}" in md
+        and "![throughput and latency against concurrent streams](concurrency.png)" in md
+    )
     assert f"**Serving pick: {stored['serving_pick']} concurrent streams**" in md
     assert "p90 ITL ≤ 5000 ms" in md
     assert _table_streams(md) == levels
@@ -84,7 +87,9 @@ def _level(n: int, tok_s: float, ttft_s: float, saturated: bool = False, errors:
     p = Percentiles(ttft_s, ttft_s * 1.2, ttft_s * 1.4)
     itl = Percentiles(0.01, 0.012, 0.015)
     e2e = Percentiles(ttft_s + 0.5, ttft_s + 0.6, ttft_s + 0.7)
-    return LevelResult(n, 2 * n, 2 * n - errors, errors, (), 1.0, int(tok_s), tok_s, 90.0, 2.0, p, itl, e2e, saturated)
+    return LevelResult(
+        n, 2 * n, 2 * n - errors, errors, (), 1.0, int(tok_s), tok_s, 90.0, 2.0, p, itl, e2e, saturated
+    )
 
 
 def _block(ladder: Ladder, sla_ttft_s: float | None) -> dict[str, object]:

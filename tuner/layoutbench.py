@@ -175,7 +175,7 @@ def serve_layouts(
     chosen = choose_layout([r.pick.aggregate_tok_s if r.pick else None for r in runs], layouts)
     best = runs[chosen] if chosen is not None else None
     summary = [_summary_line(r) for r in runs]
-    report = {
+    report: dict[str, Any] = {
         "model": model,
         "options": options,
         "version": version,
@@ -218,6 +218,9 @@ def serve_layouts(
             sla,
         )
     (out_dir / "layouts.json").write_text(json.dumps({"schema": 1, **report}, indent=2) + "\n")
+    from tuner.report.concurrency import plot_layouts  # noqa: PLC0415 - matplotlib only when asked
+
+    say(f"wrote {plot_layouts(report['layouts'], report['best'], out_dir / 'layouts.png')}")
     for path in _deploy_files(best, settings, version, "\n".join(f"- {s}" for s in summary), out_dir):
         say(f"wrote {path}")
 
@@ -238,6 +241,7 @@ def _deploy_files(
     if best is None:
         return []
     layout = best.layout
+    _remove_other_answer(out_dir, layout.separate)
     if not layout.separate:
         env = instance_env(layout.instances[0], settings, version, None)
         env.pop("CUDA_VISIBLE_DEVICES")  # every GPU: the server's own default
@@ -249,3 +253,25 @@ def _deploy_files(
         path.write_text(text)
         paths.append(path)
     return paths
+
+
+SPREAD_FILES = ("server.env", "ollama.service.d/autotune.conf", "docker-run-flags.txt")
+INSTANCE_GLOBS = (
+    "instances/instance-*.env",
+    "instances/ollama@*.service.d/autotune.conf",
+    "instances/docker-run-flags-*.txt",
+    "instances/ollama@.service",
+    "instances/nginx-ollama.conf",
+    "instances/LAYOUT.md",
+)
+
+
+def _remove_other_answer(out_dir: Path, separate: bool) -> None:
+    """The files of the other kind of answer, left by an earlier run into this folder (it holds one answer):
+    the spread instance's server files when separate instances won, the instances' files when spread won."""
+    stale = [out_dir / name for name in SPREAD_FILES] if separate else []
+    if not separate:
+        stale = [p for pattern in INSTANCE_GLOBS for p in out_dir.glob(pattern)]
+    for path in stale:
+        if path.is_file():
+            path.unlink()

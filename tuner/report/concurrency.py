@@ -29,7 +29,8 @@ _PCTS = (("p50", "-", 1.0), ("p90", "--", 0.85), ("p99", ":", 0.7))
 
 def has_ladder(block: dict[str, Any] | None) -> bool:
     """A stored ladder with at least one level."""
-    return bool(block) and isinstance(block.get("levels"), list) and bool(block["levels"])  # type: ignore[union-attr]
+    levels = (block or {}).get("levels")
+    return isinstance(levels, list) and bool(levels)
 
 
 def _ms(value: float | None) -> float:
@@ -246,3 +247,46 @@ def concurrency_section(block: dict[str, Any] | None, image: tuple[str, bytes] |
         )
     )
     return blocks
+
+
+def plot_layouts(layouts: list[dict[str, Any]], best: str | None, path: Path) -> Path:
+    """serve-bench --layouts: aggregate tok/s and p90 TTFT against the total concurrent streams, one line
+    per instance layout, each serving pick starred, the chosen layout drawn bold."""
+    fig = Figure(figsize=(10, 3.8), dpi=110)
+    FigureCanvasAgg(fig)
+    tput, ttft = fig.subplots(1, 2, sharex=True)
+    xs_all: set[int] = set()
+    tops: list[float] = []
+    for lay in layouts:
+        levels = lay["levels"]
+        xs = [int(lv["concurrency"]) for lv in levels]
+        xs_all.update(xs)
+        bold = lay["name"] == best
+        insts = lay["instances"]
+        each = len(insts[0]["gpus"]) if insts else 0
+        label = f"{lay['name']}: {len(insts)} instance{'s' if len(insts) > 1 else ''} x {each} GPU{'s' if each > 1 else ''}"
+        label += " (chosen)" if bold else ""
+        tops += [lv["aggregate_tok_s"] for lv in levels]
+        width = 2.4 if bold else 1.2
+        (line,) = tput.plot(xs, [lv["aggregate_tok_s"] for lv in levels], "o-", lw=width, label=label)
+        ttft.plot(xs, [_ms(lv["ttft_s"]["p90"]) for lv in levels], "o-", lw=width, color=line.get_color())
+        for lv in levels:
+            if lv["concurrency"] == lay.get("serving_pick"):
+                tput.plot([lv["concurrency"]], [lv["aggregate_tok_s"]], "*", ms=14, color=line.get_color())
+    tput.set_title("aggregate throughput (★ serving pick)", fontsize=10)
+    tput.set_ylabel("output tokens / s")
+    tput.set_ylim(0, _top(tops))
+    tput.legend(fontsize=8, loc="best")
+    ttft.set_title("time to first token, p90", fontsize=10)
+    ttft.set_ylabel("ms")
+    ttft.set_ylim(bottom=0)
+    xs = sorted(xs_all)
+    for ax in (tput, ttft):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.minorticks_off()
+        ax.set_xlabel("concurrent streams, all instances together")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
