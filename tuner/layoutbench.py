@@ -25,7 +25,7 @@ import httpx
 
 from tuner.cliutil import say
 from tuner.concurrency import Ladder, LevelResult, run_ladder
-from tuner.errors import ConfigError
+from tuner.errors import BackendError, ConfigError
 from tuner.layouts import Layout, candidate_layouts, choose_layout, gpu_ids, instance_env, layout_files
 from tuner.serverenv import ServerSettings, render_docker_flags
 from tuner.servetune import PROMPT, ladder_json, say_ladder, warm_up, write_ladder_files, write_server_files
@@ -58,24 +58,23 @@ def logged_gpus(server: Any, wait_s: float = 15.0) -> list[str]:
 
 
 def _routed(
-    urls: list[str], model: str, options: dict[str, Any], per_stream: int
-) -> tuple[Callable[[int], Any], Any]:
+    urls: list[str], model: str, per_stream: int, options: dict[str, Any], stack: contextlib.ExitStack
+) -> Callable[[int], Any]:
     """A sender for run_ladder that sends stream k's requests to instance k mod len(urls) (a level's
-    requests are numbered stream by stream, per_stream each, from a multiple of per_stream), and a closer."""
+    requests are numbered stream by stream, per_stream each, from a multiple of per_stream), after one
+    warm-up request per instance; the streamers close with `stack`."""
     from tuner.backend.stream import OllamaStreamer  # noqa: PLC0415
 
     streamers = [OllamaStreamer(u) for u in urls]
+    for s in streamers:
+        stack.callback(s.close)
+    for url, s in zip(urls, streamers, strict=True):
+        warm_up(s, model, options, url)
 
     def send(i: int) -> Any:
         return streamers[(i // per_stream) % len(streamers)].generate(model, PROMPT.format(i=i), options)
 
-    def close() -> None:
-        for s in streamers:
-            s.close()
-
-    for url, s in zip(urls, streamers, strict=True):
-        warm_up(s, model, options, url)
-    return send, close
+    return send
 
 
 def run_layout(
@@ -109,15 +108,14 @@ def run_layout(
             check_took(server, env, f"{layout.name} instance {i} ({render_docker_flags(env)})")
             saw = logged_gpus(server)
             if len(saw) != len(inst.gpus):
-                raise ConfigError(
+                raise BackendError(
                     f"'{binary} serve' with CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} found {len(saw)} "
                     f"GPU(s), not {len(inst.gpus)}; see '{server.log_path}'. Run --layouts on a machine whose "
                     "GPUs CUDA_VISIBLE_DEVICES selects (CUDA GPUs)."
                 )
             urls.append(server.url)
         start_s = time.monotonic() - began
-        send, close = _routed(urls, model, options, per_stream)
-        stack.callback(close)
+        send = _routed(urls, model, per_stream, options, stack)
 
         def progress(level: LevelResult) -> None:
             if not quiet:
@@ -153,9 +151,14 @@ def serve_layouts(
             "leave out --layouts."
         ) from exc
     runs: list[LayoutRun] = []
+    began = time.monotonic()
     for n, layout in enumerate(layouts, 1):
         if not as_json:
-            say(f"layout {n} of {len(layouts)}: {layout.name}, {layout.describe()}")
+            eta = ""
+            if runs:
+                left = (time.monotonic() - began) / len(runs) * (len(layouts) - len(runs))
+                eta = f", about {left:.0f} s left"
+            say(f"layout {n} of {len(layouts)}: {layout.name}, {layout.describe()}{eta}")
         runs.append(
             run_layout(
                 binary,
@@ -172,6 +175,12 @@ def serve_layouts(
                 as_json,
             )
         )
+        if not as_json:
+            lead = choose_layout(
+                [r.pick.aggregate_tok_s if r.pick else None for r in runs], layouts[: len(runs)]
+            )
+            best_name = runs[lead].layout.name if lead is not None else "none"
+            say(f"  {_summary_line(runs[-1])}; best so far: {best_name}")
     chosen = choose_layout([r.pick.aggregate_tok_s if r.pick else None for r in runs], layouts)
     best = runs[chosen] if chosen is not None else None
     summary = [_summary_line(r) for r in runs]
