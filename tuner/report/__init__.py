@@ -4,6 +4,7 @@
     trials_frame(records)            the trials as a DataFrame (the rows of trials.csv)      frame.py
     plot_pareto / plot_speed_vs_num_gpu / plot_vram_vs_num_ctx    the figures (Agg)           plots.py
     plot_predicted_vs_measured / summarize                        estimate against measurement prediction.py
+    ladder_figure / concurrency_section     the serving curves and section (meta.concurrency) concurrency.py
     build_report                     the text, as blocks (first screen; details: sections.py) document.py
     render_markdown / render_html                                 blocks to report.md/.html   render.py
     write_report(meta, records, out_dir)                          everything above, on disk   here
