@@ -12,6 +12,7 @@ tuner.cliutil, the progress display in tuner.progress.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,18 @@ def cli() -> None:
     help="After the study, the concurrency ladder (1, 2, 4 ... up to N streams) on the best config; 0: none.",
 )
 @click.option(
+    "--sla-ttft",
+    default=None,
+    type=Seconds("2"),
+    help="With --concurrency: target p90 time to first token, seconds (the serving pick meets it).",
+)
+@click.option(
+    "--sla-itl",
+    default=None,
+    type=Seconds("0.1"),
+    help="With --concurrency: target p90 inter-token latency, seconds.",
+)
+@click.option(
     "--predict/--no-predict",
     "predict_memory",
     default=True,
@@ -349,6 +362,8 @@ def tune_cmd(
     serve: bool,
     ollama_path: str | None,
     ladder_max: int,
+    sla_ttft: float | None,
+    sla_itl: float | None,
     predict_memory: bool,
     sampler: str,
     seed: int,
@@ -398,6 +413,8 @@ def tune_cmd(
         )
     if serve and (engine != "ollama" or host):
         raise ConfigError("--serve runs its own 'ollama serve': leave out --host and --engine llama-server.")
+    if (sla_ttft or sla_itl) and not ladder_max:
+        raise ConfigError("--sla-ttft and --sla-itl set the serving pick's targets; add --concurrency N.")
     if apply_name and engine != "ollama":
         raise ConfigError("--apply creates an Ollama model; with llama-server use the command in best.sh.")
 
@@ -511,9 +528,12 @@ def tune_cmd(
                 paths[path.name] = path
         if ladder_max:
             from tuner.servetune import ladder_on_best  # noqa: PLC0415
+            from tuner.study import store_concurrency  # noqa: PLC0415
 
-            for path in ladder_on_best(backend, meta, records, out_dir, ladder_max, num_predict):
-                paths[path.name] = path
+            block = ladder_on_best(backend, meta, records, ladder_max, num_predict, sla_ttft, sla_itl)
+            if block:  # kept on the study first, so `autotune report` redraws the curves
+                store_concurrency(storage, name, block)
+                paths.update(_write_report(dataclasses.replace(meta, concurrency=block), records, out_dir))
         if apply_name:
             _apply(backend, apply_name, meta, records)
     finally:

@@ -182,6 +182,8 @@ class StudyMeta:
     max_quality_loss: float | None = None  # --max-quality-loss: mean KL (nats) a deployable tag may lose
     # The quality block (tuner.quality.stored), as stored on the study; filled when it is read back.
     quality: dict[str, Any] = field(default_factory=dict)
+    # The concurrency ladder on the best config (`--concurrency N`), as stored on the study; filled when read.
+    concurrency: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyMeta:

@@ -19,6 +19,7 @@ from tuner.errors import BackendError, ConfigError, ModelNotFound, Unreachable
 from tuner.serverenv import render_docker_flags, render_env_file, render_systemd_dropin
 from tuner.space import gpu_choices
 
+PER_STREAM = 2  # requests each stream of the study's ladder sends
 PROMPT = "Request {i}: in two sentences, describe a lighthouse at dusk."
 
 
@@ -66,14 +67,25 @@ def measure_ladder(
 
 
 def write_ladder_files(
-    out_dir: Path, name: str, data: dict[str, Any], ladder: Ladder, pick: int | None
+    out_dir: Path,
+    name: str,
+    data: dict[str, Any],
+    ladder: Ladder,
+    pick: int | None,
+    sla: tuple[float | None, float | None] = (None, None),
 ) -> list[Path]:
+    """NAME.json (the figures) and NAME.png (the curves, with the SLA lines (ttft_s, itl_s))."""
     from tuner.report.concurrency import plot_ladder  # noqa: PLC0415 - matplotlib only when asked
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps({"schema": 1, **data}, indent=2) + "\n")
-    return [path, plot_ladder(ladder.to_json(), pick, out_dir / f"{name}.png")]
+    return [
+        path,
+        plot_ladder(
+            {"model": data.get("model", ""), **ladder.to_json()}, pick, out_dir / f"{name}.png", *sla
+        ),
+    ]
 
 
 def ladder_json(ladder: Ladder, pick: LevelResult | None) -> dict[str, Any]:
@@ -208,25 +220,45 @@ def best_server_files(meta: Any, records: list[Any], out_dir: Path) -> list[Path
 
 
 def ladder_on_best(
-    backend: Any, meta: Any, records: list[Any], out_dir: Path, max_concurrency: int, num_predict: int
-) -> list[Path]:
+    backend: Any,
+    meta: Any,
+    records: list[Any],
+    max_concurrency: int,
+    num_predict: int,
+    sla_ttft_s: float | None = None,
+    sla_itl_s: float | None = None,
+) -> dict[str, Any]:
     """After a study: the concurrency ladder on its fastest feasible config (on the server environment
-    that config needs, with --serve), the table printed, concurrency.json / .png in the report folder."""
+    that config needs, with --serve), the table printed. Returns the block to store on the study (the
+    report draws its curves from it); {} when no config is feasible."""
     from tuner.report import picks  # noqa: PLC0415
 
     fastest = picks(meta, records).get("fastest")
     if fastest is None:
-        return []
+        return {}
     best = fastest.trial
     engine_options = EngineOptions(
         best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type, best.num_parallel, best.gpus
     )
+    env: dict[str, str] = {}
     if hasattr(backend, "ensure_environment"):
+        from tuner.backend.ollamamanaged import server_env  # noqa: PLC0415
+
         backend.ensure_environment(engine_options)
+        env = server_env(engine_options)
     options = bench_options(best.num_ctx or None, best.num_gpu if best.num_gpu >= 0 else None, num_predict)
     say(f"concurrency ladder on the best config ({best.tag}, num_ctx {best.num_ctx}, num_gpu {best.num_gpu})")
-    ladder = measure_ladder(backend.host, best.tag, options, max_concurrency, 2, quiet=False)
-    pick = ladder.pick(None, None)
+    ladder = measure_ladder(backend.host, best.tag, options, max_concurrency, PER_STREAM, quiet=False)
+    pick = ladder.pick(sla_ttft_s, sla_itl_s)
     say_ladder(ladder, pick)
-    data = {"model": best.tag, "options": options, **ladder_json(ladder, pick)}
-    return write_ladder_files(out_dir, "concurrency", data, ladder, pick.concurrency if pick else None)
+    return {
+        "schema": 1,
+        "model": best.tag,
+        "trial": best.number,
+        "options": options,
+        "env": env,
+        "requests_per_stream": PER_STREAM,
+        "sla_ttft_s": sla_ttft_s,
+        "sla_itl_s": sla_itl_s,
+        **ladder_json(ladder, pick),
+    }

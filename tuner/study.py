@@ -180,8 +180,20 @@ def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRe
         stored = study.user_attrs.get(remeasure.ATTR)
         records = [record_of(t) for t in study.get_trials(deepcopy=False)]
         quality = study.user_attrs.get(quality_store.ATTR) or {}
+        ladder = study.user_attrs.get(CONCURRENCY_ATTR) or {}
     records = quality_store.apply(remeasure.apply(records, stored), quality, meta.max_quality_loss)
-    return dataclasses.replace(meta, remeasure=stored or {}, quality=quality), records
+    return dataclasses.replace(meta, remeasure=stored or {}, quality=quality, concurrency=ladder), records
+
+
+CONCURRENCY_ATTR = "autotune_concurrency"
+
+
+def store_concurrency(storage: str, study_name: str, block: dict[str, Any]) -> None:
+    """Keep the concurrency ladder on the study (user attribute CONCURRENCY_ATTR, the latest run's), so
+    `autotune report` redraws its curves without a server."""
+    with storage_errors(storage):
+        study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
+        study.set_user_attr(CONCURRENCY_ATTR, block)
 
 
 def check_resume(config: StudyConfig, meta: StudyMeta) -> None:
