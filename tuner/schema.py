@@ -42,6 +42,11 @@ class TrialRecord:
     load_s: float | None = None
     peak_vram_bytes: int | None = None  # total over GPUs, minus the pre-load baseline
     peak_vram_per_gpu: list[int] = field(default_factory=list)
+    # The GPUs' energy over the measured generations (the energy counters' deltas, summed over GPUs), per
+    # generated token, and its mean power. None: the probe has no energy counter (or an older study).
+    energy_j: float | None = None
+    energy_j_per_token: float | None = None
+    mean_power_w: float | None = None
     vram_source: str = ""  # "nvml" | "simulator" | "size_vram" (fallback: the engine's own figure)
     size_bytes: int | None = None
     size_vram_bytes: int | None = None
@@ -55,6 +60,11 @@ class TrialRecord:
     baseline: bool = False  # num_gpu left to the engine
     flash_attn: str | None = None  # llama-server only
     kv_cache_type: str | None = None  # llama-server only
+    num_parallel: int | None = None  # Ollama --serve: OLLAMA_NUM_PARALLEL the trial ran under
+    gpus: str | None = None  # Ollama --serve: the GPU subset (CUDA_VISIBLE_DEVICES) and "+spread"
+    restart_s: float | None = None  # Ollama --serve: seconds this trial spent restarting the server
+    num_batch: int | None = None  # Ollama: the request's num_batch when searched (--tune num-batch)
+    main_gpu: int | None = None  # Ollama: the request's main_gpu when searched (--tune main-gpu)
     constraints: dict[str, float] = field(default_factory=dict)  # <= 0 is satisfied
     predicted_vram_bytes: int | None = None  # the estimator's VRAM for this config (all GPUs)
     predicted_vram_per_gpu: list[int] = field(default_factory=list)
@@ -97,6 +107,8 @@ class TrialRecord:
             row[f"interference_{key}"] = interference.get(key)
         for key in ("gpu_processes_during", "throttle_during"):
             row[f"interference_{key}"] = len(interference.get(key) or []) if interference else None
+        for cause, seconds in sorted((interference.get("throttle_s_during") or {}).items()):
+            row[f"interference_{cause}_throttle_s"] = seconds
         row.pop("constraints")
         for key, value in sorted(self.constraints.items()):
             row[f"constraint_{key}"] = value
@@ -129,6 +141,8 @@ CSV_COLUMNS = [
     "gpu_fraction",
     "quality_kl",
     "quality_top1",
+    "energy_j_per_token",
+    "energy_j",
     "feasible",
     "error",
 ]
@@ -168,6 +182,8 @@ class StudyMeta:
     max_quality_loss: float | None = None  # --max-quality-loss: mean KL (nats) a deployable tag may lose
     # The quality block (tuner.quality.stored), as stored on the study; filled when it is read back.
     quality: dict[str, Any] = field(default_factory=dict)
+    # The concurrency ladder on the best config (`--concurrency N`), as stored on the study; filled when read.
+    concurrency: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyMeta:

@@ -1,6 +1,6 @@
 """python -m tuner.sim --port 11500 --gpus 2x24GiB [--host-ram 64GiB] [--host-bandwidth 80]
     [--ollama-version 0.12.10] [--num-parallel 1] [--seed 0] [--noise 0.02] [--estimator-error 1] [--interference SPEC]
-    [--local all|default] [--realtime]
+    [--local all|default] [--realtime] [--inject-throttle AT_S[:DURATION_S[:KIND]]] [--inject-drift PCT_PER_HOUR]
 
 Prints one line with the URL and serves until interrupted. A bad value prints one line naming it and the
 fix, and exits with status 2.
@@ -58,12 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="a simulated neighbour, e.g. cpu=1.5,gpu=2GiB,throttle=HwSlowdown,jitter=0.3 (default none)",
     )
+    p.add_argument(
+        "--inject-throttle",
+        action="append",
+        default=[],
+        metavar="AT_S[:DURATION_S[:KIND]]",
+        help="collapse the SM clocks from simulated second AT_S for DURATION_S (default: for good); KIND power "
+        "(default) or thermal; the temperature stays normal. Repeatable",
+    )
+    p.add_argument(
+        "--inject-drift",
+        type=float,
+        default=0.0,
+        metavar="PCT_PER_HOUR",
+        help="decode speed falls this many percent per simulated hour (default 0)",
+    )
     p.add_argument("--local", default="all", help="models present at start: all | default | tag,tag,...")
     p.add_argument("--realtime", action="store_true", help="sleep the simulated durations")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # `python -m tuner.sim serve`: as `ollama serve` (tuner/sim/serve.py)
+        from tuner.sim.serve import main as serve_main  # noqa: PLC0415
+
+        return serve_main(argv)
     args = build_parser().parse_args(argv)
     local: str | list[str] = args.local
     if args.local not in ("all", "default", "none"):
@@ -85,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             realtime=args.realtime,
             port=args.port,
             bind=args.bind,
+            inject_throttle=args.inject_throttle,
+            inject_drift=args.inject_drift,
         )
         server.start()
     except ValueError as exc:

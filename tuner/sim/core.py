@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tuner.config import bytes_of
 from tuner.estimate import Request, predict
@@ -20,9 +20,11 @@ from tuner.hardware import GpuSpec, parse_gpus
 from tuner.sim import perf
 from tuner.sim.catalog import ModelFile, lookup
 from tuner.sim.hardware import HostSpec, make_host
+from tuner.sim.knobs import ServerKnobs
 from tuner.sim.memtruth import MEMORY_TRUTHS, Adjust, estimator_truth, foreign_truth
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
+from tuner.sim.power import PowerModel, gpus_of
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,9 @@ class Simulation:
         self.seed = seed
         self._rng = random.Random(seed)
         self.interference = Interference()
+        # the server environment (OLLAMA_FLASH_ATTENTION, _KV_CACHE_TYPE, _SCHED_SPREAD; tuner.sim.knobs)
+        self.knobs = ServerKnobs(num_parallel=self.num_parallel)
+        self.power = PowerModel(self.gpus)  # clocks, heat and energy on the simulated clock (tuner.sim.power)
 
     def reseed(self) -> None:
         """Restart the noise sequence from the seed (POST /sim/reset does this)."""
@@ -157,6 +162,7 @@ class Simulation:
         num_batch: int | None = None,
         used_gpu: list[int] | None = None,
         used_host: int = 0,
+        main_gpu: int | None = None,
     ) -> Placement:
         """Where `tag` lands with these options on the GPUs as they are (`used_gpu` bytes already taken).
 
@@ -167,11 +173,11 @@ class Simulation:
         if mf is None:
             raise KeyError(f"model '{tag}' not found")
         requested = self.default_num_ctx if num_ctx is None else int(num_ctx)
-        placement = self._plan(mf, int(num_gpu), requested, num_batch, used_gpu, used_host)
+        placement = self._plan(mf, int(num_gpu), requested, num_batch, used_gpu, used_host, main_gpu)
         if not placement.ok and self.version.era == "C" and num_ctx is None and requested > 4096:
             # HEAD: after an OOM with the automatic context, step down one tier and retry once
             lower = 32768 if requested > 32768 else 4096
-            placement = self._plan(mf, int(num_gpu), lower, num_batch, used_gpu, used_host)
+            placement = self._plan(mf, int(num_gpu), lower, num_batch, used_gpu, used_host, main_gpu)
         return placement
 
     def _plan(
@@ -182,19 +188,26 @@ class Simulation:
         num_batch: int | None,
         used_gpu: list[int] | None,
         used_host: int,
+        main_gpu: int | None = None,
     ) -> Placement:
         """Ollama's rule for this version places the layers (tuner.estimate); the runner's real buffers are
         the estimator's plus this model's hidden error; the first device that cannot hold them fails."""
         spec = spec_of(mf)
         free = self.free_gpu_bytes(used_gpu, used_host)
         host_free = self.free_host_bytes(used_gpu, used_host)
-        fa_ok = all(g.supports_flash_attention for g in self.gpus)  # no GPU: the CPU, which supports it
+        seen = self.gpus if self.knobs.visible is None else [self.gpus[i] for i in self.knobs.visible]
+        fa_ok = all(g.supports_flash_attention for g in seen)  # no GPU: the CPU, which supports it
+        fa = self.knobs.use_flash_attention(self.version.flash_attention(mf.arch.name, fa_ok), fa_ok)
+        parallel = 1 if self.knobs.slots_for(mf.arch.name) == 1 else self.num_parallel
         req = Request(
             num_ctx=requested_ctx,
             num_gpu=num_gpu,
-            num_parallel=self.num_parallel,
+            num_parallel=parallel,
             num_batch=num_batch,
-            flash_attn=self.version.flash_attention(mf.arch.name, fa_ok),
+            flash_attn=fa,
+            kv_type=self.knobs.effective_kv(fa, self.version),
+            sched_spread=self.knobs.sched_spread,
+            visible=self._visible(main_gpu),  # CUDA_VISIBLE_DEVICES (the others stay idle, still probed)
         )
         truth = self.truth(mf.tag, requested_ctx)
         pred = predict(spec, free, req, engine="ollama", version=self.version, truth=truth)
@@ -204,7 +217,7 @@ class Simulation:
             pred.num_ctx,
             requested_ctx,
             pred.num_batch,
-            self.num_parallel,
+            parallel,
             pred.flash_attn,
             free,
             host_free,
@@ -241,6 +254,15 @@ class Simulation:
             at, len(self.gpus), alloc, runner_gpus, pred.num_gpu, size, vram, error, kind, est
         )
 
+    def _visible(self, main_gpu: int | None) -> tuple[int, ...] | None:
+        """The GPUs a runner may use: CUDA_VISIBLE_DEVICES, and in Era C an explicit main_gpu alone
+        (llama-server --split-mode none --main-gpu N); an index past the visible GPUs leaves none."""
+        seen = self.knobs.visible
+        if main_gpu is None or self.version.era != "C":
+            return seen
+        order = seen if seen is not None else tuple(range(len(self.gpus)))
+        return (order[main_gpu],) if 0 <= main_gpu < len(order) else ()
+
     def truth(self, tag: str, num_ctx: int = 0) -> Adjust:
         """The runner's real buffers against the estimator's (tuner.sim.memtruth): the estimator's own with
         this model's hidden error scaled by estimator_error, or, with memory_truth "foreign", a per-card-family
@@ -251,7 +273,8 @@ class Simulation:
 
     # --- speed ---------------------------------------------------------------------------------
     def layout(self, placement: Placement) -> perf.Layout:
-        return perf.Layout(placement.layer_gpu, placement.flash_attn, placement.runner_gpus)
+        kv = self.knobs.effective_kv(placement.flash_attn, self.version)
+        return perf.Layout(placement.layer_gpu, placement.flash_attn, placement.runner_gpus, kv)
 
     def speed(self, placement: Placement, prompt_tokens: int = 512, depth_tokens: int = 0) -> perf.Speed:
         """Noise-free decode tok/s at `depth_tokens` of context and prefill tok/s for `prompt_tokens`."""
@@ -260,6 +283,19 @@ class Simulation:
         return perf.speed(
             mf, self.layout(placement), self.gpus, self.host, prompt_tokens, depth_tokens, ubatch
         )
+
+    def gpu_duty(self, placement: Placement, depth_tokens: int = 0) -> float:
+        """The share of a decode step its GPUs are busy: 1 fully on the GPU; with layers on the CPU the GPUs
+        wait while the CPU reads its layers (what the power model draws for, tuner.sim.power)."""
+        mf = _file(placement)
+        layout = self.layout(placement)
+        if all(d < 0 for d in layout.layer_gpu):
+            return 0.0
+        if all(d >= 0 for d in layout.layer_gpu):
+            return 1.0
+        total = perf.decode_seconds_per_token(mf, layout, self.gpus, self.host, depth_tokens)
+        no_cpu = replace(self.host, bandwidth_gbps=1e9)  # the CPU's layers cost nothing: the GPUs' share
+        return min(1.0, perf.decode_seconds_per_token(mf, layout, self.gpus, no_cpu, depth_tokens) / total)
 
     def load_seconds(self, placement: Placement, cached: bool = False) -> float:
         mf = _file(placement)
@@ -288,8 +324,9 @@ class Simulation:
         )
         mid = depth_tokens + processed_tokens + eval_tokens // 2
         eval_s = eval_tokens * perf.decode_seconds_per_token(mf, layout, self.gpus, self.host, mid)
-        prompt_s *= load_factor * self.noise_factor()
-        eval_s *= load_factor * self.noise_factor()
+        prompt_clock, decode_clock = self.power.slowdown(gpus_of(placement.layer_gpu))  # throttle, drift
+        prompt_s *= load_factor * self.noise_factor() * prompt_clock
+        eval_s *= load_factor * self.noise_factor() * decode_clock
         if self.interference.jitter > 0:  # a busy neighbour only ever slows a generation down
             prompt_s *= math.exp(abs(self._rng.gauss(0.0, self.interference.jitter)))
             eval_s *= math.exp(abs(self._rng.gauss(0.0, self.interference.jitter)))
