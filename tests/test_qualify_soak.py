@@ -245,6 +245,7 @@ def test_an_injected_throttle_is_measured_and_named():
     f = _soak(world).figures
     assert f["throttle_s"] == pytest.approx(120, abs=3)
     assert f["throttle_by_cause_s"]["power"] == pytest.approx(120, abs=3)
+    assert f["power_capped_s"] == pytest.approx(120, abs=3) and f["thermal_throttle_s"] == 0
     assert f["throttle_reasons"]["sw_power_cap"] > 0
     # the SM clock drop at 70 °C reads as a collapse at normal temperature
     assert f["clock_collapses"] > 0

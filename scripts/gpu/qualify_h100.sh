@@ -68,7 +68,7 @@ soak_num_predict = 128
 remeasure_rounds = 0
 
 [constraints]
-max_ctx = 32768
+max_ctx = ${MAX_CTX:-32768}
 
 [[models]]
 model = "$MODEL"
@@ -81,8 +81,13 @@ num_ctx_at_least = 16384
 fully_on_gpu = true
 
 [[criteria]]
-name = "no thermal or power throttling in the soak"
-metric = "throttle_s"
+name = "no thermal throttling in the soak"
+metric = "thermal_throttle_s"
+max = 0
+
+[[criteria]]
+name = "no power capping in the soak"
+metric = "power_capped_s"
 max = 0
 
 [[criteria]]

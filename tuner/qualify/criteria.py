@@ -68,7 +68,14 @@ def _judge(c: Criterion, value: float) -> str:
     return PASS if value <= c.max else FAIL
 
 
-_TELEMETRY = {"throttle_s", "clock_collapses", "max_temperature_c", "soak_j_per_token"}
+_TELEMETRY = {
+    "throttle_s",
+    "thermal_throttle_s",
+    "power_capped_s",
+    "clock_collapses",
+    "max_temperature_c",
+    "soak_j_per_token",
+}
 
 
 def _why_missing(metric: str, soak: Mapping[str, Any]) -> str:

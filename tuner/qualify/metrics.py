@@ -27,7 +27,11 @@ METRICS: dict[str, Metric] = {
         Metric("peak_vram_gib", "trials", False, "GiB", "the least peak VRAM of a qualifying trial"),
         Metric("soak_decode_tok_s", "soak", True, "tok/s", "median decode speed over the soak"),
         Metric("soak_drift_pct_per_h", "soak", True, "%/h", "decode speed trend over the soak (signed)"),
-        Metric("throttle_s", "soak", False, "s", "seconds the clocks were held back during the soak"),
+        Metric(
+            "throttle_s", "soak", False, "s", "seconds the clocks were held back during the soak, any cause"
+        ),
+        Metric("thermal_throttle_s", "soak", False, "s", "seconds the clocks were held back by heat"),
+        Metric("power_capped_s", "soak", False, "s", "seconds the clocks were held at the power limit"),
         Metric(
             "clock_collapses", "soak", False, "samples", "SM clock far below its median at normal temperature"
         ),

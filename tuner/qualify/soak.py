@@ -285,6 +285,8 @@ def figures(samples: list[SoakSample], settings: SoakSettings) -> dict[str, Any]
                 energy_last += float(g["energy_j"])
         out["throttle_by_cause_s"] = throttle
         out["throttle_s"] = sum(throttle.values())
+        out["thermal_throttle_s"] = throttle.get("thermal", 0.0)
+        out["power_capped_s"] = throttle.get("power", 0.0)
         reasons: dict[str, int] = {}
         for sample in soak:
             for g in sample.telemetry:
