@@ -389,9 +389,9 @@ def tune_cmd(
         "-" + "-".join(q.lower() for q in parse_quant_list(quant)) if quant else ""
     )
     out_dir = report_dir(out, name)  # an unusable --out is found now, not after the last trial
-    from tuner.storage import make_storage  # noqa: PLC0415
+    from tuner.storage import close_storage, make_storage  # noqa: PLC0415
 
-    make_storage(storage)  # and a storage that cannot be opened (or is damaged) before any server is touched
+    close_storage(make_storage(storage))  # and a storage that cannot be opened (or is damaged) before any server is touched
     if serve:
         from tuner.servetune import managed_backend  # noqa: PLC0415
 

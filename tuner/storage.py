@@ -6,6 +6,7 @@ dead or stopped workers left behind found and queued again. A part of the Optuna
     storage_errors(url)                        a failing storage (disk full, damaged, locked, unreachable),
                                                anywhere in the block, becomes one StorageError line
     creation_lock(url)                         one worker at a time creates a new SQLite file's tables
+    close_storage(storage)                     its connections closed (a PostgreSQL storage opened to read)
     fail_stale(study, grace_s)                 RUNNING trials whose heartbeat stopped become FAIL
     recover_interrupted(study)                 FAIL trials without a measurement are queued again, once
 
@@ -163,6 +164,14 @@ def make_storage(
     raise ConfigError(
         f"--storage '{mask_url(url)}' cannot be opened ({detail}); use e.g. sqlite:///studies/autotune.db."
     ) from last
+
+
+def close_storage(storage: optuna.storages.BaseStorage) -> None:
+    """Close an RDB storage's connections now (a storage opened only to read, or to check it opens): a
+    PostgreSQL connection left to the garbage collector is closed without a goodbye to the server."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def first_heartbeat(trial: optuna.Trial) -> None:
