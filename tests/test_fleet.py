@@ -106,8 +106,10 @@ def two_workers_one_killed(commands, go: Path, logs: Path) -> tuple[list[int], l
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh, text=True, env=env))
     try:
         _wait_for(
-            lambda: any("waiting for the tuner of study" in e.read_text() for e in errs)
-            and any(re.search(r"trial \d+/\d+", e.read_text()) for e in errs),
+            lambda: (
+                any("waiting for the tuner of study" in e.read_text() for e in errs)
+                and any(re.search(r"trial \d+/\d+", e.read_text()) for e in errs)
+            ),
             "both workers in the study",
         )
         go.touch()  # the worker on the server now dies in its next trial, after the load
@@ -135,8 +137,12 @@ def test_two_workers_on_postgresql_one_killed_mid_trial(pg_storage, tmp_path):  
     complete = [(r.tag, r.num_gpu, r.num_ctx) for r in records if r.state == "COMPLETE"]
     assert len(complete) == budget  # nothing lost
     assert len(set(complete)) == len(complete), "a config was measured twice"
-    again = [r for r in records if r.state == "COMPLETE" and (r.tag, r.num_gpu, r.num_ctx) == (
-        killed.tag, killed.num_gpu, killed.num_ctx)]
+    again = [
+        r
+        for r in records
+        if r.state == "COMPLETE"
+        and (r.tag, r.num_gpu, r.num_ctx) == (killed.tag, killed.num_gpu, killed.num_ctx)
+    ]
     assert len(again) == 1 and again[0].number > killed.number  # run again, once, by the survivor
     assert len(_worker_pids(pg_storage, "fleet")) == 2  # both workers measured
 

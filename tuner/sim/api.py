@@ -15,6 +15,7 @@ from typing import Any
 from tuner.sim import generation as gen
 from tuner.sim.catalog import lookup
 from tuner.sim.core import Interference
+from tuner.sim.details import gpu_details
 from tuner.sim.imported import BlobError, BlobStore, parse_digest, read_gguf
 from tuner.sim.options import DurationError, OptionError, parse_keep_alive, parse_options, runner_options
 from tuner.sim.registry import (
@@ -439,6 +440,8 @@ class Api:
             state = self.sched.state()
         for entry in state["loaded"]:
             entry["expires_at"] = local_time(entry["expires_at"])
+        for i, (gpu, spec) in enumerate(zip(state["gpus"], self.sim.gpus)):  # the fingerprint's fields
+            gpu["details"] = gpu_details(spec, i, self.sim.seed, str(state.get("driver", "")))
         return Reply(200, state)
 
     def sim_interference(self, body: bytes) -> Reply:
