@@ -76,6 +76,17 @@ def test_tune_on_postgresql_keeps_the_password_out_of_every_output(pg_storage, t
     assert "trial_user_attributes" not in text and "fleet" in text  # the rows, not the names, were read
     assert password not in text
 
+    # The same command with a larger budget resumes the study on PostgreSQL: the finished trials kept.
+    with SimServer(gpus="1xRTX4090", seed=4) as sim:
+        more = subprocess.run(
+            _tune(sim.url, pg_storage, out, 4), capture_output=True, text=True, env=_env(), timeout=300
+        )
+    assert more.returncode == 0, more.stderr
+    assert password not in more.stdout + more.stderr
+    _, after = load_records(pg_storage, "fleet")
+    assert [r.state for r in after] == ["COMPLETE"] * 4
+    assert [(r.number, r.decode_tok_s) for r in after[:3]] == [(r.number, r.decode_tok_s) for r in records]
+
     # A wrong password: one line naming the storage with the password masked, no traceback.
     wrong = pg_storage.replace(f":{password}@", ":not-the-password-1234@")
     with SimServer(gpus="1xRTX4090", seed=3) as sim:
@@ -86,6 +97,8 @@ def test_tune_on_postgresql_keeps_the_password_out_of_every_output(pg_storage, t
     assert "Traceback" not in bad.stderr
     assert "not-the-password-1234" not in bad.stdout + bad.stderr
     assert "postgresql+psycopg://autotune:***@127.0.0.1" in bad.stderr, bad.stderr
+    assert "password authentication failed" in bad.stderr and "check the server, user, password" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def _wait_for(predicate, what: str, timeout_s: float = 120.0) -> None:
@@ -158,3 +171,39 @@ def _worker_pids(storage: str, study_name: str) -> set[int]:
         return {int(t.user_attrs["worker"]["pid"]) for t in trials if "worker" in t.user_attrs}
     finally:
         close_storage(opened)
+
+
+def test_the_server_row_lock_on_postgresql(pg_storage):  # noqa: F811
+    """Hosts sharing one remote server take turns through a lease row in the shared database."""
+    import threading
+
+    from tuner.serverlock import Locks, RowLock, server_lock
+
+    lock = server_lock("http://10.0.0.5:11434", pg_storage, "s", 90)
+    assert isinstance(lock, Locks) and isinstance(lock.locks[1], RowLock)  # the file lock, and the row
+    lock.locks[1].close()
+    a = RowLock(pg_storage, "http://gpu-box:11434", "a", lease_s=60, poll_s=0.01)
+    b = RowLock(pg_storage, "http://gpu-box:11434", "b", lease_s=60, poll_s=0.01)
+    c = RowLock(pg_storage, "http://gpu-box:11434", "c", lease_s=60, poll_s=0.01)
+    try:
+        a.acquire(print)
+        notes: list[str] = []
+        taker = threading.Thread(target=b.acquire, args=(notes.append,))
+        taker.start()
+        _wait_for(lambda: bool(notes), "b to wait")
+        assert "study 'a'" in notes[0] and "one tuner per server" in notes[0]
+        assert taker.is_alive()  # still waiting: a holds the row
+        a.release()
+        taker.join(timeout=30)
+        assert not taker.is_alive()
+        b._stop.set()  # b's host dies: its lease is no longer renewed, and has run out
+        b._renewer.join()  # type: ignore[union-attr]
+        with b._engine.begin() as conn:
+            conn.execute(b._sa.update(b._table).values(expires_at=time.time() - 1))
+        said: list[str] = []
+        c.acquire(said.append)  # takes the server at once
+        assert said == []
+        c.release()
+    finally:
+        for held in (a, b, c):
+            held.close()

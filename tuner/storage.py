@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -34,6 +35,8 @@ from tuner.errors import ConfigError, StorageError, TunerError
 from tuner.records import record_of
 from tuner.redact import mask_url, redact
 from tuner.schema import TrialRecord
+
+_BACKGROUND = re.compile(r"\(Background on this error at: [^)]*\)?")  # SQLAlchemy's link, not the cause
 
 
 def _storage_problem(exc: BaseException) -> BaseException | None:
@@ -160,10 +163,14 @@ def make_storage(
     problem = _storage_problem(last)
     if problem is not None and url.startswith("sqlite:///") and os.path.exists(url[len("sqlite:///") :]):
         raise storage_error(url, problem) from last
-    detail = redact(" ".join(str(last).split()))[:200] or type(last).__name__
-    raise ConfigError(
-        f"--storage '{mask_url(url)}' cannot be opened ({detail}); use e.g. sqlite:///studies/autotune.db."
-    ) from last
+    detail = _BACKGROUND.sub("", redact(" ".join(str(last).split()))).strip()[:200] or type(last).__name__
+    if url.startswith("sqlite") or "://" not in url:
+        fix = "use e.g. sqlite:///studies/autotune.db"
+    elif isinstance(last, ImportError):
+        fix = "install its driver (PostgreSQL: pip install 'psycopg[binary]', installed with autotune)"
+    else:
+        fix = "check the server, user, password and database name in --storage"
+    raise ConfigError(f"--storage '{mask_url(url)}' cannot be opened ({detail}); {fix}.") from last
 
 
 def close_storage(storage: optuna.storages.BaseStorage) -> None:
