@@ -133,6 +133,7 @@ class Plan:
     max_ctx: int | None = None
     gpu_only: bool = False
     vram_limit_bytes: int | None = None
+    heartbeat_s: int = 30  # a running trial's heartbeat: a dead worker's trial is retried after 3 of them
 
     def budget_of(self, entry: ModelEntry) -> int:
         return entry.budget or self.budget_per_model
@@ -160,6 +161,7 @@ _TOP: dict[str, tuple[tuple[type, ...], str]] = {
     "seed": ((int,), "seed = 0"),
     "quality": ((bool,), "quality = false"),
     "remeasure_rounds": ((int,), "remeasure_rounds = 1"),
+    "heartbeat_s": ((int,), "heartbeat_s = 30"),
     "constraints": ((dict,), "[constraints]"),
     "models": ((list,), '[[models]] model = "llama3.1:8b"'),
     "criteria": ((list,), '[[criteria]] metric = "decode_tok_s"'),
@@ -186,6 +188,7 @@ _CRITERION: dict[str, tuple[tuple[type, ...], str]] = {
 }
 _POSITIVE = {
     "budget_per_model",
+    "heartbeat_s",
     "time_budget_h",
     "num_predict",
     "soak_num_predict",
