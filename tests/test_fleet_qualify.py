@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from tests.pgdb import pg_storage  # noqa: F401 - the fixture
-from tests.test_fleet import HERE, _env, two_workers_one_killed
+from tests.test_fleet import HERE, _database_text, _env, two_workers_one_killed
 from tuner.qualify.fleet import host_studies
 from tuner.qualify.plan import load_plan
 from tuner.sim import SimServer
@@ -140,6 +140,7 @@ def test_two_qualify_workers_one_killed_then_a_fleet_summary(pg_storage, tmp_pat
     # no password anywhere: the terminal, the summaries, the reports
     outputs = errs + [again.stdout, again.stderr, other.stdout, other.stderr, summary.stdout, summary.stderr]
     assert not [o for o in outputs if password in o]
+    assert password not in _database_text(pg_storage)
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.name not in ("go", "go.claimed"):
             assert password.encode() not in path.read_bytes(), path
