@@ -4,7 +4,7 @@ the soak and the summary are tuner.qualify)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -36,14 +36,14 @@ def _plan_dir(out: str | None, name: str) -> Path:
     return path
 
 
-def _refuse(problems: list[str], path: str) -> None:
-    """An invalid plan: one line per problem, exit 2."""
+def _refuse(problems: list[str], path: str) -> NoReturn:
+    """An invalid plan: one line per problem, then the closing line (ConfigError: exit 2)."""
     for problem in problems:
         say(f"autotune qualify: {path}: {problem}")
-    say(
-        f"autotune qualify: the plan was not run ({len(problems)} problem(s)); see studies/README.md for the format."
+    raise ConfigError(
+        f"qualify: the plan '{path}' was not run ({len(problems)} problem(s) above); see studies/README.md for "
+        "the format."
     )
-    raise click.exceptions.Exit(2)
 
 
 @click.command("qualify")
@@ -101,7 +101,6 @@ def qualify_cmd(
         plan = with_overrides(load_plan(plan_file), engine, host, llama_server, storage)
     except PlanError as exc:
         _refuse(exc.problems, plan_file)
-        return
     remember_secrets_of(plan.host)
     remember_secrets_of(plan.storage)
     if fleet_summary:
@@ -122,7 +121,6 @@ def qualify_cmd(
             variants = describe_models(plan, eng)
         except PlanError as exc:
             _refuse(exc.problems, plan_file)
-            return
         if check:
             say(f"plan '{plan.name}': {len(plan.models)} models, {len(plan.criteria)} criteria: OK")
             return

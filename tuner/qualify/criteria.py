@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tuner.qualify.plan import METRICS, Criterion
+from tuner.qualify.metrics import METRICS
+from tuner.qualify.plan import Criterion
 from tuner.schema import TrialRecord, fully_on_gpu
 from tuner.units import GiB
 

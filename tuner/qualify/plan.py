@@ -18,6 +18,7 @@ from typing import Any
 
 from tuner.config import bytes_of, slug
 from tuner.errors import ConfigError
+from tuner.qualify.metrics import METRICS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,40 +34,6 @@ class PlanError(ConfigError):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(f"{path}: {p}" for p in problems))
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    source: str  # "trials": the best trial meeting the criterion's conditions; "soak": the soak's figure
-    higher_is_better: bool
-    unit: str
-    about: str
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("decode_tok_s", "trials", True, "tok/s", "decode speed of the fastest qualifying trial"),
-        Metric(
-            "prefill_tok_s", "trials", True, "tok/s", "prompt speed of the fastest-prefill qualifying trial"
-        ),
-        Metric("ttft_s", "trials", False, "s", "time to first token of the quickest qualifying trial"),
-        Metric("num_ctx", "trials", True, "tokens", "the largest context of a qualifying trial"),
-        Metric("peak_vram_gib", "trials", False, "GiB", "the least peak VRAM of a qualifying trial"),
-        Metric("soak_decode_tok_s", "soak", True, "tok/s", "median decode speed over the soak"),
-        Metric("soak_drift_pct_per_h", "soak", True, "%/h", "decode speed trend over the soak (signed)"),
-        Metric("throttle_s", "soak", False, "s", "seconds the clocks were held back during the soak"),
-        Metric(
-            "clock_collapses", "soak", False, "samples", "SM clock far below its median at normal temperature"
-        ),
-        Metric("max_temperature_c", "soak", False, "°C", "hottest GPU reading during the soak"),
-        Metric("soak_j_per_token", "soak", False, "J/token", "energy per generated token over the soak"),
-        Metric(
-            "depth_decode_ratio", "soak", True, "ratio", "decode speed with the context full / nearly empty"
-        ),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -129,6 +96,7 @@ class Plan:
     seed: int = 0
     quality: bool = False
     remeasure_rounds: int = 1
+    heartbeat_s: int = 30  # a running trial's heartbeat; one silent for 3 is taken over (a killed run's)
     min_ctx: int | None = None
     max_ctx: int | None = None
     gpu_only: bool = False
@@ -187,6 +155,7 @@ _CRITERION: dict[str, tuple[tuple[type, ...], str]] = {
     "models": ((list,), 'models = ["llama3.1:8b"]'),
 }
 _POSITIVE = {
+    "heartbeat_s",
     "budget_per_model",
     "heartbeat_s",
     "time_budget_h",
@@ -353,7 +322,7 @@ def _criteria(
                 f"{where}'{metric}' is measured by the soak at the recommended config; num_ctx_at_least and "
                 "fully_on_gpu are for trial metrics."
             )
-        if source == "soak" and soak_minutes <= 0:
+        if source == "soak" and soak_minutes == 0:  # (a negative one is its own problem)
             problems.append(f"{where}'{metric}' needs a soak, but soak_minutes is 0; set soak_minutes = 30.")
         if ctx is not None and ctx < 1:
             problems.append(f"{where}'num_ctx_at_least' is {ctx}; it must be above 0.")
