@@ -101,7 +101,6 @@ class Plan:
     max_ctx: int | None = None
     gpu_only: bool = False
     vram_limit_bytes: int | None = None
-    heartbeat_s: int = 30  # a running trial's heartbeat: a dead worker's trial is retried after 3 of them
 
     def budget_of(self, entry: ModelEntry) -> int:
         return entry.budget or self.budget_per_model
@@ -157,7 +156,6 @@ _CRITERION: dict[str, tuple[tuple[type, ...], str]] = {
 _POSITIVE = {
     "heartbeat_s",
     "budget_per_model",
-    "heartbeat_s",
     "time_budget_h",
     "num_predict",
     "soak_num_predict",
