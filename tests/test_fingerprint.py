@@ -153,35 +153,29 @@ def test_build_commit_only_where_the_server_says_one() -> None:
     assert build_commit("0.12.10") is None
 
 
-def test_simulated_cards_answer_the_same_fields_fixed_per_seed() -> None:
-    with SimServer(gpus="2xRTX4090", seed=4) as sim:
+def _sim_details(seed: int, machine: str) -> tuple[list[dict], dict]:
+    with SimServer(gpus="2xRTX4090", seed=seed, machine=machine) as sim:
         probe = SimProbe(sim.url)
         try:
-            first = probe.details()
+            return probe.details(), fingerprint(probe, ServerInfo("ollama", "0.12.10", sim.url))
         finally:
             probe.close()
-    with SimServer(gpus="2xRTX4090", seed=4) as sim:
-        probe = SimProbe(sim.url)
-        try:
-            again = probe.details()
-            fp = fingerprint(probe, ServerInfo("ollama", "0.12.10", sim.url))
-        finally:
-            probe.close()
-    with SimServer(gpus="2xRTX4090", seed=5) as sim:
-        probe = SimProbe(sim.url)
-        try:
-            other = probe.details()
-        finally:
-            probe.close()
-    assert first == again  # one simulated machine: the same cards every run
+
+
+def test_simulated_cards_answer_the_same_fields_fixed_per_machine() -> None:
+    first, fp = _sim_details(4, "rig-a")
+    again, _ = _sim_details(5, "rig-a")  # restarted with another noise seed: the same machine, the same cards
+    other, other_fp = _sim_details(4, "rig-b")  # another machine with the same model of card
+    assert first == again
     assert len({d["uuid"] for d in first}) == 2 and all(d["uuid"].startswith("GPU-") for d in first)
-    assert {d["uuid"] for d in first}.isdisjoint(d["uuid"] for d in other)  # another seed, another machine
+    assert {d["uuid"] for d in first}.isdisjoint(d["uuid"] for d in other)
     card = first[0]
     assert card["pcie"]["width_max"] == 16 and card["power_limit_w"]["enforced"] > 0
     assert card["ecc"]["mode_current"] is False and card["cuda_driver_version"]
     assert (
         fp["gpus"][1]["uuid"] == first[1]["uuid"] and fp["cuda_driver_version"] == card["cuda_driver_version"]
     )
+    assert fingerprint_id(fp) == fingerprint_id(other_fp) and fleet_id(fp) != fleet_id(other_fp)
 
 
 def test_model_identity_ollama_digest_or_the_gguf_file(tmp_path) -> None:

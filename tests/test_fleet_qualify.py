@@ -116,8 +116,8 @@ def test_two_qualify_workers_one_killed_then_a_fleet_summary(pg_storage, tmp_pat
     assert all(m["soak"] for m in summaries[survivor]["models"])  # each model soaked
     assert soaks == 2  # one soak per model on this machine, by whichever worker got there first
 
-    # A second machine (another simulated card: another UUID) runs the same plan on the same storage.
-    with SimServer(gpus="1xRTX4090", seed=22) as sim:
+    # A second machine (the same card model, another UUID) runs the same plan on the same storage.
+    with SimServer(gpus="1xRTX4090", seed=22, machine="host-b") as sim:
         other = _run(_qualify(plan_path, sim.url, pg_storage, tmp_path / "host-b"))
     assert other.returncode == 0, other.stderr
     fleet_out = tmp_path / "fleet"

@@ -434,6 +434,8 @@ class Api:
         return Reply(200, {"version": self.sim.version.text})
 
     # --- the simulator's own -------------------------------------------------------------------
+    machine = "sim"  # the simulated machine's name (SimServer machine=): its cards' UUIDs
+
     def sim_state(self) -> Reply:
         with self.sched.lock:
             self.sched.sweep(self.clock())
@@ -441,7 +443,7 @@ class Api:
         for entry in state["loaded"]:
             entry["expires_at"] = local_time(entry["expires_at"])
         for i, (gpu, spec) in enumerate(zip(state["gpus"], self.sim.gpus)):  # the fingerprint's fields
-            gpu["details"] = gpu_details(spec, i, self.sim.seed, str(state.get("driver", "")))
+            gpu["details"] = gpu_details(spec, i, self.machine, str(state.get("driver", "")))
         return Reply(200, state)
 
     def sim_interference(self, body: bytes) -> Reply:
