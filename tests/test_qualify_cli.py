@@ -193,6 +193,41 @@ def test_a_kill_mid_plan_then_the_same_command_continues(tmp_path):
     assert [m["trials"] for m in summary["models"]] == [3, 3, 3]
 
 
+def test_a_kill_during_a_soak_reruns_the_soak_only(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text(models=("llama3.1:8b", "qwen2.5:7b"), budget=2))
+    storage = f"sqlite:///{tmp_path}/s.db"
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_DEBUG"}
+    env["PYTHONPATH"] = str(HERE.parent)
+    args = ["qualify", str(plan), "--storage", storage, "--out", str(tmp_path / "out")]
+    with SimServer(gpus="1xRTX4090", seed=5) as sim:
+        killed = subprocess.run(
+            [sys.executable, str(HERE / "die_in_qualify.py"), "soak:3", *args, "--host", sim.url],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert "soak: heat" in killed.stderr and "model 1/2 llama3.1:8b: done" not in killed.stderr
+        resumed = subprocess.run(
+            [sys.executable, "-m", "tuner", *args, "--host", sim.url],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    assert resumed.returncode == 0, resumed.stderr
+    first = resumed.stderr.split("model 2/2")[0]
+    assert (
+        "[llama3.1-8b] trial " not in first and "[llama3.1-8b] soak: soak" in first
+    )  # the study kept, the soak run
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [m["status"] for m in summary["models"]] == ["done", "done"]
+    assert [len(complete(storage, m["study"])) for m in summary["models"]] == [2, 2]
+    assert summary["models"][0]["soak"]["samples"] >= 1
+
+
 def test_an_invalid_plan_is_refused_one_line_per_problem_before_anything_loads(tmp_path, capsys):
     bad = plan_text(
         extra='colour = "blue"\nbudget_per_model = "ten"',
@@ -304,7 +339,7 @@ min = -5
     results = {}
     for label, flags in (
         ("throttle", ("--inject-throttle", "0:1000000")),
-        ("drift", ("--inject-drift", "-20")),
+        ("drift", ("--inject-drift", "20")),
     ):
         proc, url = _sim_process(*flags)
         try:
@@ -320,3 +355,32 @@ min = -5
     drifting = results["drift"]
     assert drifting["soak"]["drift"] and drifting["soak"]["soak_drift_pct_per_h"] < -5
     assert [v["verdict"] for v in drifting["verdicts"]][1] == "fail"
+
+
+def test_the_time_budget_cuts_a_study_and_leaves_the_rest_not_run(tmp_path, capsys):
+    text = plan_text(budget=5).replace("time_budget_h = 2", "time_budget_h = 0.0001")  # 0.36 s
+    with SimServer(gpus="1xRTX4090", seed=4) as sim:
+        assert qualify(tmp_path, sim.url, text) == 0
+        err = capsys.readouterr().err
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        first = summary["models"][0]
+        assert first["status"] == "done" and first["cut_by_time"] and first["trials"] == 1
+        assert "stopping the study: time share" in err
+        assert [m["status"] for m in summary["models"][1:]] == ["not run", "not run"]
+        assert "model 2/3 qwen2.5:7b: not run, the plan's time budget of 0.0001 h is spent" in err
+        assert not summary["complete"] and summary["totals"]["not_run"] == 2
+        assert "run the same command again to continue" in (tmp_path / "out" / "summary.md").read_text()
+        # more time in the plan: the same command continues with the models not run
+        assert qualify(tmp_path, sim.url, text.replace("time_budget_h = 0.0001", "time_budget_h = 2")) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [m["trials"] for m in summary["models"]] == [1, 5, 5] and summary["complete"]
+
+
+def test_check_reads_the_plan_and_the_models_and_runs_nothing(tmp_path, capsys):
+    text = plan_text(models=("llama3.1:8b", "nosuch:1b"))
+    with SimServer(gpus="1xRTX4090") as sim:
+        assert qualify(tmp_path, sim.url, text, "--check") == 0
+    err = capsys.readouterr().err
+    assert "plan 'night': 2 models, 3 criteria: OK" in err
+    assert "note: nosuch:1b: Ollama at" in err and "would record it as failed" in err
+    assert not (tmp_path / "out" / "state").exists() and not (tmp_path / "out" / "summary.json").exists()

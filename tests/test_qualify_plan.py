@@ -238,6 +238,10 @@ def test_no_qualifying_trial_fails_and_says_so():
     c = _criterion(metric="decode_tok_s", min=1, num_ctx_at_least=131072)
     v = evaluate(c, "m:8b", TRIALS, None)
     assert v.verdict == FAIL and v.value is None and "no feasible trial at num_ctx >= 131072" in v.detail
+    assert (
+        _criterion(metric="num_ctx", min=8192, fully_on_gpu=True).text()
+        == "num_ctx >= 8192 tokens fully on the GPU"
+    )
 
 
 def test_lower_is_better_metrics_take_the_least():

@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes import FakeBackend, FakeMachine, FakeProbe
 from tuner.backend.base import EngineOptions, Generation
+from tuner.errors import BadResponse
 from tuner.probe import Telemetry
 from tuner.qualify import soakstats
 from tuner.qualify.soak import SoakResult, SoakSettings, run_soak
@@ -59,8 +60,17 @@ def test_one_stalled_generation_does_not_make_drift():
     assert t is not None and not t.drift
 
 
+def test_a_short_soak_does_not_extrapolate_a_wobble_into_drift():
+    # 30 %/h, clean, but over 12 seconds: a 0.1 % change, no drift however many samples
+    times = [i * 0.002 for i in range(6000)]
+    values = [100.0 * (1 + 0.30 * t / 3600) for t in times]
+    t = soakstats.trend(times, values, tolerance_pct_per_h=5)
+    assert t is not None and 29 < t.pct_per_h < 31 and not t.drift
+
+
 def test_too_few_samples_give_no_trend():
-    assert soakstats.trend([0, 1, 2], [1.0, 1.0, 1.0], 5) is None
+    times, values = _series(1, 6, 100.0, -50.0, 0.0)  # ten samples: too few to judge, however clear
+    assert len(times) == 10 and soakstats.trend(times, values, 5) is None
 
 
 def test_clock_collapse_at_normal_temperature_is_found_and_a_hot_drop_is_not():
@@ -129,6 +139,15 @@ class SoakBackend(FakeBackend):
         return Generation(len(prompt) // 4, 0.01, num_predict, seconds, 0.02, seconds + 0.02)
 
 
+class SmallContextBackend(SoakBackend):
+    """An engine whose context is smaller than the soak asked for: prompts past it are refused."""
+
+    def generate(self, model, prompt, options, *, num_predict, seed=0) -> Generation:
+        if len(prompt) // 4 > 3000:
+            raise BadResponse("request (9000 tokens) exceeds the available context size (4096 tokens)")
+        return super().generate(model, prompt, options, num_predict=num_predict, seed=seed)
+
+
 class TelemetryProbe(FakeProbe):
     source = "simulator"
 
@@ -176,9 +195,23 @@ def test_a_quiet_soak_runs_its_minutes_on_the_telemetry_clock():
     assert f["heat_samples"] > 0 and f["samples"] > 100
     assert f["throttle_s"] == 0 and f["clock_collapses"] == 0 and not f["drift"]
     assert f["soak_j_per_token"] == pytest.approx(300.0 / 100.0, rel=1e-6)  # 300 W at 100 tok/s
-    assert set(f["depth_decode_tok_s"]) and len(f["depth_decode_tok_s"]) == 3
-    assert [s.phase for s in result.samples].count("depth") == 6
+    # the depth soak: a probe of the tokens per filler word, then 3 steps, the last filling the context
+    depths = sorted(int(d) for d in f["depth_decode_tok_s"])
+    assert len(depths) == 4 and [s.phase for s in result.samples].count("depth") == 7
+    assert 0.85 * 8192 <= depths[-1] <= 8192 - SETTINGS.num_predict
+    assert "depth_error" not in f
     assert SoakResult.from_dict(result.to_dict()) == result
+
+
+def test_a_failing_depth_step_ends_the_depth_soak_and_keeps_the_soak():
+    world = World()
+    result = run_soak(
+        SmallContextBackend(world), TelemetryProbe(world), "toy:q4", EngineOptions(33, 8192), SETTINGS
+    )
+    f = result.figures
+    assert "exceeds the available context size" in f["depth_error"]
+    assert f["samples"] > 100 and f["soak_decode_tok_s"] > 0 and f["throttle_s"] == 0
+    assert 1 <= len(f["depth_decode_tok_s"]) < 4
 
 
 def test_an_injected_throttle_is_measured_and_named():
@@ -214,3 +247,20 @@ def test_without_telemetry_the_soak_runs_on_the_monotonic_clock():
     assert result.clock == "monotonic"
     assert result.figures["samples"] == 10  # 300 s at 30 s a reading
     assert "throttle_s" not in result.figures and "soak_j_per_token" not in result.figures
+
+
+def test_the_soak_figure_draws_the_telemetry_panels_where_there_is_telemetry():
+    from tuner.report.soakplot import plot_soak, soak_png
+
+    world = World(throttle_from_s=900, throttle_to_s=1020)
+    result = _soak(world)
+    samples = result.to_dict()["samples"]
+    fig = plot_soak(samples, "toy", result.figures["collapse_times_s"])
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["decode tok/s", "clock MHz", "temperature °C", "throttle s (cum.)", "power W"]
+    throttle_axis = fig.axes[3]
+    lines = {line.get_label(): max(line.get_ydata()) for line in throttle_axis.get_lines()}
+    assert lines["power"] == pytest.approx(120, abs=3) and lines["thermal"] == 0
+    bare = [{**s, "telemetry": []} for s in samples]
+    assert [ax.get_ylabel() for ax in plot_soak(bare, "toy").axes] == ["decode tok/s"]
+    assert soak_png(samples, "toy")[:4] == b"\x89PNG"

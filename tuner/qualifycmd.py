@@ -122,6 +122,8 @@ def qualify_cmd(
         except PlanError as exc:
             _refuse(exc.problems, plan_file)
         if check:
+            for model, error in variants.errors.items():
+                say(f"note: {model}: {error} (the night would record it as failed and go on)")
             say(f"plan '{plan.name}': {len(plan.models)} models, {len(plan.criteria)} criteria: OK")
             return
         _run(plan, eng, variants, out_dir, earlier)

@@ -91,8 +91,7 @@ def evaluate(
     pool = qualifying(c, records)
     scored = [(x, r) for r in pool if (x := _trial_value(c.metric, r)) is not None]
     if not scored:
-        where = c.text().split(" at ", 1)[1] if " at " in c.text() else "any config"
-        return Verdict(c.id, model, FAIL, None, f"no feasible trial at {where}")
+        return Verdict(c.id, model, FAIL, None, f"no feasible trial {c.conditions() or 'at all'}")
     value, best = (max if metric.higher_is_better else min)(scored, key=lambda p: p[0])
     gpu = "" if best.gpu_fraction is None else f", {best.gpu_fraction:.0%} on GPU"
     detail = f"trial #{best.number}: {best.tag} num_gpu {best.num_gpu} num_ctx {_ctx(best)}{gpu}: {value:.4g} {metric.unit}"

@@ -47,15 +47,15 @@ class Criterion:
     models: tuple[str, ...] = ()  # () = every model of the plan
     name: str = ""
 
+    def conditions(self) -> str:
+        """Which trials count, in words ('' for all): 'at num_ctx >= 32768 and fully on the GPU'."""
+        where = [f"at num_ctx >= {self.num_ctx_at_least}"] if self.num_ctx_at_least else []
+        return " and ".join(where + (["fully on the GPU"] if self.fully_on_gpu else []))
+
     def text(self) -> str:
         bound = f">= {self.min:g}" if self.min is not None else f"<= {self.max:g}"
-        where = []
-        if self.num_ctx_at_least:
-            where.append(f"num_ctx >= {self.num_ctx_at_least}")
-        if self.fully_on_gpu:
-            where.append("fully on the GPU")
         label = f"{self.metric} {bound} {METRICS[self.metric].unit}".strip()
-        return label + (f" at {' and '.join(where)}" if where else "")
+        return f"{label} {self.conditions()}".strip()
 
     def applies_to(self, model: str) -> bool:
         return not self.models or model in self.models

@@ -157,7 +157,10 @@ class PlanRunner:
                 continue
             left = self._time_left()
             if left <= 0:
-                self.say(f"model {i}/{n} {entry.model}: not run, the plan's time budget is spent")
+                self.say(
+                    f"model {i}/{n} {entry.model}: not run, the plan's time budget of {self.plan.time_budget_h:g} h "
+                    "is spent (by this run and earlier ones); raise time_budget_h in the plan to continue it"
+                )
                 continue
             share = left / (n - i + 1)
             self.say(self._progress_line(i, entry, share))

@@ -16,13 +16,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tuner.backend.base import Backend, EngineOptions
+from tuner.backend.base import Backend, EngineOptions, Generation
+from tuner.errors import BackendError
 from tuner.measure import make_prompt
 from tuner.probe import Probe, Telemetry, telemetry_of
 from tuner.qualify import soakstats
 
 STUCK_AFTER = 20  # generations without the telemetry clock moving: measure on time.monotonic instead
-RUN_BASE = 900_000  # prompt run numbers of the soak (unique prefixes: no prompt cache hit)
+RUN_BASE = 900_000
+DEPTH_PROBE_WORDS = 256  # the filler prompt that measures the engine's tokens per filler word  # prompt run numbers of the soak (unique prefixes: no prompt cache hit)
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,13 @@ def run_soak(
     on_phase: Callable[[str], None] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> SoakResult:
-    """Load `tag` with `options`, run the three phases, unload; BackendError propagates (the caller records
-    the model's soak as failed)."""
+    """Load `tag` with `options`, run the three phases, unload. A BackendError in the heat soak or the soak
+    propagates (the caller records the model's soak as failed); one in the depth soak ends only that phase
+    (figures["depth_error"]), the soak's figures kept.
+
+    The depth soak fills the context in `depth_steps` steps up to nearly num_ctx. Filler words are not
+    one token each in every tokenizer, so it first measures the engine's tokens per filler word (a prompt of
+    DEPTH_PROBE_WORDS, against the soak's own prompt) and sizes each step's prompt from that."""
     backend.unload_all()
     backend.load(tag, options)
     residency = backend.residency(tag)
@@ -133,46 +140,66 @@ def run_soak(
     samples: list[SoakSample] = []
     run = RUN_BASE
 
-    def generate(phase: str, depth_tokens: int) -> None:
+    def generate(phase: str, words: int) -> Generation:
         nonlocal run
         run += 1
-        g = backend.generate(tag, make_prompt(run, depth_tokens), options, num_predict=settings.num_predict)
+        g = backend.generate(tag, make_prompt(run, words), options, num_predict=settings.num_predict)
         now, readings = clock.read()
         samples.append(
             SoakSample(
                 now - start,
                 phase,
-                depth_tokens,
+                g.prompt_tokens if g.prompt_tokens > 0 else words,
                 g.decode_tok_s,
                 g.eval_tokens,
                 tuple(asdict(t) for t in readings),
             )
         )
+        return g
 
+    depth_error = ""
     try:
+        base_tokens = 0
         for phase, until in (("heat", settings.heat_s), ("soak", settings.heat_s + settings.soak_s)):
             if phase == "heat" and settings.heat_s <= 0:
                 continue
             if on_phase is not None:
                 on_phase(phase)
             while True:
-                generate(phase, 0)
+                base_tokens = generate(phase, 0).prompt_tokens
                 if samples[-1].time_s >= until:
                     break
         if settings.depth_steps > 0:
             if on_phase is not None:
                 on_phase("depth")
-            for step in range(1, settings.depth_steps + 1):
-                depth = max(0, step * num_ctx // settings.depth_steps - settings.num_predict - 64)
-                for _ in range(2):
-                    generate("depth", depth)
+            try:
+                _depth_soak(generate, num_ctx, base_tokens, settings)
+            except BackendError as exc:
+                depth_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     finally:
         backend.unload_all()
     opts: dict[str, Any] = {"num_gpu": options.num_gpu, "num_ctx": num_ctx}
     opts |= {
         k: v for k, v in (("flash_attn", options.flash_attn), ("kv_cache_type", options.kv_cache_type)) if v
     }
-    return SoakResult(clock.source, tag, opts, samples, figures(samples, settings))
+    found = figures(samples, settings)
+    if depth_error:
+        found["depth_error"] = depth_error
+    return SoakResult(clock.source, tag, opts, samples, found)
+
+
+def _depth_soak(
+    generate: Callable[[str, int], Generation], num_ctx: int, base_tokens: int, settings: SoakSettings
+) -> None:
+    """Two generations at each of `depth_steps` depths, the last filling the context but for the answer."""
+    probe_words = max(1, min(DEPTH_PROBE_WORDS, num_ctx // 8))
+    probe = generate("depth", probe_words)
+    per_word = (probe.prompt_tokens - base_tokens) / probe_words if probe.prompt_tokens > base_tokens else 1.0
+    room = num_ctx - settings.num_predict - 64 - base_tokens  # what the filler may take at the last step
+    for step in range(1, settings.depth_steps + 1):
+        words = max(0, int(0.95 * room * step / settings.depth_steps / per_word))
+        for _ in range(2):
+            generate("depth", words)
 
 
 def figures(samples: list[SoakSample], settings: SoakSettings) -> dict[str, Any]:

@@ -5,7 +5,9 @@ violation counters, energy per token from the energy counter.
 Drift: a robust (Theil-Sen) slope of decode tok/s over time, on the post-heat-soak samples binned in time
 (so a night of samples stays cheap and one stalled generation does not move it), in % of the median per
 hour. It is flagged when it is beyond the plan's tolerance (drift_pct_per_h, the slow settling a warm GPU
-still shows after the heat soak) AND beyond noise (3 standard errors of the slope, from the residuals' MAD).
+still shows after the heat soak), beyond noise (4 standard errors of the slope, from the residuals' MAD), and
+when the change it makes over the soak is at least MIN_CHANGE_PCT (a slope per hour from a few seconds of
+soak extrapolates a wobble no one would call drift).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 MAX_BINS = 60
+MIN_CHANGE_PCT = 1.0  # the trend must move decode speed at least this much over the soak itself
+NOISE_SE = 4.0  # standard errors of the slope that count as noise
+MIN_SAMPLES = 12  # fewer post-heat-soak samples give no trend: a few generations cannot tell drift from noise
 
 
 @dataclass(frozen=True)
 class Trend:
     slope_per_h: float  # tok/s per hour
     pct_per_h: float  # slope in % of the median per hour
-    noise_pct_per_h: float  # 3 standard errors of the slope, in % of the median per hour
+    noise_pct_per_h: float  # NOISE_SE standard errors of the slope, in % of the median per hour
     median: float
     samples: int
     drift: bool  # beyond the tolerance and beyond noise
@@ -64,11 +69,11 @@ def trend(
     tolerance_pct_per_h: float,
     max_bins: int = MAX_BINS,
 ) -> Trend | None:
-    """The decode trend of a soak (post-heat-soak samples); None with fewer than 4 usable samples."""
+    """The decode trend of a soak (post-heat-soak samples); None with fewer than MIN_SAMPLES usable ones."""
     pairs = [
         (t, v) for t, v in zip(times_s, decode_tok_s, strict=True) if math.isfinite(v) and math.isfinite(t)
     ]
-    if len(pairs) < 4:
+    if len(pairs) < MIN_SAMPLES:
         return None
     xs, ys = _bins([p[0] / 3600.0 for p in pairs], [p[1] for p in pairs], max_bins)
     if len(xs) < 4 or max(xs) == min(xs):
@@ -82,8 +87,10 @@ def trend(
     se = sigma / spread if spread > 0 else math.inf
     median = statistics.median(v for _, v in pairs)
     scale = 100.0 / median if median > 0 else 0.0
-    pct, noise = slope * scale, 3 * se * scale
-    return Trend(slope, pct, noise, median, len(pairs), abs(pct) > tolerance_pct_per_h and abs(pct) > noise)
+    pct, noise = slope * scale, NOISE_SE * se * scale
+    change = abs(pct) * (max(xs) - min(xs))  # % over the soak
+    drift = abs(pct) > tolerance_pct_per_h and abs(pct) > noise and change >= MIN_CHANGE_PCT
+    return Trend(slope, pct, noise, median, len(pairs), drift)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{digits}g}"
+        return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
     return str(value)
 
 
@@ -149,7 +149,12 @@ def blocks(summary: dict[str, Any], plots: dict[str, bytes], compare: Sequence[B
         ),
     ]
     if not summary["complete"]:
-        out.append(Block("note", "The plan has not finished: run the same command again to continue it."))
+        out.append(
+            Block(
+                "note",
+                "The plan has not finished: run the same command again to continue it (raise time_budget_h first if the time budget stopped it).",
+            )
+        )
     criteria = summary["criteria"]
     if criteria:
         out.append(Block("h2", "Models x criteria"))
@@ -157,7 +162,9 @@ def blocks(summary: dict[str, Any], plots: dict[str, bytes], compare: Sequence[B
             Block(
                 "ul",
                 items=[
-                    f"**{c['id']}**: {escape_md(c['name'] or c['text'])} ({escape_md(c['text'])})"
+                    f"**{c['id']}**: "
+                    + (f"{escape_md(c['name'])}: " if c["name"] else "")
+                    + escape_md(c["text"])
                     for c in criteria
                 ],
             )
@@ -225,18 +232,15 @@ def blocks(summary: dict[str, Any], plots: dict[str, bytes], compare: Sequence[B
             rows=rows,
         )
     )
-    failed = [m for m in summary["models"] if m["error"] or m.get("soak_error")]
-    if failed:
+    problems = []
+    for m in summary["models"]:
+        depth_error = (m.get("soak") or {}).get("depth_error")
+        for what, text in (("", m["error"]), ("soak: ", m.get("soak_error")), ("depth soak: ", depth_error)):
+            if text:
+                problems.append(f"{escape_md(m['model'])}: {what}{escape_md(text)}")
+    if problems:
         out.append(Block("h3", "Failures"))
-        out.append(
-            Block(
-                "ul",
-                items=[
-                    f"{escape_md(m['model'])}: {escape_md(m['error'] or 'soak: ' + m['soak_error'])}"
-                    for m in failed
-                ],
-            )
-        )
+        out.append(Block("ul", items=problems))
     if plots:
         out.append(Block("h2", "Soak"))
         for key, png in plots.items():
