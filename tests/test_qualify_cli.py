@@ -341,7 +341,8 @@ min = -5
         ("throttle", ("--inject-throttle", "0:1000000")),
         ("drift", ("--inject-drift", "20")),
     ):
-        proc, url = _sim_process(*flags)
+        # two simulated machines (their own GPU UUIDs): on the one storage each keeps its own studies and soaks
+        proc, url = _sim_process(*flags, "--machine", f"rig-{label}")
         try:
             assert qualify(tmp_path, url, text, out=label) == 0
         finally:
