@@ -21,6 +21,9 @@ The block stored on each trial (TrialRecord.interference), every key always pres
     gpu_processes_during      the same, seen during the trial
     throttle_before           NVML clock throttle reasons before the load
     throttle_during           the same, during the trial
+
+tuner.measure adds "throttle_s_during": the seconds the clocks were held down over the measured generations,
+by cause ("power", "thermal"), from the probe's violation counters ({} where it has none).
 """
 
 from __future__ import annotations

@@ -15,6 +15,12 @@ Decode tok/s is the mean of the repeats, with a 95% t-interval (tuner.stats); a 
 what else used the machine before and during the trial. Time to first token is the streamed wall clock, but
 never less than what the engine itself reports for the prompt and the first token: a server that reports
 its durations without taking them (the simulator) gets a TTFT consistent with its prefill and decode speed.
+
+Energy is read like the VRAM peak, from the probe: its telemetry (tuner.probe.telemetry_of) just before the
+first measured generation and just after the last; the energy counters' deltas summed over the GPUs, over
+the tokens generated in between, give J/token. A probe without an energy counter gives none. The same two
+readings' violation counters give the seconds the clocks were held down, by cause, over that window: they go
+into the interference block ("throttle_s_during"), since a throttle between two instant readings is missed.
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ from tuner.backend.base import Backend, Generation, Residency
 from tuner.config import MeasureSettings
 from tuner.errors import OutOfMemory, TunerError
 from tuner.interference import InterferenceMonitor
-from tuner.probe import PeakSampler, Probe
+from tuner.probe import PeakSampler, Probe, Telemetry, telemetry_of
 from tuner.space import Config
 from tuner.stats import Interval, coefficient_of_variation, relative_standard_error, t_interval
 
 __all__ = [
+    "Energy",
     "Measurement",
     "coefficient_of_variation",
+    "energy_between",
+    "throttle_between",
     "engine_ttft_s",
     "make_prompt",
     "measure",
@@ -82,6 +91,7 @@ class Measurement:
     vram_source: str = ""
     target_rse: float = 0.02
     interference: dict[str, Any] = field(default_factory=dict)
+    energy: Energy | None = None  # over the measured generations; None: the probe has no energy counter
 
     @property
     def decode_rates(self) -> list[float]:
@@ -125,6 +135,53 @@ class Measurement:
         if self.peak_vram_per_gpu:
             return sum(self.peak_vram_per_gpu)
         return None
+
+
+@dataclass(frozen=True)
+class Energy:
+    """What the GPUs drew over the measured generations (the counters' deltas, summed over GPUs)."""
+
+    energy_j: float
+    window_s: float  # on the probe's clock (the simulator's: simulated seconds)
+    tokens: int  # generated in the window
+
+    @property
+    def energy_j_per_token(self) -> float | None:
+        return self.energy_j / self.tokens if self.tokens > 0 else None
+
+    @property
+    def mean_power_w(self) -> float | None:
+        return self.energy_j / self.window_s if self.window_s > 0 else None
+
+
+def energy_between(before: list[Telemetry], after: list[Telemetry], tokens: int) -> Energy | None:
+    """The energy of a window from two telemetry readings: None unless every GPU reports its energy counter
+    both times (a counter that went backwards, e.g. a driver reload, voids the window)."""
+    first = {t.gpu: t for t in before}
+    last = {t.gpu: t for t in after}
+    if not first or set(first) != set(last):
+        return None
+    total = 0.0
+    for gpu, a in first.items():
+        b = last[gpu]
+        if a.energy_j is None or b.energy_j is None or b.energy_j < a.energy_j:
+            return None
+        total += b.energy_j - a.energy_j
+    window = max(b.time_s for b in last.values()) - min(a.time_s for a in first.values())
+    return Energy(total, max(0.0, window), tokens)
+
+
+def throttle_between(before: list[Telemetry], after: list[Telemetry]) -> dict[str, float]:
+    """Seconds the clocks were held down in a window, by cause (the violation counters' deltas; the most
+    of any GPU): {} where the probe has no such counters."""
+    first = {t.gpu: t.violation_s for t in before}
+    out: dict[str, float] = {}
+    for t in after:
+        for cause, seconds in t.violation_s.items():
+            start = first.get(t.gpu, {}).get(cause)
+            if start is not None and seconds >= start:
+                out[cause] = round(max(out.get(cause, 0.0), seconds - start), 6)
+    return out
 
 
 def measure(
@@ -174,6 +231,8 @@ def _measure(
     generations: list[Generation] = []
     load_s: float | None = None
     failure: OutOfMemory | None = None
+    energy: Energy | None = None
+    throttle_s: dict[str, float] = {}
     try:
         load_s = backend.load(config.tag, options)
         sampler.mark()
@@ -190,6 +249,7 @@ def _measure(
                 config.tag, make_prompt(run, depth_tokens), options, num_predict=settings.num_predict
             )
             sampler.mark()
+        before = telemetry_of(probe)  # the energy counters, like the VRAM peak, around the measured window
         while len(generations) < settings.max_repeats:
             run += 1
             backend.check_alone(config.tag, residency)
@@ -205,12 +265,17 @@ def _measure(
                 and relative_standard_error(rates) < settings.target_rse
             ):
                 break
+        after = telemetry_of(probe)
+        energy = energy_between(before, after, sum(g.eval_tokens for g in generations))
+        throttle_s = throttle_between(before, after)
         backend.check_alone(config.tag, residency)  # nothing changed during the last generation either
     except OutOfMemory as exc:
         failure = exc
     finally:
         peak = sampler.stop()
         interference = monitor.stop() if monitor is not None else {}
+        if interference:  # what the instant throttle readings can miss: the counters over the window
+            interference["throttle_s_during"] = throttle_s
     backend.unload_all()
     common: dict[str, Any] = {"target_rse": settings.target_rse, "interference": interference}
     if failure is not None:
@@ -239,5 +304,6 @@ def _measure(
         generations=generations,
         peak_vram_per_gpu=per_gpu,
         vram_source=source,
+        energy=energy,
         **common,
     )

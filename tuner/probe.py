@@ -293,6 +293,68 @@ class NvmlProbe:
                 break
         return Activity(processes, throttle)
 
+    def telemetry(self) -> list[Telemetry]:
+        """Clocks, temperature, power, the energy counter, the violation counters and the clock event
+        reasons of every GPU, at time.monotonic(). Each query on its own: a NotSupported (or an older driver
+        without the call) loses only that field (None, or absent from violation_s)."""
+        nvml = self._nvml
+        errors = (nvml.NVMLError, getattr(nvml, "NVMLLibraryMismatchError", nvml.NVMLError), AttributeError)
+
+        def ask(getter: str, *args: Any) -> Any:
+            try:
+                return getattr(nvml, getter)(*args)
+            except errors:
+                return None
+
+        def scaled(value: Any, factor: float) -> float | None:
+            return float(value) * factor if isinstance(value, (int, float)) else None
+
+        now = time.monotonic()
+        out = []
+        for gpu, handle in enumerate(self._handles):
+            sm = ask("nvmlDeviceGetClockInfo", handle, getattr(nvml, "NVML_CLOCK_SM", 1))
+            mem = ask("nvmlDeviceGetClockInfo", handle, getattr(nvml, "NVML_CLOCK_MEM", 2))
+            temp = ask("nvmlDeviceGetTemperature", handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
+            power = ask("nvmlDeviceGetPowerUsage", handle)  # mW
+            limit = ask("nvmlDeviceGetEnforcedPowerLimit", handle)  # mW
+            energy = ask("nvmlDeviceGetTotalEnergyConsumption", handle)  # mJ since the driver loaded
+            violation: dict[str, float] = {}
+            for cause, policy in (
+                ("power", "NVML_PERF_POLICY_POWER"),
+                ("thermal", "NVML_PERF_POLICY_THERMAL"),
+            ):
+                status = ask(
+                    "nvmlDeviceGetViolationStatus",
+                    handle,
+                    getattr(nvml, policy, 0 if cause == "power" else 1),
+                )
+                ns = getattr(status, "violationTime", None)
+                if isinstance(ns, (int, float)):
+                    violation[cause] = float(ns) / 1e9
+            mask = None
+            for getter in (
+                "nvmlDeviceGetCurrentClocksEventReasons",
+                "nvmlDeviceGetCurrentClocksThrottleReasons",
+            ):
+                mask = ask(getter, handle)
+                if mask is not None:
+                    break
+            out.append(
+                Telemetry(
+                    gpu=gpu,
+                    time_s=now,
+                    sm_clock_mhz=scaled(sm, 1.0),
+                    mem_clock_mhz=scaled(mem, 1.0),
+                    temperature_c=scaled(temp, 1.0),
+                    power_w=scaled(power, 1e-3),
+                    power_limit_w=scaled(limit, 1e-3),
+                    energy_j=scaled(energy, 1e-3),
+                    throttle=tuple(throttle_names(int(mask))) if isinstance(mask, int) else (),
+                    violation_s=violation,
+                )
+            )
+        return out
+
     def _process_name(self, pid: int) -> str:
         import psutil  # noqa: PLC0415
 
@@ -369,8 +431,36 @@ class SimProbe:
         cpu = (state.get("host") or {}).get("other_cpu_cores")
         return Activity(processes, throttle, float(cpu) if cpu is not None else 0.0)
 
+    def telemetry(self) -> list[Telemetry]:
+        """The simulator's power model (tuner.sim.power) per GPU, read like NVML's; time_s is the simulated
+        clock. A simulator without the model (an older one) gives no telemetry."""
+        out = []
+        for g in self._state()["gpus"]:
+            t = g.get("telemetry")
+            if not isinstance(t, dict):
+                continue
+            out.append(
+                Telemetry(
+                    gpu=int(g["index"]),
+                    time_s=float(t.get("time_s") or 0.0),
+                    sm_clock_mhz=_num(t.get("sm_clock_mhz")),
+                    mem_clock_mhz=_num(t.get("mem_clock_mhz")),
+                    temperature_c=_num(t.get("temperature_c")),
+                    power_w=_num(t.get("power_w")),
+                    power_limit_w=_num(t.get("power_limit_w")),
+                    energy_j=_num(t.get("energy_j")),
+                    throttle=tuple(str(r) for r in t.get("throttle_reasons") or []),
+                    violation_s={str(k): float(v) for k, v in (t.get("violation_s") or {}).items()},
+                )
+            )
+        return out
+
     def close(self) -> None:
         self._http.close()
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _cc(value: object) -> tuple[int, int] | None:

@@ -42,6 +42,11 @@ class TrialRecord:
     load_s: float | None = None
     peak_vram_bytes: int | None = None  # total over GPUs, minus the pre-load baseline
     peak_vram_per_gpu: list[int] = field(default_factory=list)
+    # The GPUs' energy over the measured generations (the energy counters' deltas, summed over GPUs), per
+    # generated token, and its mean power. None: the probe has no energy counter (or an older study).
+    energy_j: float | None = None
+    energy_j_per_token: float | None = None
+    mean_power_w: float | None = None
     vram_source: str = ""  # "nvml" | "simulator" | "size_vram" (fallback: the engine's own figure)
     size_bytes: int | None = None
     size_vram_bytes: int | None = None
@@ -97,6 +102,8 @@ class TrialRecord:
             row[f"interference_{key}"] = interference.get(key)
         for key in ("gpu_processes_during", "throttle_during"):
             row[f"interference_{key}"] = len(interference.get(key) or []) if interference else None
+        for cause, seconds in sorted((interference.get("throttle_s_during") or {}).items()):
+            row[f"interference_{cause}_throttle_s"] = seconds
         row.pop("constraints")
         for key, value in sorted(self.constraints.items()):
             row[f"constraint_{key}"] = value
@@ -129,6 +136,8 @@ CSV_COLUMNS = [
     "gpu_fraction",
     "quality_kl",
     "quality_top1",
+    "energy_j_per_token",
+    "energy_j",
     "feasible",
     "error",
 ]

@@ -1,8 +1,9 @@
 """Judging a trial's recorded interference (tuner.interference's block on TrialRecord.interference). Pure.
 
 A trial counts as disturbed when, during it, other processes used at least BUSY_CORES of CPU, another
-process held memory on a GPU, or a GPU throttled its clocks for heat or a hardware reason. The power cap
-(SwPowerCap) is common under load on many cards and is reported but not counted.
+process held memory on a GPU, or a GPU throttled its clocks for heat or a hardware reason (an instant reason
+read, or the thermal violation counter growing over the measured generations). The power cap (SwPowerCap, and
+the power violation counter) is common under load on many cards and is reported but not counted.
 """
 
 from __future__ import annotations
@@ -40,7 +41,16 @@ def causes(block: dict[str, Any] | None) -> list[str]:
     slow = [t for t in block.get("throttle_during") or [] if t in SLOWDOWN_REASONS]
     if slow:
         out.append("GPU clocks throttled: " + ", ".join(slow))
+    held = _thermal_s(block)
+    if held > 0:
+        out.append(f"GPU clocks held down for heat {held:.1f} s during the measured generations")
     return out
+
+
+def _thermal_s(block: dict[str, Any]) -> float:
+    """Thermal violation seconds over the measured generations (NVML's counter; 0 where not read)."""
+    counters = block.get("throttle_s_during")
+    return _number(counters.get("thermal")) if isinstance(counters, dict) else 0.0
 
 
 def disturbed(record: TrialRecord) -> bool:
@@ -56,7 +66,11 @@ def summary(records: Sequence[TrialRecord]) -> str:
     blocks = [r.interference or {} for r in measured]
     busy = sum(1 for b in blocks if _number(b.get("other_cpu_during")) >= BUSY_CORES)
     shared = sum(1 for b in blocks if b.get("gpu_processes_during"))
-    throttled = sum(1 for b in blocks if any(t in SLOWDOWN_REASONS for t in b.get("throttle_during") or []))
+    throttled = sum(
+        1
+        for b in blocks
+        if any(t in SLOWDOWN_REASONS for t in b.get("throttle_during") or []) or _thermal_s(b) > 0
+    )
     peak = max((_number(b.get("other_cpu_during")) for b in blocks), default=0.0)
     simulated = any(b.get("source") == "simulator" for b in blocks)
     parts = [

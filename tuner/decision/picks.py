@@ -11,6 +11,8 @@ Speeds are 95% intervals (tuner.decision.trials.speed_interval). The rules, in t
     balanced            fully on the GPU, at least your current context, and within 10% of the fastest
                         decode speed: of those, the one that uses the least GPU memory.
     leanest             fully on the GPU with the least VRAM, whatever its speed or context.
+    most_efficient      where energy was measured: the least J/token fully on the GPU at your context or
+                        more, ties within noise to the faster (tuner.decision.energy).
 
 No pick runs entirely on the CPU while any config with layers on the GPU is feasible, unless the user asked
 for it (StudyMeta.allow_cpu_only). "Your current setting" is the baseline trial: the engine's own placement
@@ -22,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from tuner.decision.energy import ENERGY_PICK_NAMES, ENERGY_PICK_TITLES, ENERGY_RULES, energy_picks
 from tuner.decision.quality import (
     QUALITY_PICK_NAMES,
     QUALITY_PICK_TITLES,
@@ -83,12 +86,14 @@ PICK_RULES = {
     "leanest": "fully on the GPU with the least VRAM, whatever its speed or context",
 }
 PICK_TITLES.update(QUALITY_PICK_TITLES)
-ALL_PICK_NAMES = (*PICK_NAMES, *QUALITY_PICK_NAMES)  # the quality picks exist only where it was measured
+PICK_TITLES.update(ENERGY_PICK_TITLES)
+# The quality and energy picks exist only where quality or energy was measured.
+ALL_PICK_NAMES = (*PICK_NAMES, *QUALITY_PICK_NAMES, *ENERGY_PICK_NAMES)
 
 
 def pick_rules(meta: StudyMeta) -> dict[str, str]:
     """Every pick's rule in one sentence, the quality picks with the study's limit."""
-    return {**PICK_RULES, **quality_rules(limit_of(meta))}
+    return {**PICK_RULES, **quality_rules(limit_of(meta)), **ENERGY_RULES}
 
 
 @dataclass(frozen=True)
@@ -299,6 +304,9 @@ def decide(meta: StudyMeta, records: Sequence[TrialRecord]) -> Decision:
     q_chosen, q_missing = quality_picks(meta, pool, user_ctx, fastest_of)
     chosen.update({name: Pick(name, trial, reason) for name, (trial, reason) in q_chosen.items()})
     missing.update(q_missing)
+    e_chosen, e_missing = energy_picks(pool, user_ctx)
+    chosen.update({name: Pick(name, trial, reason) for name, (trial, reason) in e_chosen.items()})
+    missing.update(e_missing)
     best_name = "fastest_within_quality" if "fastest_within_quality" in chosen else "fastest"
     comparison = _compare(records, fastest, tied)
     level, certainty = _certainty(meta, pool, tied, fastest)

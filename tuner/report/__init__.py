@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from tuner.decision.energy import fmt_energy
 from tuner.decision.picks import (
     PICK_TITLES,
     BaselineComparison,
@@ -352,6 +353,8 @@ def _comment_lines(meta: StudyMeta, pick: Pick) -> list[str]:
         measured.append(f"{100 * r.gpu_fraction:.0f}% of the model on the GPU")
     if finite(r.quality_kl):
         measured.append(f"quality loss {fmt_quality(r)} against the most precise tag")
+    if finite(r.energy_j_per_token):
+        measured.append(f"energy {fmt_energy(r)}")
     lines = [
         f"autotune {title} for {meta.model}",
         f"study '{meta.study_name}', trial #{r.number}: {pick.reason}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tuner.decision.energy import ENERGY_TABLE_TITLES, fmt_energy, has_energy
 from tuner.decision.picks import Decision, change_against
 from tuner.decision.quality import QUALITY_TABLE_TITLES, fmt_quality, has_quality
 from tuner.decision.trials import (
@@ -54,6 +55,7 @@ TABLE_TITLES = {
     "balanced": "balanced",
     "leanest": "leanest",
     **QUALITY_TABLE_TITLES,
+    **ENERGY_TABLE_TITLES,
 }
 
 
@@ -70,7 +72,7 @@ def build_report(
     blocks = [Block("h1", f"autotune report: {escape_md(meta.model)}")]
     blocks += _verdict(meta, records, decision, artifacts)
     blocks += quality_cost_line(meta, records, decision)
-    blocks += _decision_table(decision, artifacts, has_quality(records))
+    blocks += _decision_table(decision, artifacts, has_quality(records), has_energy(records))
     if "pareto" in images:
         blocks.append(
             Block(
@@ -171,7 +173,9 @@ def _verdict(meta, records, decision: Decision, artifacts) -> list[Block]:
     return blocks
 
 
-def _decision_table(decision: Decision, artifacts, quality: bool = False) -> list[Block]:
+def _decision_table(
+    decision: Decision, artifacts, quality: bool = False, energy: bool = False
+) -> list[Block]:
     base = decision.baseline.baseline
     rows = []
     if base is not None:
@@ -186,6 +190,7 @@ def _decision_table(decision: Decision, artifacts, quality: bool = False) -> lis
                 speed or "did not load",
                 fmt_gib(base.peak_vram_bytes),
                 *([fmt_quality(base)] if quality else []),
+                *([fmt_energy(base)] if energy else []),
                 "",
                 "the engine's own placement" + ("" if speed else f": {' '.join(str(base.error).split())}"),
             ]
@@ -196,7 +201,7 @@ def _decision_table(decision: Decision, artifacts, quality: bool = False) -> lis
         if name == decision.best_name and "best" in artifacts:
             title += " (best)"
         if pick is None:
-            blank = ["", "", "", "", "", "", "", *([""] if quality else [])]
+            blank = ["", "", "", "", "", "", "", *([""] if quality else []), *([""] if energy else [])]
             rows.append([title, *blank, f"none: {decision.missing.get(name, '')}"])
             continue
         r = pick.trial
@@ -210,6 +215,7 @@ def _decision_table(decision: Decision, artifacts, quality: bool = False) -> lis
                 fmt_interval(speed_interval(r)),
                 fmt_gib(r.peak_vram_bytes),
                 *([fmt_quality(r)] if quality else []),
+                *([fmt_energy(r)] if energy else []),
                 change_against(base if base is not None and not did_not_load(base) else None, r),
                 pick.reason,
             ]
@@ -223,6 +229,7 @@ def _decision_table(decision: Decision, artifacts, quality: bool = False) -> lis
         "decode tok/s (95% interval)",
         "peak VRAM",
         *(["quality loss (KL vs the most precise tag)"] if quality else []),
+        *(["energy (J/token)"] if energy else []),
         "change against your current setting",
         "why",
     ]

@@ -67,6 +67,7 @@ SHORT_LABELS = {
     "leanest": "leanest",
     "best_quality_on_gpu": "best quality",
     "fastest_within_quality": "fastest in quality limit",
+    "most_efficient": "least energy",
 }
 CAPACITY_REACH = 1.35  # draw the GPU memory line when it is within this factor of the data's extent
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tuner.decision import noise
+from tuner.decision.energy import fmt_energy, has_energy
 from tuner.decision.picks import PICK_TITLES, Decision, deployable, pareto_front, pick_rules
 from tuner.decision.trials import (
     failure_kind,
@@ -445,6 +446,9 @@ def all_trials(meta: StudyMeta, records: Sequence[TrialRecord]) -> list[Block]:
     grouped = {n for _, _, numbers in groups for n in numbers}
     headers = ["trial", "state", "tag", "num_gpu", "num_ctx", "decode tok/s (95% interval)", "noisy"]
     headers += ["prefill tok/s", "TTFT", "peak VRAM", "on GPU", "feasible"]
+    energy = has_energy(records)
+    if energy:
+        headers.insert(-1, "J/token")
     blocks = [Block("h3", "All trials")]
     sections: list[tuple[str, list[TrialRecord]]] = []
     if many:
@@ -463,14 +467,17 @@ def all_trials(meta: StudyMeta, records: Sequence[TrialRecord]) -> list[Block]:
             blocks.append(Block("p", f"**{title}**"))
         blocks.append(
             Block(
-                "table", items=headers, rows=[_trial_row(r) for r in sorted(rows_of, key=lambda r: r.number)]
+                "table",
+                items=headers,
+                rows=[_trial_row(r, energy) for r in sorted(rows_of, key=lambda r: r.number)],
             )
         )
     return blocks
 
 
-def _trial_row(r: TrialRecord) -> list[str]:
+def _trial_row(r: TrialRecord, energy: bool = False) -> list[str]:
     shown = is_complete(r) and is_measured(r)  # nothing measured is shown for the others
+    joules = [fmt_energy(r) if shown and finite(r.energy_j_per_token) else ""] if energy else []
     return [
         f"#{r.number}",
         r.state,
@@ -483,6 +490,7 @@ def _trial_row(r: TrialRecord) -> list[str]:
         fmt_seconds(r.ttft_s) if shown else "",
         fmt_gib(r.peak_vram_bytes) if shown and finite(r.peak_vram_bytes) else "",
         gpu_pct(r) if shown else "",
+        *joules,
         ("yes" if is_feasible(r) else "no") if is_complete(r) else "",
     ]
 

@@ -11,7 +11,8 @@
 
 Modules: hardware (cards, host), arch + quant + catalog + modelinfo (models, their GGUF tensors, what
 /api/show says), versions (what changes by Ollama release), memory (Ollama's estimate), runner (what
-llama.cpp really allocates), placement + core (Simulation.plan / .speed), perf (the speed model),
+llama.cpp really allocates), placement + core (Simulation.plan / .speed), perf (the speed model), power
+(the GPUs' power, heat, clocks and energy on the simulated clock, and the throttle/drift faults),
 scheduler (loaded runners, reload rules, keep-alive), registry (local models), options, generation,
 api (the endpoints), server (HTTP), calibrate (python -m tuner.sim.calibrate).
 """

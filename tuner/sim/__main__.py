@@ -1,6 +1,6 @@
 """python -m tuner.sim --port 11500 --gpus 2x24GiB [--host-ram 64GiB] [--host-bandwidth 80]
     [--ollama-version 0.12.10] [--num-parallel 1] [--seed 0] [--noise 0.02] [--estimator-error 1] [--interference SPEC]
-    [--local all|default] [--realtime]
+    [--local all|default] [--realtime] [--inject-throttle AT_S[:DURATION_S[:KIND]]] [--inject-drift PCT_PER_HOUR]
 
 Prints one line with the URL and serves until interrupted. A bad value prints one line naming it and the
 fix, and exits with status 2.
@@ -61,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="a simulated neighbour, e.g. cpu=1.5,gpu=2GiB,throttle=HwSlowdown,jitter=0.3 (default none)",
     )
+    p.add_argument(
+        "--inject-throttle",
+        action="append",
+        default=[],
+        metavar="AT_S[:DURATION_S[:KIND]]",
+        help="collapse the SM clocks from simulated second AT_S for DURATION_S (default: for good); KIND power "
+        "(default) or thermal; the temperature stays normal. Repeatable",
+    )
+    p.add_argument(
+        "--inject-drift",
+        type=float,
+        default=0.0,
+        metavar="PCT_PER_HOUR",
+        help="decode speed falls this many percent per simulated hour (default 0)",
+    )
     p.add_argument("--local", default="all", help="models present at start: all | default | tag,tag,...")
     p.add_argument("--realtime", action="store_true", help="sleep the simulated durations")
     return p
@@ -89,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             realtime=args.realtime,
             port=args.port,
             bind=args.bind,
+            inject_throttle=args.inject_throttle,
+            inject_drift=args.inject_drift,
         )
         server.start()
     except ValueError as exc:

@@ -18,6 +18,7 @@ from tuner.sim.core import Interference
 from tuner.sim.details import gpu_details
 from tuner.sim.imported import BlobError, BlobStore, parse_digest, read_gguf
 from tuner.sim.options import DurationError, OptionError, parse_keep_alive, parse_options, runner_options
+from tuner.sim.power import Throttle, gpus_of, parse_drift
 from tuner.sim.registry import (
     MODELS_DIR,
     Registry,
@@ -212,7 +213,13 @@ class Api:
             if self.concurrent:
                 self.sched.slots.occupy(tag, admission.start_at + result.prompt_s + result.eval_s)
             self.sched.counters["generations"] += 1
-            self.sched.charge(result.prompt_s + result.eval_s + gen.REQUEST_OVERHEAD_S, "generation")
+            self.sched.charge(
+                result.prompt_s + result.eval_s + gen.REQUEST_OVERHEAD_S,
+                "generation",
+                gpus_of(runner.placement.layer_gpu),
+                compute_s=result.prompt_s,
+                duty=self.sim.gpu_duty(runner.placement, result.prompt_tokens),
+            )
             self.sched.release(runner, keep_alive, now)
         stream = req.get("stream") is not False
         return gen.reply(name, now, chat, result, stream, raw_mode=bool(req.get("raw")))
@@ -456,6 +463,57 @@ class Api:
         with self.sched.lock:
             self.sched.sim.interference = interference
         return Reply(200, {"status": "success", "interference": interference.to_json()})
+
+    def sim_power(self, body: bytes) -> Reply:
+        """POST /sim/power: faults and conditions for the power model (tuner.sim.power), any subset of
+        {"throttle": "AT_S[:DURATION_S[:KIND]]" (AT_S may be "now" or "+S"), "clear": true (ends every
+        throttle), "drift_pct_per_hour": 5, "ambient_c": 45, "power_limit_w": 300 (null: board power),
+        "advance_s": 600 (idle simulated seconds)}. Answers the model's settings and the simulated clock."""
+        try:
+            req = json.loads(body or b"{}")
+            if not isinstance(req, dict):
+                raise ValueError("the body must be a JSON object")
+            unknown = set(req) - {
+                "throttle",
+                "clear",
+                "drift_pct_per_hour",
+                "ambient_c",
+                "power_limit_w",
+                "advance_s",
+            }
+            if unknown:
+                raise ValueError(
+                    f"unknown field(s) {', '.join(sorted(unknown))}: use throttle, clear, drift_pct_per_hour, "
+                    "ambient_c, power_limit_w, advance_s"
+                )
+        except ValueError as exc:
+            return error(400, str(exc))
+        with self.sched.lock:
+            power = self.sim.power
+            try:
+                power.sync()
+                throttle = Throttle.parse(str(req["throttle"]), power.time_s) if "throttle" in req else None
+                drift = parse_drift(req["drift_pct_per_hour"]) if "drift_pct_per_hour" in req else None
+                advance = float(req.get("advance_s") or 0.0)
+                if not (advance >= 0 and advance <= 30 * 86400):
+                    raise ValueError(
+                        f"Invalid advance_s {req.get('advance_s')!r}: idle seconds from 0 to 2592000"
+                    )
+                if "ambient_c" in req:
+                    power.set_ambient(float(req["ambient_c"]))
+                if "power_limit_w" in req:
+                    limit = req["power_limit_w"]
+                    power.set_power_limit(None if limit is None else float(limit))
+            except (TypeError, ValueError) as exc:
+                return error(400, str(exc))
+            if req.get("clear"):
+                power.throttles = []
+            if throttle is not None:
+                power.throttles.append(throttle)
+            if drift is not None:
+                power.drift_pct_per_hour = drift
+            power.idle(advance)
+            return Reply(200, {"status": "success", "power": power.to_json()})
 
     def sim_reset(self) -> Reply:
         with self.sched.lock:

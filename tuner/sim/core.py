@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tuner.config import bytes_of
 from tuner.estimate import Request, predict
@@ -23,6 +23,7 @@ from tuner.sim.hardware import HostSpec, make_host
 from tuner.sim.memtruth import MEMORY_TRUTHS, Adjust, estimator_truth, foreign_truth
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
+from tuner.sim.power import PowerModel, gpus_of
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Simulation:
         self.seed = seed
         self._rng = random.Random(seed)
         self.interference = Interference()
+        self.power = PowerModel(self.gpus)  # clocks, heat and energy on the simulated clock (tuner.sim.power)
 
     def reseed(self) -> None:
         """Restart the noise sequence from the seed (POST /sim/reset does this)."""
@@ -261,6 +263,19 @@ class Simulation:
             mf, self.layout(placement), self.gpus, self.host, prompt_tokens, depth_tokens, ubatch
         )
 
+    def gpu_duty(self, placement: Placement, depth_tokens: int = 0) -> float:
+        """The share of a decode step its GPUs are busy: 1 fully on the GPU; with layers on the CPU the GPUs
+        wait while the CPU reads its layers (what the power model draws for, tuner.sim.power)."""
+        mf = _file(placement)
+        layout = self.layout(placement)
+        if all(d < 0 for d in layout.layer_gpu):
+            return 0.0
+        if all(d >= 0 for d in layout.layer_gpu):
+            return 1.0
+        total = perf.decode_seconds_per_token(mf, layout, self.gpus, self.host, depth_tokens)
+        no_cpu = replace(self.host, bandwidth_gbps=1e9)  # the CPU's layers cost nothing: the GPUs' share
+        return min(1.0, perf.decode_seconds_per_token(mf, layout, self.gpus, no_cpu, depth_tokens) / total)
+
     def load_seconds(self, placement: Placement, cached: bool = False) -> float:
         mf = _file(placement)
         return perf.load_seconds(mf, list(placement.gpu_bytes), len(placement.runner_gpus), self.host, cached)
@@ -288,8 +303,9 @@ class Simulation:
         )
         mid = depth_tokens + processed_tokens + eval_tokens // 2
         eval_s = eval_tokens * perf.decode_seconds_per_token(mf, layout, self.gpus, self.host, mid)
-        prompt_s *= load_factor * self.noise_factor()
-        eval_s *= load_factor * self.noise_factor()
+        prompt_clock, decode_clock = self.power.slowdown(gpus_of(placement.layer_gpu))  # throttle, drift
+        prompt_s *= load_factor * self.noise_factor() * prompt_clock
+        eval_s *= load_factor * self.noise_factor() * decode_clock
         if self.interference.jitter > 0:  # a busy neighbour only ever slows a generation down
             prompt_s *= math.exp(abs(self._rng.gauss(0.0, self.interference.jitter)))
             eval_s *= math.exp(abs(self._rng.gauss(0.0, self.interference.jitter)))

@@ -7,6 +7,7 @@ model file (sched.go keys them by model path), so two names for the same blob sh
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from tuner.sim.catalog import lookup
 from tuner.sim.core import Simulation
 from tuner.sim.options import needs_reload
 from tuner.sim.placement import Placement
+from tuner.sim.power import gpus_of
 from tuner.sim.slots import MAX_QUEUE_DEFAULT, SlotBoard
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # OLLAMA_KEEP_ALIVE default 5m
@@ -66,10 +68,30 @@ class Scheduler:
             host += r.placement.cpu_bytes
         return gpu, host
 
-    def charge(self, seconds: float, kind: str) -> None:
-        """Add simulated seconds to the bill, under one of CHARGE_KINDS."""
-        self.charged_s += max(0.0, seconds)
-        self.charged_by_kind[kind] += max(0.0, seconds)
+    def charge(
+        self,
+        seconds: float,
+        kind: str,
+        gpus: Sequence[int] = (),
+        compute_s: float = 0.0,
+        duty: float = 1.0,
+    ) -> None:
+        """Add simulated seconds to the bill, under one of CHARGE_KINDS, and run the GPUs' power model
+        (tuner.sim.power) over them: `gpus` busy (a generation: its first `compute_s` prompt processing,
+        then decode, busy `duty` of the time and waiting on the CPU's layers the rest; a load: copies),
+        the others idle."""
+        seconds = max(0.0, seconds)
+        self.charged_s += seconds
+        self.charged_by_kind[kind] += seconds
+        power = self.sim.power
+        if kind == "generation":
+            prefill = min(seconds, max(0.0, compute_s))
+            power.work(prefill, gpus, "prefill")
+            power.work(seconds - prefill, gpus, "decode", duty)
+        elif kind in ("load", "failed_load"):
+            power.work(seconds, gpus, "load")
+        else:
+            power.work(seconds, (), "decode")
 
     def sweep(self, now: float) -> None:
         """Unload every runner whose keep-alive ran out."""
@@ -131,7 +153,9 @@ class Scheduler:
         if not placement.ok:
             self.counters["failed_loads"] += 1
             self.charge(
-                0.5 * self.sim.load_seconds(placement, cached=tag in self._read_before), "failed_load"
+                0.5 * self.sim.load_seconds(placement, cached=tag in self._read_before),
+                "failed_load",
+                gpus_of(placement.layer_gpu),
             )
             raise LoadFailed(placement.error)
         cached = tag in self._read_before and self.sim.host.ram_bytes > 2 * placement.cpu_bytes
@@ -142,7 +166,7 @@ class Scheduler:
         runner = Runner(name, tag, dict(options), placement, keep, expires, self.sim.noise_factor(0.5), now)
         self.runners[tag] = runner
         self.counters["loads"] += 1
-        self.charge(load_s, "load")
+        self.charge(load_s, "load", gpus_of(placement.layer_gpu))
         return runner, load_s
 
     def _plan(self, tag: str, options: dict[str, Any]) -> Placement:
@@ -180,6 +204,9 @@ class Scheduler:
         _, host_used = self.used()
         gpus = []
         noise = sim.interference
+        sim.power.sync()
+        telemetry = sim.power.telemetry()
+        slowed = sim.power.slowdown_reasons()
         for i, (g, u) in enumerate(zip(sim.gpus, used)):
             others = (
                 [{"pid": 4242, "name": "other-tenant", "used_bytes": noise.gpu_bytes}]
@@ -196,7 +223,8 @@ class Scheduler:
                     "bandwidth_gbps": g.bandwidth_gbps,
                     "compute_capability": list(g.compute_capability),
                     "other_processes": others,
-                    "throttle_reasons": list(noise.throttle),
+                    "throttle_reasons": list(dict.fromkeys([*noise.throttle, *slowed])),
+                    "telemetry": telemetry[i],
                 }
             )
         loaded = []
@@ -228,6 +256,8 @@ class Scheduler:
             "interference": noise.to_json(),
             "driver": f"sim-{sim.version.text}",
             "version": sim.version.text,
+            "time_s": round(sim.power.time_s, 6),  # the simulated clock (tuner.sim.power)
+            "power": sim.power.to_json(),
             "charged_s": round(self.charged_s, 6),
             "charged_s_by_kind": {k: round(v, 6) for k, v in self.charged_by_kind.items()},
             "counters": dict(self.counters),

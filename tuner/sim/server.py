@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from tuner.hardware import GpuSpec
 from tuner.sim.api import Api
 from tuner.sim.core import Interference, Simulation
+from tuner.sim.power import Throttle, parse_drift
 from tuner.sim.registry import Registry
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import Scheduler
@@ -41,6 +42,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "/sim/state": {"GET": "sim_state"},
     "/sim/reset": {"POST": "sim_reset"},
     "/sim/interference": {"POST": "sim_interference"},
+    "/sim/power": {"POST": "sim_power"},
 }
 NO_BODY = {"root", "version", "tags", "ps", "sim_state", "sim_reset"}
 
@@ -220,6 +222,8 @@ class SimServer:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         concurrent: bool | None = None,
+        inject_throttle: Sequence[str] = (),
+        inject_drift: float = 0.0,
     ) -> None:
         self.simulation = Simulation(
             gpus,
@@ -237,6 +241,10 @@ class SimServer:
             self.simulation.interference = (
                 Interference.parse(interference) if isinstance(interference, str) else interference
             )
+        power = self.simulation.power
+        power.wall, power.realtime = clock, realtime  # idle between requests is simulated time too
+        power.throttles = [Throttle.parse(t) for t in inject_throttle]
+        power.drift_pct_per_hour = parse_drift(inject_drift)
         self.scheduler = Scheduler(self.simulation, max_queue)
         self.registry = Registry(local, clock())
         self.api = Api(self.scheduler, self.registry, clock, realtime if concurrent is None else concurrent)
