@@ -35,9 +35,10 @@ class NotSupported(NVMLError):
 
 
 def fake_pynvml(monkeypatch: pytest.MonkeyPatch, *, old_driver: bool = False) -> None:
-    """Two cards: GPU 0 a data-center card that answers everything, GPU 1 a consumer card whose driver says
-    NotSupported to ECC, the default power limit and the max PCIe generation. `old_driver`: no CUDA
-    driver version call at all (an AttributeError, as a missing function is)."""
+    """Two cards: GPU 0 answers everything as the real H100 of reports/examples/h100-nvml/fingerprint.json did
+    (its ECC counts made non-zero), GPU 1's driver says NotSupported to ECC, the default power limit and the
+    max PCIe generation. `old_driver`: no CUDA driver version call at all (an AttributeError, as a missing
+    function is)."""
 
     def unsupported_on_1(value):
         def call(handle, *args):
@@ -58,22 +59,22 @@ def fake_pynvml(monkeypatch: pytest.MonkeyPatch, *, old_driver: bool = False) ->
         nvmlShutdown=lambda: None,
         nvmlDeviceGetCount=lambda: 2,
         nvmlDeviceGetHandleByIndex=lambda i: i,
-        nvmlSystemGetDriverVersion=lambda: "570.86.15",
-        nvmlDeviceGetName=lambda h: "NVIDIA A100-SXM4-80GB",
+        nvmlSystemGetDriverVersion=lambda: "580.159.04",
+        nvmlDeviceGetName=lambda h: "NVIDIA H100 80GB HBM3",
         nvmlDeviceGetMemoryInfo=lambda h, version=None: types.SimpleNamespace(total=80 * GiB, used=GiB),
         nvmlDeviceGetUUID=lambda h: f"GPU-0000000{h}-aaaa-bbbb-cccc-dddddddddddd".encode(),
-        nvmlDeviceGetVbiosVersion=lambda h: b"92.00.45.00.06",
-        nvmlDeviceGetCurrPcieLinkGeneration=lambda h: 3 if h == 0 else 1,  # GPU 1 idles at gen 1
-        nvmlDeviceGetMaxPcieLinkGeneration=unsupported_on_1(4),
+        nvmlDeviceGetVbiosVersion=lambda h: b"96.00.DA.00.0C",
+        nvmlDeviceGetCurrPcieLinkGeneration=lambda h: 5 if h == 0 else 1,  # GPU 1 idles at gen 1
+        nvmlDeviceGetMaxPcieLinkGeneration=unsupported_on_1(5),
         nvmlDeviceGetCurrPcieLinkWidth=lambda h: 16,
         nvmlDeviceGetMaxPcieLinkWidth=lambda h: 16,
-        nvmlDeviceGetEnforcedPowerLimit=lambda h: 400000 if h == 0 else 250000,  # mW
-        nvmlDeviceGetPowerManagementDefaultLimit=unsupported_on_1(400000),
+        nvmlDeviceGetEnforcedPowerLimit=lambda h: 700000 if h == 0 else 250000,  # mW
+        nvmlDeviceGetPowerManagementDefaultLimit=unsupported_on_1(700000),
         nvmlDeviceGetEccMode=unsupported_on_1((1, 1)),
         nvmlDeviceGetTotalEccErrors=ecc_errors,
     )
     if not old_driver:
-        module.nvmlSystemGetCudaDriverVersion = lambda: 12080
+        module.nvmlSystemGetCudaDriverVersion = lambda: 13000
     monkeypatch.setitem(sys.modules, "pynvml", module)
 
 
@@ -82,9 +83,9 @@ def test_nvml_details_each_field_on_its_own(monkeypatch: pytest.MonkeyPatch) -> 
     full, partial = NvmlProbe().details()
     assert full == {
         "uuid": "GPU-00000000-aaaa-bbbb-cccc-dddddddddddd",
-        "vbios": "92.00.45.00.06",
-        "pcie": {"gen_current": 3, "gen_max": 4, "width_current": 16, "width_max": 16},
-        "power_limit_w": {"enforced": 400.0, "default": 400.0},
+        "vbios": "96.00.DA.00.0C",
+        "pcie": {"gen_current": 5, "gen_max": 5, "width_current": 16, "width_max": 16},
+        "power_limit_w": {"enforced": 700.0, "default": 700.0},
         "ecc": {
             "mode_current": True,
             "mode_pending": True,
@@ -93,8 +94,8 @@ def test_nvml_details_each_field_on_its_own(monkeypatch: pytest.MonkeyPatch) -> 
             "aggregate_corrected": 41,
             "aggregate_uncorrected": 2,
         },
-        "driver_version": "570.86.15",
-        "cuda_driver_version": "12.8",
+        "driver_version": "580.159.04",
+        "cuda_driver_version": "13.0",
     }
     # NotSupported: that field None, every other field still read
     assert partial["uuid"] == "GPU-00000001-aaaa-bbbb-cccc-dddddddddddd"
@@ -107,7 +108,7 @@ def test_a_driver_without_the_cuda_version_call_loses_only_that(monkeypatch: pyt
     fake_pynvml(monkeypatch, old_driver=True)
     details = NvmlProbe().details()
     assert [d["cuda_driver_version"] for d in details] == [None, None]
-    assert details[0]["vbios"] == "92.00.45.00.06"
+    assert details[0]["vbios"] == "96.00.DA.00.0C"
 
 
 def test_the_fingerprint_carries_the_details_and_the_physical_card_makes_the_fleet_id(
@@ -116,17 +117,17 @@ def test_the_fingerprint_carries_the_details_and_the_physical_card_makes_the_fle
     fake_pynvml(monkeypatch)
     server = ServerInfo("llama-server", "version: 6020 (build 1, commit 0c1e570ab)", "local process")
     fp = fingerprint(NvmlProbe(), server)
-    assert fp["cuda_driver_version"] == "12.8"
+    assert fp["cuda_driver_version"] == "13.0"
     assert fp["server"]["build_commit"] == "0c1e570ab"
     assert [g["uuid"] for g in fp["gpus"]] == [
         "GPU-00000000-aaaa-bbbb-cccc-dddddddddddd",
         "GPU-00000001-aaaa-bbbb-cccc-dddddddddddd",
     ]
-    assert fp["gpus"][0]["name"] == "NVIDIA A100-SXM4-80GB" and fp["gpus"][0]["driver"] == "570.86.15"
+    assert fp["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3" and fp["gpus"][0]["driver"] == "580.159.04"
     lines = detail_lines(fp)
-    assert "PCIe gen 3/4 x16/16" in lines[0] and "ECC on (3 corrected, 0 uncorrected since boot" in lines[0]
+    assert "PCIe gen 5/5 x16/16" in lines[0] and "ECC on (3 corrected, 0 uncorrected since boot" in lines[0]
     assert "PCIe gen 1/? x16/16" in lines[1] and "ECC not reported" in lines[1]
-    assert "CUDA 12.8" in lines[2] and "commit 0c1e570ab" in lines[2]
+    assert "CUDA 13.0" in lines[2] and "commit 0c1e570ab" in lines[2]
 
     # the same model of card, another physical card: the same comparable machine, another fleet member
     swapped = {**fp, "gpus": [{**fp["gpus"][0], "uuid": "GPU-ffffffff"}, fp["gpus"][1]]}
@@ -202,3 +203,18 @@ def test_model_identity_ollama_digest_or_the_gguf_file(tmp_path) -> None:
     }
     assert len(ids["llama3.1:8b"]["digest"]) == len("sha256:") + 64
     assert ids["no-such-model:1b"] == {"kind": "unknown"}
+
+
+def test_the_simulated_enforced_power_limit_follows_the_power_model() -> None:
+    import httpx
+
+    with SimServer(gpus="1xRTX4090", seed=1) as sim:
+        probe = SimProbe(sim.url)
+        try:
+            before = probe.details()[0]["power_limit_w"]
+            httpx.post(f"{sim.url}/sim/power", json={"power_limit_w": 300}).raise_for_status()
+            after = probe.details()[0]["power_limit_w"]
+        finally:
+            probe.close()
+    assert before == {"enforced": 450.0, "default": 450.0}  # the RTX 4090's board power
+    assert after == {"enforced": 300.0, "default": 450.0}

@@ -450,7 +450,8 @@ class Api:
         for entry in state["loaded"]:
             entry["expires_at"] = local_time(entry["expires_at"])
         for i, (gpu, spec) in enumerate(zip(state["gpus"], self.sim.gpus)):  # the fingerprint's fields
-            gpu["details"] = gpu_details(spec, i, self.machine, str(state.get("driver", "")))
+            limit = (gpu.get("telemetry") or {}).get("power_limit_w")
+            gpu["details"] = gpu_details(spec, i, self.machine, str(state.get("driver", "")), limit)
         return Reply(200, state)
 
     def sim_interference(self, body: bytes) -> Reply:

@@ -14,22 +14,9 @@ import uuid
 from typing import Any
 
 from tuner.hardware import GpuSpec
+from tuner.sim.power import card_power
 
-# Board power (W) by the simulated card's name; others: scaled from memory bandwidth (about a W per 4 GB/s).
-_BOARD_POWER_W = {
-    "NVIDIA GeForce RTX 4090": 450.0,
-    "NVIDIA GeForce RTX 3090": 350.0,
-    "NVIDIA GeForce RTX 4060 Ti": 165.0,
-    "NVIDIA A100-SXM4-80GB": 400.0,
-    "NVIDIA A100 80GB PCIe": 300.0,
-    "NVIDIA H100 80GB HBM3": 700.0,
-    "NVIDIA L4": 72.0,
-}
 CUDA_DRIVER_VERSION = "12.8"  # what nvmlSystemGetCudaDriverVersion answers on the simulated driver
-
-
-def board_power_w(gpu: GpuSpec) -> float:
-    return _BOARD_POWER_W.get(gpu.name, round(max(70.0, gpu.bandwidth_gbps / 4.0)))
 
 
 def gpu_uuid(machine: str, index: int) -> str:
@@ -38,11 +25,15 @@ def gpu_uuid(machine: str, index: int) -> str:
     return f"GPU-{uuid.UUID(bytes=digest)}"
 
 
-def gpu_details(gpu: GpuSpec, index: int, machine: str, driver: str) -> dict[str, Any]:
-    """One simulated GPU's fingerprint fields (see tuner.probe.NvmlProbe.details for their meaning)."""
+def gpu_details(
+    gpu: GpuSpec, index: int, machine: str, driver: str, enforced_w: float | None = None
+) -> dict[str, Any]:
+    """One simulated GPU's fingerprint fields (see tuner.probe.NvmlProbe.details for their meaning): the
+    default power limit is the power model's board power (tuner.sim.power), `enforced_w` the limit it
+    enforces now (POST /sim/power can lower it)."""
     datacenter = gpu.memory_bytes >= 40 * 2**30 or gpu.name.startswith("NVIDIA A") or "H100" in gpu.name
     gen = 5 if gpu.compute_capability >= (9, 0) else 4
-    power = board_power_w(gpu)
+    board_w = card_power(gpu).tdp_w
     unified = gpu.unified
     return {
         "uuid": gpu_uuid(machine, index),
@@ -53,7 +44,7 @@ def gpu_details(gpu: GpuSpec, index: int, machine: str, driver: str) -> dict[str
             "width_current": None if unified else 16,
             "width_max": None if unified else 16,
         },
-        "power_limit_w": {"enforced": power, "default": power},
+        "power_limit_w": {"enforced": board_w if enforced_w is None else enforced_w, "default": board_w},
         "ecc": {
             "mode_current": datacenter,
             "mode_pending": datacenter,
