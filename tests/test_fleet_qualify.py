@@ -135,8 +135,13 @@ def test_two_qualify_workers_one_killed_then_a_fleet_summary(pg_storage, tmp_pat
             ("qwen2.5:7b", "c2"): "fail",
         }
         assert [m["trials"] for m in host["models"]] == [4, 4]
+        assert [bool(m["best"]) for m in host["models"]] == [True, True]
         assert any("PCIe gen" in line for line in host["details"])
     assert "2 host(s)" in summary.stderr and "PASS" in summary.stderr and "FAIL" in summary.stderr
+    for host in fleet["hosts"]:  # the soak's figures came from the storage, for both hosts
+        assert all(m["soak"]["soak_decode_tok_s"] > 0 for m in host["models"])
+    soak_rows = [line for line in summary.stderr.splitlines() if " soak tok/s " in line]
+    assert len(soak_rows) == 2 and "–" not in "".join(soak_rows)
     # no password anywhere: the terminal, the summaries, the reports
     outputs = errs + [again.stdout, again.stderr, other.stdout, other.stderr, summary.stdout, summary.stderr]
     assert not [o for o in outputs if password in o]

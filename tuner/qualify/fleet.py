@@ -75,6 +75,7 @@ def build(plan: Plan, storage: str) -> dict[str, Any]:
                     trials=len(done),
                     budget=plan.budget_of(entry),
                     best=outcome.best if outcome is not None else {},
+                    soak=soak or {},
                     verdicts=[v.to_dict() for v in verdicts],
                     passed=outcome is not None
                     and bool(verdicts)
@@ -110,6 +111,10 @@ def _cell(model: dict[str, Any], criterion: str) -> str:
     return f"{v['verdict'].upper()}{value}"
 
 
+def _num(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
+
+
 def table(fleet: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Rows: model x criterion; columns: each host ('PASS 41.2', 'FAIL 12.0', 'NO DATA', 'not run')."""
     hosts = fleet["hosts"]
@@ -118,9 +123,17 @@ def table(fleet: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for i, model in enumerate(fleet["plan"]["models"]):
         for c in fleet["criteria"]:
             rows.append([model, c["id"], *[_cell(h["models"][i], c["id"]) for h in hosts]])
-        trials = [f"{h['models'][i].get('trials', 0)} trials" for h in hosts]
-        rows.append([model, "trials", *trials])
+        cells = [h["models"][i] for h in hosts]
+        rows.append([model, "trials", *[f"{m.get('trials', 0)}/{m.get('budget', 0)}" for m in cells]])
+        rows.append([model, "recommended tok/s", *[_num((m.get("best") or {}).get("decode_tok_s")) for m in cells]])
+        rows.append(
+            [model, "soak tok/s", *[_num((m.get("soak") or {}).get("soak_decode_tok_s")) for m in cells]]
+        )
     return head, rows
+
+
+def _criterion(c: dict[str, Any]) -> str:
+    return f"{c['name']} ({c['text']})" if c["name"] else c["text"]
 
 
 def fleet_lines(fleet: dict[str, Any]) -> list[str]:
@@ -133,7 +146,7 @@ def fleet_lines(fleet: dict[str, Any]) -> list[str]:
             f"  {h['fleet_id']} {h['host_name'] or '?'}: {h['machine']}; "
             f"{h['passed']} of {len(h['models'])} models passed every criterion"
         )
-    lines += [f"  {c['id']}: {c['name'] or c['text']}" for c in fleet["criteria"]]
+    lines += [f"  {c['id']}: {_criterion(c)}" for c in fleet["criteria"]]
     head, rows = table(fleet)
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
@@ -176,10 +189,7 @@ def blocks(fleet: dict[str, Any]) -> list[Block]:
         ),
     ]
     if fleet["criteria"]:
-        items = [
-            f"**{c['id']}**: {escape_md(c['name'] or c['text'])} ({escape_md(c['text'])})"
-            for c in fleet["criteria"]
-        ]
+        items = [f"**{c['id']}**: {escape_md(_criterion(c))}" for c in fleet["criteria"]]
         out.append(Block("ul", items=items))
     head, rows = table(fleet)
     out.append(Block("h2", "Hosts x models x criteria"))
