@@ -359,7 +359,10 @@ min = -5
 
 
 def test_the_time_budget_cuts_a_study_and_leaves_the_rest_not_run(tmp_path, capsys):
-    text = plan_text(budget=5).replace("time_budget_h = 2", "time_budget_h = 0.0001")  # 0.36 s
+    decode_only = '\n[[criteria]]\nmetric = "decode_tok_s"\nmin = 20\n'
+    text = plan_text(budget=5, soak=0, criteria=decode_only).replace(
+        "time_budget_h = 2", "time_budget_h = 0.0001"
+    )
     with SimServer(gpus="1xRTX4090", seed=4) as sim:
         assert qualify(tmp_path, sim.url, text) == 0
         err = capsys.readouterr().err
@@ -385,3 +388,16 @@ def test_check_reads_the_plan_and_the_models_and_runs_nothing(tmp_path, capsys):
     assert "plan 'night': 2 models, 3 criteria: OK" in err
     assert "note: nosuch:1b: Ollama at" in err and "would record it as failed" in err
     assert not (tmp_path / "out" / "state").exists() and not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_no_credential_of_the_host_reaches_the_terminal_or_the_files(tmp_path, capsys):
+    text = plan_text(models=("llama3.1:8b", "nosuch:1b"), budget=1)
+    with SimServer(gpus="1xRTX4090", seed=4) as sim:
+        url = sim.url.replace("http://", "http://tuner:s3cret-pw@")
+        assert qualify(tmp_path, url, text) == 0
+    captured = capsys.readouterr()
+    assert "s3cret-pw" not in captured.err + captured.out
+    assert "model 2/2 nosuch:1b: FAILED: Ollama at 'http://127.0.0.1:" in captured.err  # named, without them
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix != ".png"]
+    assert len(files) > 10
+    assert not [p for p in files if "s3cret-pw" in p.read_text(errors="replace")]

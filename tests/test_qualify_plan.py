@@ -156,6 +156,15 @@ def test_a_soak_criterion_without_a_soak_can_never_pass(tmp_path):
         load_plan(_plan(tmp_path, text))
 
 
+def test_soaks_longer_than_the_time_budget_are_refused(tmp_path):
+    text = 'time_budget_h = 1\nsoak_minutes = 30\nheat_soak_minutes = 5\n[[models]]\nmodel = "a:1b"\n[[models]]\nmodel = "b:1b"\n'
+    with pytest.raises(PlanError, match=r"the soaks alone take 70 min \(2 models x"):
+        load_plan(_plan(tmp_path, text))
+    assert (
+        load_plan(_plan(tmp_path, text.replace("time_budget_h = 1", "time_budget_h = 2"))).time_budget_h == 2
+    )
+
+
 def test_a_plan_without_models_and_a_file_that_is_not_toml(tmp_path):
     with pytest.raises(PlanError, match="names no model"):
         load_plan(_plan(tmp_path, 'name = "x"\n'))
@@ -262,6 +271,10 @@ def test_soak_criteria_read_the_soak_figures_and_missing_data_is_no_data():
     drift = _criterion(metric="soak_drift_pct_per_h", min=-5)
     verdicts = evaluate_all([throttle, energy, drift], "m:8b", [], soak)
     assert [(v.verdict, v.value) for v in verdicts] == [(FAIL, 12.5), (PASS, 1.8), (NO_DATA, None)]
+    assert verdicts[2].detail.endswith("the samples span no time")  # 200 samples are plenty
+    cpu = {"samples": 30, "telemetry": False, "soak_decode_tok_s": 10.0}
+    assert "gives no GPU telemetry" in evaluate(throttle, "m:8b", [], cpu).detail
+    assert "3 soak samples, too few to judge a trend" in evaluate(drift, "m:8b", [], {"samples": 3}).detail
     assert evaluate(throttle, "m:8b", [], None).verdict == NO_DATA
 
 

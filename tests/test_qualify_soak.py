@@ -95,6 +95,12 @@ def test_counter_deltas_by_cause_and_a_reset_never_goes_negative():
     assert soakstats.counter_delta({"power": 9.0}, {"power": 1.0}) == {"power": 0.0}
 
 
+def test_flagged_readings_become_spans():
+    times = [float(t) for t in range(10)]
+    assert soakstats.spans(times, {2.0, 3.0, 4.0, 7.0, 9.0}) == [(2.0, 4.0), (7.0, 7.0), (9.0, 9.0)]
+    assert soakstats.spans(times, set()) == []
+
+
 def test_energy_per_token():
     assert soakstats.energy_per_token(1000.0, 4000.0, 1500) == 2.0
     assert soakstats.energy_per_token(None, 4000.0, 1500) is None
@@ -214,6 +220,26 @@ def test_a_failing_depth_step_ends_the_depth_soak_and_keeps_the_soak():
     assert 1 <= len(f["depth_decode_tok_s"]) < 4
 
 
+def test_the_soak_says_its_progress_each_tenth():
+    world = World(throttle_from_s=900, throttle_to_s=1020)
+    said: list[str] = []
+    run_soak(
+        SoakBackend(world),
+        TelemetryProbe(world),
+        "toy:q4",
+        EngineOptions(33, 8192),
+        SETTINGS,
+        on_phase=said.append,
+    )
+    progress = [s for s in said if s.startswith("soak ")]
+    assert said[:2] == ["heat", "soak"] and said[-1] == "depth" and len(progress) == 9
+    assert progress[0].startswith(
+        "soak 3.0/30 min: decode 100.0 tok/s, GPU0 2500 MHz 70 °C 300 W, throttle 0.0 s"
+    )
+    assert progress[-1].endswith(" s so far")
+    assert float(progress[-1].split("throttle ")[1].split(" s")[0]) == pytest.approx(120, abs=3)
+
+
 def test_an_injected_throttle_is_measured_and_named():
     world = World(throttle_from_s=900, throttle_to_s=1020)  # two minutes, inside the soak proper
     f = _soak(world).figures
@@ -255,9 +281,18 @@ def test_the_soak_figure_draws_the_telemetry_panels_where_there_is_telemetry():
     world = World(throttle_from_s=900, throttle_to_s=1020)
     result = _soak(world)
     samples = result.to_dict()["samples"]
-    fig = plot_soak(samples, "toy", result.figures["collapse_times_s"])
+    (span,) = result.figures["collapse_spans_s"]  # the throttle window's low SM clock at 70 °C
+    assert 900 - 3 <= span[0] < span[1] <= 1020 + 3
+    fig = plot_soak(samples, "toy", result.figures["collapse_spans_s"])
     labels = [ax.get_ylabel() for ax in fig.axes]
-    assert labels == ["decode tok/s", "clock MHz", "temperature °C", "throttle s (cum.)", "power W"]
+    assert labels == [
+        "decode tok/s",
+        "SM clock MHz",
+        "temperature °C",
+        "throttle s (cum.)",
+        "memory clock MHz",
+        "power W",
+    ]
     throttle_axis = fig.axes[3]
     lines = {line.get_label(): max(line.get_ydata()) for line in throttle_axis.get_lines()}
     assert lines["power"] == pytest.approx(120, abs=3) and lines["thermal"] == 0

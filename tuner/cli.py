@@ -4,6 +4,7 @@ autotune MODEL [MODEL ...] [options]      tune (the default command)
 autotune plan MODEL --gpus 2x24GiB        will it fit (the memory estimator, nothing loaded)
 autotune report --study NAME              rebuild a report from a stored study
 autotune serve-bench MODEL --host URL     the concurrency ladder and the serving pick
+autotune qualify studies/PLAN.toml        a night's qualification of this machine (tuner.qualify)
 
 Slightly over 400 lines, and kept whole on purpose: half of it is the option declarations of the three
 commands, which read best next to the function they feed. The option types and the error runner are in

@@ -16,6 +16,7 @@ from typing import Any
 
 from tuner.qualify.metrics import METRICS
 from tuner.qualify.plan import Criterion
+from tuner.qualify.soakstats import MIN_SAMPLES
 from tuner.schema import TrialRecord, fully_on_gpu
 from tuner.units import GiB
 
@@ -67,6 +68,28 @@ def _judge(c: Criterion, value: float) -> str:
     return PASS if value <= c.max else FAIL
 
 
+_TELEMETRY = {"throttle_s", "clock_collapses", "max_temperature_c", "soak_j_per_token"}
+
+
+def _why_missing(metric: str, soak: Mapping[str, Any]) -> str:
+    if metric in _TELEMETRY and not soak.get("telemetry"):
+        return (
+            "this machine's probe gives no GPU telemetry (a CPU engine, or NVML cannot see the server's GPUs)"
+        )
+    if metric == "soak_j_per_token":
+        return "the GPU has no energy counter"
+    if metric == "soak_drift_pct_per_h":
+        n = int(soak.get("samples") or 0)
+        return (
+            f"{n} soak samples, too few to judge a trend (at least {MIN_SAMPLES})"
+            if n < MIN_SAMPLES
+            else "the samples span no time"
+        )
+    if metric == "depth_decode_ratio":
+        return soak.get("depth_error") or "the depth soak did not run (depth_steps = 0)"
+    return "not measured"
+
+
 def evaluate(
     c: Criterion, model: str, records: Sequence[TrialRecord], soak: Mapping[str, Any] | None
 ) -> Verdict:
@@ -76,13 +99,8 @@ def evaluate(
             return Verdict(c.id, model, NO_DATA, None, "no soak was run for this model")
         value = soak.get(c.metric)
         if value is None:
-            why = (
-                "this machine gave no telemetry"
-                if not soak.get("samples") or "soak_decode_tok_s" in soak
-                else ""
-            )
             return Verdict(
-                c.id, model, NO_DATA, None, f"the soak has no {c.metric} ({why or 'not measured'})"
+                c.id, model, NO_DATA, None, f"the soak has no {c.metric}: {_why_missing(c.metric, soak)}"
             )
         v = float(value)
         return Verdict(

@@ -237,6 +237,14 @@ def parse_plan(data: Mapping[str, Any], path: str, default_name: str = "plan") -
     models = _models(top.get("models", []), engine, problems)
     soak = float(top.get("soak_minutes", Plan.soak_minutes))
     criteria = _criteria(top.get("criteria", []), models, soak, cons, problems)
+    heat = float(top.get("heat_soak_minutes", Plan.heat_soak_minutes))
+    hours = float(top.get("time_budget_h", Plan.time_budget_h))
+    soaks_min = len(models) * (soak + heat) if soak > 0 and heat >= 0 else 0.0
+    if hours > 0 and soaks_min > hours * 60:
+        problems.append(
+            f"the soaks alone take {soaks_min:g} min ({len(models)} models x (soak_minutes + heat_soak_minutes)), more "
+            f"than time_budget_h = {hours:g} ({hours * 60:g} min); raise time_budget_h or shorten the soaks."
+        )
     if problems:
         raise PlanError(path, problems)
     settings = {k: v for k, v in top.items() if k not in ("constraints", "models", "criteria", "name")}

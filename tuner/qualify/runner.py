@@ -14,6 +14,7 @@ a model whose turn comes after the budget is spent is listed as not run.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -232,6 +233,13 @@ class PlanRunner:
             raise
         except TunerError as exc:
             outcome = replace(base, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - unattended: one model's surprise must not end the night
+            if os.environ.get("TUNER_DEBUG") == "1":
+                raise
+            detail = " ".join(str(exc).split())[:300]
+            outcome = replace(
+                base, error=f"unexpected {type(exc).__name__}: {detail} (TUNER_DEBUG=1 shows where)"
+            )
         return replace(outcome, finished=_now(), duration_s=self.clock() - t0)
 
     def _study_and_soak(
@@ -392,7 +400,9 @@ class PlanRunner:
                 tag,
                 config.options,
                 settings,
-                on_phase=lambda phase: self.say(f"  {key} soak: {phase}"),
+                on_phase=lambda what: self.say(
+                    f"  {key} {what if what.startswith('soak ') else 'soak: ' + what}"
+                ),
             )
         except BackendError as exc:
             return replace(base, soak_error=str(exc).splitlines()[0])

@@ -24,6 +24,7 @@ from tuner.qualify import soakstats
 
 STUCK_AFTER = 20  # generations without the telemetry clock moving: measure on time.monotonic instead
 RUN_BASE = 900_000
+PROGRESS_STEPS = 10  # a progress line at each tenth of the soak
 DEPTH_PROBE_WORDS = 256  # the filler prompt that measures the engine's tokens per filler word  # prompt run numbers of the soak (unique prefixes: no prompt cache hit)
 
 
@@ -165,10 +166,16 @@ def run_soak(
                 continue
             if on_phase is not None:
                 on_phase(phase)
+            begin = samples[-1].time_s if samples else 0.0
+            marks = [begin + (until - begin) * k / PROGRESS_STEPS for k in range(1, PROGRESS_STEPS)]
             while True:
                 base_tokens = generate(phase, 0).prompt_tokens
                 if samples[-1].time_s >= until:
                     break
+                if phase == "soak" and marks and samples[-1].time_s >= marks[0] and on_phase is not None:
+                    while marks and samples[-1].time_s >= marks[0]:
+                        marks.pop(0)
+                    on_phase(progress_line(samples, begin, until))
         if settings.depth_steps > 0:
             if on_phase is not None:
                 on_phase("depth")
@@ -186,6 +193,31 @@ def run_soak(
     if depth_error:
         found["depth_error"] = depth_error
     return SoakResult(clock.source, tag, opts, samples, found)
+
+
+def progress_line(samples: list[SoakSample], begin_s: float, until_s: float) -> str:
+    """'soak 12.0/30 min: decode 158.2 tok/s, GPU0 2520 MHz 62 °C 330 W, throttle 0.0 s so far'."""
+    last = samples[-1]
+    soak = [s for s in samples if s.phase == "soak"]
+    window = [s.decode_tok_s for s in soak[-20:]]
+    line = (
+        f"soak {(last.time_s - begin_s) / 60:.1f}/{(until_s - begin_s) / 60:.0f} min: decode "
+        f"{sorted(window)[len(window) // 2]:.1f} tok/s"
+    )
+    first = soak[0].telemetry if soak else ()
+    throttle = 0.0
+    for g in last.telemetry:
+        parts = [
+            f"{g[k]:.0f} {unit}"
+            for k, unit in (("sm_clock_mhz", "MHz"), ("temperature_c", "°C"), ("power_w", "W"))
+            if g.get(k) is not None
+        ]
+        line += f", GPU{g.get('gpu', 0)} " + " ".join(parts)
+        before = next((b for b in first if b.get("gpu") == g.get("gpu")), {})
+        throttle += sum(
+            soakstats.counter_delta(before.get("violation_s") or {}, g.get("violation_s") or {}).values()
+        )
+    return line + (f", throttle {throttle:.1f} s so far" if last.telemetry else "")
 
 
 def _depth_soak(
@@ -220,6 +252,7 @@ def figures(samples: list[SoakSample], settings: SoakSettings) -> dict[str, Any]
     first = _last_heat(samples)
     last = soak[-1]
     gpus = [g for g in last.telemetry if isinstance(g, dict)]
+    out["telemetry"] = bool(gpus)
     if gpus:
         readings = [
             (s.time_s, int(g["gpu"]), g.get("sm_clock_mhz"), g.get("temperature_c"))
@@ -228,7 +261,7 @@ def figures(samples: list[SoakSample], settings: SoakSettings) -> dict[str, Any]
         ]
         collapses = soakstats.clock_collapses(readings, settings.collapse_fraction, settings.hot_c)
         out["clock_collapses"] = len(collapses)
-        out["collapse_times_s"] = [c.time_s for c in collapses[:50]]
+        out["collapse_spans_s"] = soakstats.spans([s.time_s for s in soak], {c.time_s for c in collapses})
         temps = [r[3] for r in readings if r[3] is not None]
         if temps:
             out["max_temperature_c"] = max(temps)

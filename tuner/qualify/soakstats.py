@@ -123,6 +123,24 @@ def clock_collapses(
     return found
 
 
+def spans(times: Sequence[float], flagged: set[float], limit: int = 200) -> list[tuple[float, float]]:
+    """The runs of consecutive flagged readings (`times` in order) as (first, last) time pairs, at most
+    `limit` of them: what a plot shades, without storing every flagged reading."""
+    out: list[tuple[float, float]] = []
+    start: float | None = None
+    last = 0.0
+    for t in times:
+        if t in flagged:
+            start = t if start is None else start
+            last = t
+        elif start is not None:
+            out.append((start, last))
+            start = None
+    if start is not None:
+        out.append((start, last))
+    return out[:limit]
+
+
 def counter_delta(first: Mapping[str, float], last: Mapping[str, float]) -> dict[str, float]:
     """Per cause, how much a cumulative counter grew between two readings (a reset reads as 0, not negative)."""
     return {k: max(0.0, float(last[k]) - float(first.get(k, 0.0))) for k in last if k in first or last[k]}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import OutputError
+from tuner.redact import redact
 
 DONE, FAILED = "done", "failed"
 
@@ -86,7 +87,7 @@ class PlanState:
         return ModelOutcome.from_dict(data) if isinstance(data, dict) else None
 
     def save(self, outcome: ModelOutcome) -> None:
-        write_json(self.dir / f"{outcome.key}.json", outcome.to_dict())
+        write_json(self.dir / f"{outcome.key}.json", {**outcome.to_dict(), "error": redact(outcome.error)})
 
     def save_soak(self, key: str, soak: dict[str, Any]) -> None:
         write_json(self.dir / f"{key}.soak.json", soak)

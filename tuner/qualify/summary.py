@@ -19,9 +19,10 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.fingerprint import describe
-from tuner.qualify.criteria import PASS, Verdict, evaluate_all
+from tuner.qualify.criteria import PASS, evaluate_all
 from tuner.qualify.plan import Plan
 from tuner.qualify.state import DONE, ModelOutcome, PlanState, write_json
+from tuner.redact import redact
 from tuner.report.render import Block, escape_md, render_html, render_markdown
 from tuner.schema import TrialRecord
 from tuner.study import load_records
@@ -39,6 +40,18 @@ def _records(storage: str, study: str) -> list[TrialRecord]:
         return []
 
 
+def redacted(value: Any) -> Any:
+    """Every string in a JSON-like value with the known secrets and URL passwords masked (tuner.redact):
+    what the summary files hold leaks no credential of --host or --storage."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redacted(v) for v in value]
+    return value
+
+
 def build(plan: Plan, fingerprint: dict[str, Any], fp_id: str, storage: str, out_dir: Path) -> dict[str, Any]:
     """The summary as a dict (summary.json), from the plan, the stored studies and the state folder."""
     state = PlanState(out_dir)
@@ -51,40 +64,42 @@ def build(plan: Plan, fingerprint: dict[str, Any], fp_id: str, storage: str, out
         verdicts = evaluate_all(plan.criteria, entry.model, records, o.soak)
         row = o.to_dict()
         if row.get("soak"):
-            row["soak"] = {k: v for k, v in row["soak"].items() if k != "collapse_times_s"}
+            row["soak"] = {k: v for k, v in row["soak"].items() if k != "collapse_spans_s"}
         row["verdicts"] = [v.to_dict() for v in verdicts]
         row["passed"] = bool(verdicts) and o.status == DONE and all(v.verdict == PASS for v in verdicts)
         models.append(row)
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "plan": {
-            "name": plan.name,
-            "path": plan.path,
-            "engine": plan.engine,
-            "budget_per_model": plan.budget_per_model,
-            "time_budget_h": plan.time_budget_h,
-            "soak_minutes": plan.soak_minutes,
-            "heat_soak_minutes": plan.heat_soak_minutes,
-            "models": [e.model for e in plan.models],
-        },
-        "criteria": [
-            {**dataclasses.asdict(c), "models": list(c.models), "text": c.text()} for c in plan.criteria
-        ],
-        "fingerprint_id": fp_id,
-        "fingerprint": fingerprint,
-        "machine": describe(fingerprint),
-        "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "complete": all(m["status"] != NOT_RUN for m in models),
-        "totals": {
-            "models": len(models),
-            "done": sum(1 for m in models if m["status"] == DONE),
-            "failed": sum(1 for m in models if m["status"] == "failed"),
-            "not_run": sum(1 for m in models if m["status"] == NOT_RUN),
-            "passed": sum(1 for m in models if m["passed"]),
-        },
-        "models": models,
-    }
+    return redacted(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "plan": {
+                "name": plan.name,
+                "path": plan.path,
+                "engine": plan.engine,
+                "budget_per_model": plan.budget_per_model,
+                "time_budget_h": plan.time_budget_h,
+                "soak_minutes": plan.soak_minutes,
+                "heat_soak_minutes": plan.heat_soak_minutes,
+                "models": [e.model for e in plan.models],
+            },
+            "criteria": [
+                {**dataclasses.asdict(c), "models": list(c.models), "text": c.text()} for c in plan.criteria
+            ],
+            "fingerprint_id": fp_id,
+            "fingerprint": fingerprint,
+            "machine": describe(fingerprint),
+            "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "complete": all(m["status"] != NOT_RUN for m in models),
+            "totals": {
+                "models": len(models),
+                "done": sum(1 for m in models if m["status"] == DONE),
+                "failed": sum(1 for m in models if m["status"] == "failed"),
+                "not_run": sum(1 for m in models if m["status"] == NOT_RUN),
+                "passed": sum(1 for m in models if m["passed"]),
+            },
+            "models": models,
+        }
+    )
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -285,8 +300,10 @@ def write(summary: dict[str, Any], out_dir: Path, compare: Sequence[Block] = ())
     for m in summary["models"]:
         soak = state.soak(m["key"]) if m["status"] == DONE and m.get("soak") else None
         if soak and soak.get("samples"):
-            times = (soak.get("figures") or {}).get("collapse_times_s") or []
-            plots[m["key"]] = soak_png(soak["samples"], f"{m['model']}: {soak.get('tag', '')}", times)
+            spans = (soak.get("figures") or {}).get("collapse_spans_s") or []
+            tag = soak.get("tag", "")
+            title = m["model"] if tag in ("", m["model"]) else f"{m['model']}: {tag}"
+            plots[m["key"]] = soak_png(soak["samples"], title, [tuple(s) for s in spans])
     paths = {name: out_dir / name for name in ("summary.json", "summary.csv", "summary.md", "summary.html")}
     write_json(paths["summary.json"], summary)
     doc = blocks(summary, plots, compare)
@@ -305,7 +322,3 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-def verdicts_of(summary: dict[str, Any]) -> list[Verdict]:
-    return [Verdict(**v) for m in summary["models"] for v in m["verdicts"]]

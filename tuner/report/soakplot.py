@@ -47,9 +47,10 @@ def _violations(samples: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[fl
 
 
 def plot_soak(
-    samples: Sequence[Mapping[str, Any]], title: str, collapse_times_s: Sequence[float] = ()
+    samples: Sequence[Mapping[str, Any]], title: str, collapse_spans_s: Sequence[tuple[float, float]] = ()
 ) -> Figure:
-    """Stacked panels over the soak's minutes; the telemetry panels only where the probe gave telemetry."""
+    """Stacked panels over the soak's minutes; the telemetry panels only where the probe gave telemetry.
+    `collapse_spans_s`: (first, last) seconds of each clock collapse at normal temperature, shaded red."""
     telemetry = any(s.get("telemetry") for s in samples)
     panels = 4 if telemetry else 1
     fig = Figure(figsize=(9.5, 2.1 * panels + 0.6), dpi=DPI)
@@ -70,12 +71,15 @@ def plot_soak(
         ax = axes[1]
         for gpu, (xs, ys) in _gpu_series(samples, "sm_clock_mhz").items():
             ax.plot(xs, ys, lw=1, label=f"GPU {gpu} SM")
+        for start, end in collapse_spans_s:
+            ax.axvspan(start / 60, max(end, start + 1) / 60, color="#d62728", alpha=0.25, lw=0)
+        ax.set_ylabel("SM clock MHz")
+        memory = ax.twinx()
         for gpu, (xs, ys) in _gpu_series(samples, "mem_clock_mhz").items():
-            ax.plot(xs, ys, lw=1, ls="--", label=f"GPU {gpu} memory")
-        for t in collapse_times_s:
-            ax.axvline(t / 60, color="#d62728", lw=0.6, alpha=0.5)
-        ax.set_ylabel("clock MHz")
-        ax.legend(fontsize=7, loc="lower left")
+            memory.plot(xs, ys, lw=1, ls="--", color="#9467bd", label=f"GPU {gpu} memory")
+        memory.set_ylabel("memory clock MHz")
+        lines = ax.get_lines() + memory.get_lines()
+        ax.legend(lines, [str(line.get_label()) for line in lines], fontsize=7, loc="lower left")
         ax.grid(alpha=0.3)
         ax = axes[2]
         for gpu, (xs, ys) in _gpu_series(samples, "temperature_c").items():
@@ -102,6 +106,6 @@ def plot_soak(
 
 
 def soak_png(
-    samples: Sequence[Mapping[str, Any]], title: str, collapse_times_s: Sequence[float] = ()
+    samples: Sequence[Mapping[str, Any]], title: str, collapse_spans_s: Sequence[tuple[float, float]] = ()
 ) -> bytes:
-    return figure_png(plot_soak(samples, title, collapse_times_s))
+    return figure_png(plot_soak(samples, title, collapse_spans_s))
