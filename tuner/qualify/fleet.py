@@ -25,6 +25,7 @@ from tuner.qualify.criteria import PASS, evaluate_all
 from tuner.qualify.plan import Plan
 from tuner.qualify.shared import shared_outcome
 from tuner.qualify.state import DONE, write_json
+from tuner.qualify.summary import redacted
 from tuner.redact import mask_url
 from tuner.report.render import Block, escape_md, render_html, render_markdown
 from tuner.storage import study_names
@@ -93,14 +94,16 @@ def build(plan: Plan, storage: str) -> dict[str, Any]:
                 "passed": sum(1 for m in models if m.get("passed")),
             }
         )
-    return {
-        "format": FORMAT,
-        "plan": {"name": plan.name, "models": [e.model for e in plan.models]},
-        "criteria": [{"id": c.id, "name": c.name, "text": c.text()} for c in plan.criteria],
-        "storage": mask_url(storage),
-        "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "hosts": hosts,
-    }
+    return redacted(  # every string with the known secrets masked, as the host's own summary
+        {
+            "format": FORMAT,
+            "plan": {"name": plan.name, "models": [e.model for e in plan.models]},
+            "criteria": [{"id": c.id, "name": c.name, "text": c.text()} for c in plan.criteria],
+            "storage": mask_url(storage),
+            "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "hosts": hosts,
+        }
+    )
 
 
 def _cell(model: dict[str, Any], criterion: str) -> str:

@@ -6,6 +6,7 @@ host of the fleet from the storage alone."""
 from __future__ import annotations
 
 from tuner.qualify.state import DONE, ModelOutcome
+from tuner.qualify.summary import redacted
 from tuner.storage import set_study_attr, study_attr
 
 OUTCOME_ATTR = "qualify_outcome"  # on each model's study: its ModelOutcome, once done
@@ -14,7 +15,9 @@ OUTCOME_ATTR = "qualify_outcome"  # on each model's study: its ModelOutcome, onc
 def share(storage: str, outcome: ModelOutcome) -> None:
     """Keep a finished model's outcome on its study (a failed one is not shared: another worker tries it)."""
     if outcome.status == DONE and outcome.study:
-        set_study_attr(storage, outcome.study, OUTCOME_ATTR, outcome.to_dict())
+        set_study_attr(
+            storage, outcome.study, OUTCOME_ATTR, redacted(outcome.to_dict())
+        )  # no secret in the db
 
 
 def shared_outcome(storage: str, study: str, fingerprint_id: str | None = None) -> ModelOutcome | None:
