@@ -127,7 +127,9 @@ def table(fleet: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for c in fleet["criteria"]:
             rows.append([model, c["id"], *[_cell(h["models"][i], c["id"]) for h in hosts]])
         cells = [h["models"][i] for h in hosts]
-        rows.append([model, "trials", *[f"{m.get('trials', 0)}/{m.get('budget', 0)}" for m in cells]])
+        rows.append(
+            [model, "trials", *[f"{m['trials']}/{m['budget']}" if "budget" in m else "–" for m in cells]]
+        )
         rows.append(
             [model, "recommended tok/s", *[_num((m.get("best") or {}).get("decode_tok_s")) for m in cells]]
         )
