@@ -3,6 +3,7 @@ errors, measure elements, take screenshots. Used by the report's rendering test 
 screenshots:
 
     python -m tests.chromium reports/x/report.html out.png [--width 1280 --height 1000] [--full]
+    python -m tests.chromium reports/x/report.html out.png --section "Serving under"   (one section)
 
 Chromium is Debian's `chromium` package (.ci/run installs it); find_chromium() returns None without it.
 """
@@ -193,6 +194,24 @@ class Chromium:
         self.close()
 
 
+# The heading that starts with the text, through the last element before the next heading of its level or
+# above, as a clip rectangle (page coordinates); null when there is no such heading.
+SECTION_CLIP = """(() => {
+  const text = %s;
+  const head = [...document.querySelectorAll('h2, h3')].find(h => h.textContent.startsWith(text));
+  if (!head) return null;
+  const level = Number(head.tagName[1]);
+  let last = head;
+  for (let e = head.nextElementSibling; e; e = e.nextElementSibling) {
+    if (/^H[1-6]$/.test(e.tagName) && Number(e.tagName[1]) <= level) break;
+    last = e;
+  }
+  const a = head.getBoundingClientRect(), b = last.getBoundingClientRect();
+  const right = Math.max(...[head, ...document.querySelectorAll('body > *')].map(e => e.getBoundingClientRect().right));
+  return {x: a.x - 8, y: a.y + window.scrollY - 8, width: right - a.x + 16, height: b.bottom - a.top + 16};
+})()"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.chromium", description=__doc__.splitlines()[0])
     parser.add_argument("page")
@@ -201,6 +220,9 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--full", action="store_true", help="the whole page, not just the first screen")
     parser.add_argument("--selector", default=None, help="only this element (a CSS selector)")
+    parser.add_argument(
+        "--section", default=None, help="only the section under the h2/h3 heading that starts with this text"
+    )
     args = parser.parse_args()
     binary = find_chromium()
     if binary is None:
@@ -213,6 +235,10 @@ def main() -> int:
                 f"(() => {{ const r = document.querySelector({json.dumps(args.selector)}).getBoundingClientRect();"
                 " return {x: r.x, y: r.y + window.scrollY, width: r.width, height: r.height}; })()"
             )
+        if args.section:
+            clip = browser.evaluate(SECTION_CLIP % json.dumps(args.section))
+            if clip is None:
+                raise SystemExit(f"no h2/h3 heading starting with {args.section!r} in {args.page}")
         browser.screenshot(Path(args.out), full_page=args.full, clip=clip)
         for error in browser.errors():
             print("console error:", error)

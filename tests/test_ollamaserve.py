@@ -1,4 +1,4 @@
-"""ManagedOllama's process handling, with a stand-in `ollama` (a shell script that serves /api/version)."""
+"""ManagedOllama's process handling, with a stand-in `ollama` (tests.fakeollama: a script that serves /api/version)."""
 
 from __future__ import annotations
 
@@ -12,38 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakeollama import write_fake_ollama
 from tuner.backend.ollamaserve import ManagedOllama
 from tuner.errors import BackendError, ConfigError, Unreachable
-
-# A stand-in `ollama serve`: a Python HTTP server on OLLAMA_HOST that answers /api/version and records its
-# environment; `ollama create`/`list` print their arguments.
-FAKE = textwrap.dedent(
-    f"""\
-    #!{sys.executable}
-    import http.server, json, os, sys
-    if sys.argv[1] != "serve":
-        print("cli", *sys.argv[1:], os.environ["OLLAMA_HOST"])
-        sys.exit(3 if sys.argv[1] == "fail" else 0)
-    host, port = os.environ["OLLAMA_HOST"].rsplit(":", 1)
-    open(os.environ["OLLAMA_MODELS"] + "/env.json", "w").write(json.dumps(dict(os.environ)))
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b'{{"version": "9.9.9"}}'
-            self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *a): pass
-    print("listening", flush=True)
-    http.server.HTTPServer((host, int(port)), H).serve_forever()
-    """
-)
 
 
 @pytest.fixture
 def fake_ollama(tmp_path: Path) -> Path:
-    path = tmp_path / "ollama"
-    path.write_text(FAKE)
-    path.chmod(0o755)
-    return path
+    return write_fake_ollama(tmp_path / "ollama")
 
 
 def test_starts_on_a_private_port_with_its_own_store_and_stops_by_pid(

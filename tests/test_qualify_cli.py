@@ -1,7 +1,7 @@
 """`autotune qualify` against the simulator: a 3-model plan unattended end to end, the morning's files, a
 failing model recorded while the plan goes on, a kill mid-plan then the same command continuing with nothing
 lost or repeated, invalid plans refused before anything loads, --compare with an earlier qualification; and
-(with the simulator's power model) an injected throttle and an injected drift detected end to end."""
+the simulator's power model: an injected throttle and an injected drift detected end to end."""
 
 from __future__ import annotations
 
@@ -289,13 +289,6 @@ def test_compare_with_nothing_there_is_a_usage_error(tmp_path, capsys):
 
 
 # -- the simulator's power model: an injected throttle and drift, detected end to end -----------------------
-def _sim_has_power_faults() -> bool:
-    help_text = subprocess.run(
-        [sys.executable, "-m", "tuner.sim", "--help"], capture_output=True, text=True, timeout=60
-    ).stdout
-    return "--inject-throttle" in help_text and "--inject-drift" in help_text
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -322,9 +315,6 @@ def _sim_process(*flags: str) -> tuple[subprocess.Popen[bytes], str]:
     raise AssertionError("the simulator did not start")
 
 
-@pytest.mark.xfail(
-    not _sim_has_power_faults(), reason="needs the power branch (simulator --inject-throttle/--inject-drift)"
-)
 def test_an_injected_throttle_and_drift_are_detected_end_to_end(tmp_path, capsys):
     criteria = """
 [[criteria]]

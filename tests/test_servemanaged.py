@@ -5,45 +5,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.fakeollama import write_fake_ollama
 from tuner.errors import BackendError
 from tuner.servemanaged import default_models_dir, run_managed
 from tuner.serverenv import ServerSettings
 
-FAKE = textwrap.dedent(
-    f"""\
-    #!{sys.executable}
-    import http.server, os
-    host, port = os.environ["OLLAMA_HOST"].rsplit(":", 1)
-    parallel = os.environ.get("OLLAMA_NUM_PARALLEL", "1")
-    if os.environ.get("FAKE_IGNORES_PARALLEL"):
-        parallel = "1"
-    fa = "true" if os.environ.get("OLLAMA_FLASH_ATTENTION") == "1" else "false"
-    print(f'time=x level=INFO source=routes.go:1 msg="server config" env="map[OLLAMA_FLASH_ATTENTION:{{fa}} '
-          f'OLLAMA_NUM_PARALLEL:{{parallel}} OLLAMA_ORIGINS:[http://localhost app://*] no_proxy:]"', flush=True)
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b'{{"version": "0.12.10"}}'
-            self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *a): pass
-    http.server.HTTPServer((host, int(port)), H).serve_forever()
-    """
-)
-
 
 @pytest.fixture
 def fake_ollama(tmp_path: Path) -> Path:
-    path = tmp_path / "ollama"
-    path.write_text(FAKE)
-    path.chmod(0o755)
-    return path
+    return write_fake_ollama(tmp_path / "ollama")
 
 
 def alive(pid: int) -> bool:

@@ -13,6 +13,7 @@ tuner.cliutil, the progress display in tuner.progress.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,19 @@ def cli() -> None:
     help="llama-server, or Ollama with --serve: also tune the KV cache type f16/q8_0/q4_0.",
 )
 @click.option(
+    "--tune",
+    "tune_knobs",
+    default="",
+    help="Knobs to search: flash-attn,kv-cache,parallel,gpus (Ollama: with --serve, a restart each), "
+    "num-batch,main-gpu (per request).",
+)
+@click.option(
+    "--parallel-values",
+    default="1,2,4,8",
+    show_default=True,
+    help="With --tune parallel: the OLLAMA_NUM_PARALLEL values to try.",
+)
+@click.option(
     "--serve",
     is_flag=True,
     help="Run 'ollama serve' here (private port, your model store), restarting it for server-wide settings.",
@@ -187,6 +201,18 @@ def cli() -> None:
     type=click.IntRange(0, 256),
     show_default=True,
     help="After the study, the concurrency ladder (1, 2, 4 ... up to N streams) on the best config; 0: none.",
+)
+@click.option(
+    "--sla-ttft",
+    default=None,
+    type=Seconds("2"),
+    help="With --concurrency: target p90 time to first token, seconds (the serving pick meets it).",
+)
+@click.option(
+    "--sla-itl",
+    default=None,
+    type=Seconds("0.1"),
+    help="With --concurrency: target p90 inter-token latency, seconds.",
 )
 @click.option(
     "--predict/--no-predict",
@@ -295,9 +321,13 @@ def tune_cmd(
     quality_tokens: int,
     tune_flash_attn: bool,
     tune_kv_cache: bool,
+    tune_knobs: str,
+    parallel_values: str,
     serve: bool,
     ollama_path: str | None,
     ladder_max: int,
+    sla_ttft: float | None,
+    sla_itl: float | None,
     predict_memory: bool,
     sampler: str,
     seed: int,
@@ -335,6 +365,11 @@ def tune_cmd(
         heartbeat_s=heartbeat,
     )
     limit = parse_bytes(vram_limit, "--vram-limit") if vram_limit else None
+    from tuner.servetune import parse_tune  # noqa: PLC0415
+
+    knobs = parse_tune(tune_knobs, parallel_values, serve=serve, engine=engine)
+    tune_flash_attn = tune_flash_attn or knobs.flash_attn
+    tune_kv_cache = tune_kv_cache or knobs.kv_cache
     if engine == "ollama" and (tune_flash_attn or tune_kv_cache) and not serve:
         raise ConfigError(
             "--tune-flash-attn and --tune-kv-cache need --serve with Ollama (it sets them server-wide: autotune "
@@ -342,6 +377,8 @@ def tune_cmd(
         )
     if serve and (engine != "ollama" or host):
         raise ConfigError("--serve runs its own 'ollama serve': leave out --host and --engine llama-server.")
+    if (sla_ttft or sla_itl) and not ladder_max:
+        raise ConfigError("--sla-ttft and --sla-itl set the serving pick's targets; add --concurrency N.")
     if apply_name and engine != "ollama":
         raise ConfigError("--apply creates an Ollama model; with llama-server use the command in best.sh.")
 
@@ -364,6 +401,12 @@ def tune_cmd(
     else:
         backend, probe = _build_backend(engine, host, llama_server, timeouts)
     try:
+        knobs = knobs.on_gpus([g.memory_bytes for g in probe.gpus()])
+    except TunerError:
+        backend.close()  # a server autotune started is stopped on every way out
+        probe.close()
+        raise
+    try:
         server = backend.server_info()  # fails fast, one line, if the engine is not there
         variants = _resolve_variants(backend, engine, models, quant, tags, pull)
         infos: dict[str, ModelInfo] = {v: backend.model_info(v) for v in variants}
@@ -383,6 +426,11 @@ def tune_cmd(
             sampler=sampler,
             tune_flash_attn=tune_flash_attn,
             tune_kv_cache=tune_kv_cache,
+            tune_parallel=knobs.parallel,
+            tune_gpus=knobs.gpus,
+            tune_batch=knobs.batch,
+            tune_main_gpu=knobs.main_gpu,
+            serve=serve,
             measure=settings,
             timeouts=timeouts,
             retry=retry,
@@ -446,9 +494,12 @@ def tune_cmd(
                 paths[path.name] = path
         if ladder_max:
             from tuner.servetune import ladder_on_best  # noqa: PLC0415
+            from tuner.study import store_concurrency  # noqa: PLC0415
 
-            for path in ladder_on_best(backend, meta, records, out_dir, ladder_max, num_predict):
-                paths[path.name] = path
+            block = ladder_on_best(backend, meta, records, ladder_max, num_predict, sla_ttft, sla_itl)
+            if block:  # kept on the study first, so `autotune report` redraws the curves
+                store_concurrency(storage, name, block)
+                paths.update(_write_report(dataclasses.replace(meta, concurrency=block), records, out_dir))
         if apply_name:
             _apply(backend, apply_name, meta, records)
     finally:

@@ -132,6 +132,11 @@ class StudyConfig:
     sampler: str = "auto"  # "auto" (ours) | "tpe" | "tpe-mv" | "random" | "gp" (study.SAMPLERS)
     tune_flash_attn: bool = False  # llama-server only
     tune_kv_cache: bool = False  # llama-server only
+    tune_parallel: tuple[int, ...] = ()  # Ollama --serve: OLLAMA_NUM_PARALLEL values to search
+    tune_gpus: tuple[str, ...] = ()  # Ollama --serve: GPU subsets ("0", "0,1", "0,1+spread") to search
+    tune_batch: tuple[int, ...] = ()  # Ollama: num_batch values to search per request (first: the default)
+    tune_main_gpu: tuple[int, ...] = ()  # Ollama: main_gpu values to search per request (first: the default)
+    serve: bool = False  # Ollama --serve: trials are grouped by server environment (few restarts)
     measure: MeasureSettings = MeasureSettings()
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()

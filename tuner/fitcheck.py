@@ -28,7 +28,8 @@ from tuner.estimate.versions import Version, parse_version
 from tuner.margin import GpuGuess, MarginBelief
 from tuner.probe import Probe
 from tuner.schema import TrialRecord
-from tuner.space import Config
+from tuner.serverenv import FORCED_ONE_SLOT
+from tuner.space import Config, parse_gpus_choice
 from tuner.units import GiB
 
 SKIP_BELOW = 0.05  # not loaded at all: the belief gives it less than this to fit
@@ -81,7 +82,7 @@ class FitCheck:
         self.flash_attn_ok = (
             flash_attn_ok  # every GPU supports flash attention (Ollama turns it off otherwise)
         )
-        self._cache: dict[tuple[str, int, int, str | None, str | None], Prediction | None] = {}
+        self._cache: dict[tuple[object, ...], Prediction | None] = {}
         self._belief = MarginBelief()
         self._belief_key: tuple[tuple[int, bool, bool], ...] = ()
         self._belief_quick: tuple[int, int] = (0, -1)
@@ -101,7 +102,14 @@ class FitCheck:
         return bool(self.free) and any(s is not None for s in self.specs.values())
 
     def predict(self, config: Config) -> Prediction | None:
-        key = (config.tag, config.num_gpu, config.num_ctx, config.flash_attn, config.kv_cache_type)
+        key = (
+            config.tag,
+            config.num_gpu,
+            config.num_ctx,
+            *config.server_key,
+            config.num_batch,
+            config.main_gpu,
+        )
         if key not in self._cache:
             spec = self.specs.get(config.tag)
             if spec is None or not self.free:
@@ -116,11 +124,21 @@ class FitCheck:
         fa = None if config.flash_attn is None else config.flash_attn == "on"
         if fa is None and not self.flash_attn_ok:
             fa = False
+        visible, spread = parse_gpus_choice(config.gpus) if config.gpus else (None, False)
+        if config.main_gpu is not None and self.version.era == "C":  # --split-mode none: that GPU alone
+            seen = visible if visible is not None else tuple(range(len(self.free)))
+            visible = (seen[config.main_gpu],) if config.main_gpu < len(seen) else ()
+        spec = self.specs.get(config.tag)
+        one_slot = spec is not None and spec.arch in FORCED_ONE_SLOT  # Ollama gives these one slot
         return Request(
             num_ctx=config.num_ctx or self.default_ctx,
             num_gpu=config.num_gpu,
+            num_parallel=1 if one_slot else config.num_parallel or 1,
+            num_batch=config.num_batch,
             kv_type=config.kv_cache_type or "f16",
             flash_attn=fa,
+            sched_spread=spread,
+            visible=visible,
         )
 
     # -- the learned belief -------------------------------------------------------------------------

@@ -60,7 +60,17 @@ class Landscape:
 
     # -- identity ----------------------------------------------------------------------------------
     def config_of(self, r: TrialRecord) -> Config:
-        return Config(r.tag, r.num_gpu, r.num_ctx, r.flash_attn, r.kv_cache_type)
+        return Config(
+            r.tag,
+            r.num_gpu,
+            r.num_ctx,
+            r.flash_attn,
+            r.kv_cache_type,
+            r.num_parallel,
+            r.gpus,
+            r.num_batch,
+            r.main_gpu,
+        )
 
     def key(self, c: Config) -> Key:
         """What makes two trials the same config: the params the space gives it."""

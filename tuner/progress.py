@@ -40,7 +40,20 @@ def _interval(seconds: float | None) -> str:
 
 def _config(r: TrialRecord) -> str:
     gpu = "auto" if r.num_gpu < 0 else str(r.num_gpu)
-    return f"{r.tag} num_gpu={gpu} ctx={r.num_ctx if r.num_ctx > 0 else 'default'}"
+    server = "".join(
+        f" {k}={v}"
+        for k, v in (
+            ("fa", r.flash_attn),
+            ("kv", r.kv_cache_type),
+            ("parallel", r.num_parallel),
+            ("gpus", r.gpus),
+            ("num_batch", r.num_batch),
+            ("main_gpu", r.main_gpu),
+        )
+        if v is not None
+    )
+    restart = f" (server restart {r.restart_s:.1f} s)" if r.restart_s else ""
+    return f"{r.tag} num_gpu={gpu} ctx={r.num_ctx if r.num_ctx > 0 else 'default'}{server}{restart}"
 
 
 def _outcome(r: TrialRecord) -> str:

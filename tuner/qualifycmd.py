@@ -112,9 +112,11 @@ def qualify_cmd(
 
         earlier = load_summary(find_summary(compare_to))
     out_dir = _plan_dir(out, plan.name)
-    from tuner.storage import make_storage  # noqa: PLC0415
+    from tuner.storage import close_storage, make_storage  # noqa: PLC0415
 
-    make_storage(plan.storage)  # a storage that cannot be opened is found before any server is touched
+    close_storage(
+        make_storage(plan.storage)
+    )  # a storage that cannot be opened is found before any server is touched
     eng = open_engine(plan)
     try:
         try:

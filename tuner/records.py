@@ -26,6 +26,10 @@ def record_of(trial: FrozenTrial) -> TrialRecord:
         tag=str(params.get("tag", "")),
         num_gpu=int(params.get("num_gpu", AUTO)),
         num_ctx=2 ** int(params["log2_ctx"]) if "log2_ctx" in params else 0,
+        num_parallel=int(params["num_parallel"]) if "num_parallel" in params else None,
+        gpus=str(params["gpus"]) if "gpus" in params else None,
+        num_batch=int(params["num_batch"]) if "num_batch" in params else None,
+        main_gpu=int(params["main_gpu"]) if "main_gpu" in params else None,
         error=str(trial.user_attrs.get("error", "")),
         attempts=[str(a) for a in trial.user_attrs.get("attempts") or []],
     )

@@ -33,7 +33,7 @@ from tuner.search import StructuredSampler
 from tuner.serverlock import ServerLock, holding
 from tuner.space import KV_CACHE_CHOICES, Config, Space
 from tuner.storage import describe_recovered, fail_stale, recover_interrupted, storage_errors
-from tuner.study import Notify, Objective, check_same_machine, open_study, quiet
+from tuner.study import CONCURRENCY_ATTR, Notify, Objective, check_same_machine, open_study, quiet
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -295,7 +295,10 @@ def _run_study(
                     f"The re-measure of the contenders stopped ({exc}); the answer uses each trial's own runs."
                 )
     records = quality_store.apply(remeasure.apply(records, again), quality, config.max_quality_loss)
-    return dataclasses.replace(meta, remeasure=again or {}, quality=quality or {}), records
+    ladder = study.user_attrs.get(CONCURRENCY_ATTR) or {}  # an earlier run's --concurrency ladder
+    return dataclasses.replace(
+        meta, remeasure=again or {}, quality=quality or {}, concurrency=ladder
+    ), records
 
 
 def _quality_block(

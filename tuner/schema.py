@@ -60,6 +60,11 @@ class TrialRecord:
     baseline: bool = False  # num_gpu left to the engine
     flash_attn: str | None = None  # llama-server only
     kv_cache_type: str | None = None  # llama-server only
+    num_parallel: int | None = None  # Ollama --serve: OLLAMA_NUM_PARALLEL the trial ran under
+    gpus: str | None = None  # Ollama --serve: the GPU subset (CUDA_VISIBLE_DEVICES) and "+spread"
+    restart_s: float | None = None  # Ollama --serve: seconds this trial spent restarting the server
+    num_batch: int | None = None  # Ollama: the request's num_batch when searched (--tune num-batch)
+    main_gpu: int | None = None  # Ollama: the request's main_gpu when searched (--tune main-gpu)
     constraints: dict[str, float] = field(default_factory=dict)  # <= 0 is satisfied
     predicted_vram_bytes: int | None = None  # the estimator's VRAM for this config (all GPUs)
     predicted_vram_per_gpu: list[int] = field(default_factory=list)
@@ -177,6 +182,8 @@ class StudyMeta:
     max_quality_loss: float | None = None  # --max-quality-loss: mean KL (nats) a deployable tag may lose
     # The quality block (tuner.quality.stored), as stored on the study; filled when it is read back.
     quality: dict[str, Any] = field(default_factory=dict)
+    # The concurrency ladder on the best config (`--concurrency N`), as stored on the study; filled when read.
+    concurrency: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyMeta:

@@ -20,6 +20,10 @@ ends; memory rises with both; tags differ mostly by bytes per weight. The plan, 
    included), a seeded draw from those. When no such config is left, `exhausted` says so and the study stops
    rather than measure a config twice.
 
+With --serve (space.grouped) the plan runs in one server environment at a time (tuner.servergroups): the
+landscape holds that group's trials only, every config proposed is in it, and the next group starts when
+the group's share of the budget is used or its plan is done. The server restarts once per group.
+
 Everything is derived from the study's stored trials (COMPLETE, plus RUNNING and WAITING ones so parallel
 workers and re-queued trials are never duplicated), so storage, resume, the dashboard and several workers on
 one study keep working. No config is proposed twice on any path.
@@ -41,6 +45,9 @@ from tuner.landscape import Key, Landscape, loaded, on_gpu, vram
 from tuner.pareto import pareto_front
 from tuner.records import record_of
 from tuner.schema import DEPLOYABLE_FRACTION, TrialRecord
+from tuner.servergroups import GroupPlan, ServerKey, key_of
+from tuner.servergroups import current as current_group
+from tuner.servergroups import plan as plan_groups
 from tuner.space import FLASH_ATTN_CHOICES, KV_CACHE_CHOICES, Config, Space
 
 MIN_GAIN = 0.002  # stop splitting gaps whose rectangle is below this share of the deployable front's box
@@ -76,6 +83,17 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         self.budget = budget
         self.fallback = optuna.samplers.TPESampler(multivariate=True, n_startup_trials=5, seed=seed)
         self._rng = random.Random(seed)
+        self.group: ServerKey | None = None  # the server environment being searched (space.grouped)
+        self.groups: GroupPlan | None = None
+        if space.grouped:
+            home: ServerKey = (
+                "on" if space.tune_flash_attn else None,
+                "f16" if space.tune_kv_cache else None,
+                space.parallel_choices[0] if space.parallel_choices else None,
+                space.default_gpus if space.gpu_choices else None,
+            )
+            # the baseline trial (the engine's defaults) takes one trial of the budget before any group
+            self.groups = plan_groups(space.server_points(), home, max(1, budget - 1))
 
     # -- Optuna's sampler interface -----------------------------------------------------------------
     def infer_relative_search_space(
@@ -91,6 +109,14 @@ class StructuredSampler(optuna.samplers.BaseSampler):
             out["kv_cache_type"] = CategoricalDistribution(list(KV_CACHE_CHOICES))
         if self.space.tune_flash_attn:
             out["flash_attn"] = CategoricalDistribution(list(FLASH_ATTN_CHOICES))
+        if self.space.parallel_choices:
+            out["num_parallel"] = CategoricalDistribution(list(self.space.parallel_choices))
+        if self.space.gpu_choices:
+            out["gpus"] = CategoricalDistribution(list(self.space.gpu_choices))
+        if self.space.batch_choices:
+            out["num_batch"] = CategoricalDistribution(list(self.space.batch_choices))
+        if self.space.main_gpu_choices:
+            out["main_gpu"] = CategoricalDistribution(list(self.space.main_gpu_choices))
         return out
 
     def sample_relative(
@@ -129,8 +155,25 @@ class StructuredSampler(optuna.samplers.BaseSampler):
 
     # -- the stored trials ----------------------------------------------------------------------------
     def landscape(self, study: optuna.Study, trial: FrozenTrial | None) -> Landscape:
+        """The stored trials; with server groups, those of the group the next trial belongs to (self.group)."""
         records, taken = _history(study, trial, self.space)
-        return Landscape(self.space, self.fitcheck, records, taken, self.vram_limit, self.gpu_only)
+        if self.groups is None:
+            return Landscape(self.space, self.fitcheck, records, taken, self.vram_limit, self.gpu_only)
+        used = [key_of(r) for r in records if r.num_gpu != AUTO]
+        used += [self.space.config(dict(k)).server_key for k in taken]  # type: ignore[arg-type]
+
+        def land_of(p: ServerKey | None) -> Landscape:
+            mine = records if p is None else [r for r in records if key_of(r) == p]
+            return Landscape(self.space, self.fitcheck, mine, taken, self.vram_limit, self.gpu_only)
+
+        def has_more(p: ServerKey) -> bool:
+            self.group = p
+            land = land_of(p)
+            return self.next_config(land) is not None or self._deployable_draw(land) is not None
+
+        latest = max((r for r in records if r.num_gpu != AUTO), key=lambda r: r.number, default=None)
+        self.group = current_group(self.groups, used, has_more, key_of(latest) if latest else None)
+        return land_of(self.group)
 
     # -- the plan -------------------------------------------------------------------------------------
     def next_config(self, land: Landscape) -> Config | None:
@@ -160,6 +203,8 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         return sorted(tags, key=lambda t: (weight.get(t, 0), self.space.tags.index(t)))
 
     def _config(self, tag: str, num_gpu: int, ctx: int) -> Config:
+        if self.group is not None:
+            return Config(tag, num_gpu, ctx, *self.group)
         fa = "on" if self.space.tune_flash_attn else None
         kv = "f16" if self.space.tune_kv_cache else None
         return Config(tag, num_gpu, ctx, fa, kv)
@@ -320,6 +365,8 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         memory (cheapest test first); never a tag over the quality limit while another tag is within it."""
         if not land.fresh(c) or (self.gpu_only and c.num_gpu < self.space.max_layers):
             return False
+        if self.group is not None and c.server_key != self.group:
+            return False
         if c.tag in self.excluded and len(self.excluded) < len(self.space.tags):
             return False
         if strict and not land.deployable(c):
@@ -353,6 +400,8 @@ class StructuredSampler(optuna.samplers.BaseSampler):
         """Allowed new configs in a seeded random order (with `strict`, only where a user would deploy: every
         config of a tag that reaches half the best speed, every-layer configs of the others)."""
         configs = list(self.space.all_configs())
+        if self.group is not None:
+            configs = [c for c in configs if c.server_key == self.group]
         if strict and land.best:
             tops = {t: self.space.max_layers for t in self.space.tags}
             keep = set(self._deployable_tags(land, tops))

@@ -3,6 +3,7 @@ settings that serve best.
 
     autotune serve-bench llama3.2:1b --host http://127.0.0.1:11434 --max-concurrency 8 --sla-ttft 2
     autotune serve-bench llama3.2:1b --serve --parallel 1,2,4 --flash-attn on --kv-cache q8_0 --out DIR
+    autotune serve-bench llama3.1:8b --serve --layouts --parallel 2 --out DIR   (multi-GPU: tuner.layoutbench)
 
 Wiring only: the ladder and its figures are tuner.concurrency, the timed requests tuner.backend.stream, the
 managed server tuner.servemanaged, the knobs and their files tuner.serverenv. One warm-up request loads the
@@ -102,6 +103,13 @@ def parse_parallel(value: str | None) -> list[int | None]:
     "estimator; settings predicted not to load are skipped, never started.",
 )
 @click.option(
+    "--layouts",
+    is_flag=True,
+    help="With --serve on a multi-GPU box: one instance spread over every GPU against separate instances, one "
+    "per GPU subset (each its own port), under the same total load; writes the winner's files. --parallel "
+    "is then the slots per GPU.",
+)
+@click.option(
     "--out", default=None, help="Write the ladders (JSON, PNG) and, with --serve, the server files here."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON for scripts.")
@@ -121,6 +129,7 @@ def serve_bench_cmd(
     flash_attn: str | None,
     kv_cache: str | None,
     gpus: str | None,
+    layouts: bool,
     out: str | None,
     as_json: bool,
 ) -> None:
@@ -128,10 +137,10 @@ def serve_bench_cmd(
     options = bench_options(num_ctx, num_gpu, num_predict)
     out_dir = Path(out) if out else None
     if not serve:
-        if parallel or flash_attn or kv_cache or ollama_path or gpus:
+        if parallel or flash_attn or kv_cache or ollama_path or gpus or layouts:
             raise click.UsageError(
-                "--parallel, --flash-attn, --kv-cache, --gpus and --ollama need --serve: autotune only changes the "
-                "environment of a server it starts itself."
+                "--parallel, --flash-attn, --kv-cache, --gpus, --layouts and --ollama need --serve: autotune only "
+                "changes the environment of a server it starts itself."
             )
         from tuner.backend.ollama import resolve_host  # noqa: PLC0415
 
@@ -150,9 +159,26 @@ def serve_bench_cmd(
                 {**meta, **ladder_json(ladder, pick)},
                 ladder,
                 pick.concurrency if pick else None,
+                (sla_ttft, sla_itl),
             )
             for path in paths:
                 say(f"wrote {path}")
+        return
+    if layouts:
+        serve_layouts_cmd(
+            model,
+            options,
+            ollama_path,
+            parallel,
+            flash_attn,
+            kv_cache,
+            gpus,
+            max_concurrency,
+            requests_per_stream,
+            (sla_ttft, sla_itl),
+            out_dir,
+            as_json,
+        )
         return
     cards = None
     if gpus:
@@ -171,6 +197,55 @@ def serve_bench_cmd(
         requests_per_stream,
         sla_ttft,
         sla_itl,
+        out_dir,
+        as_json,
+    )
+
+
+def serve_layouts_cmd(
+    model: str,
+    options: dict[str, Any],
+    ollama_path: str | None,
+    parallel: str | None,
+    flash_attn: str | None,
+    kv_cache: str | None,
+    gpus: str | None,
+    max_concurrency: int | None,
+    per_stream: int,
+    sla: tuple[float | None, float | None],
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """--layouts: the checks of its flags, then tuner.layoutbench."""
+    import tempfile  # noqa: PLC0415
+
+    from tuner.layoutbench import serve_layouts  # noqa: PLC0415
+    from tuner.servemanaged import default_models_dir  # noqa: PLC0415
+
+    slots = parse_parallel(parallel)
+    if len(slots) > 1:
+        raise click.UsageError(
+            f"--layouts takes one --parallel value (the slots per GPU), not '{parallel}'; compare slot counts "
+            "without --layouts first."
+        )
+    if gpus:
+        raise click.UsageError("--layouts measures the GPUs the server finds; leave out --gpus.")
+    binary = ollama_path or shutil.which("ollama")
+    if not binary:
+        raise ConfigError("No 'ollama' on PATH for --serve; pass --ollama PATH to the ollama binary.")
+    fa = None if flash_attn is None else flash_attn == "on"
+    log_dir = out_dir / "logs" if out_dir else Path(tempfile.mkdtemp(prefix="autotune-layouts-"))
+    serve_layouts(
+        binary,
+        model,
+        options,
+        ServerSettings(flash_attention=fa, kv_cache_type=kv_cache),
+        slots[0] or 1,
+        max_concurrency,
+        per_stream,
+        sla,
+        default_models_dir(),
+        log_dir,
         out_dir,
         as_json,
     )
@@ -295,9 +370,10 @@ def serve_managed(
             write_ladder_files(
                 out_dir,
                 name,
-                {"settings": r.settings.label(), **ladder_json(ladder, pick)},
+                {"model": model, "settings": r.settings.label(), **ladder_json(ladder, pick)},
                 ladder,
                 pick.concurrency if pick else None,
+                (sla_ttft, sla_itl),
             )
         (out_dir / "serve-bench.json").write_text(json.dumps({"schema": 1, **report}, indent=2) + "\n")
         if best:

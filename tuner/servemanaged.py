@@ -58,6 +58,23 @@ class ServedRun(Generic[T]):
     result: T
 
 
+def check_took(server: ManagedOllama, env: dict[str, str], label: str) -> dict[str, str]:
+    """The server config the started server logged; BackendError when it does not report every variable of
+    `env` as set (a setting the server ignored would make the measurement a lie). CUDA_VISIBLE_DEVICES is
+    checked where the release logs it."""
+    logged = parse_server_config(server.log_text())
+    expected = expected_log_values({k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"})
+    if "CUDA_VISIBLE_DEVICES" in env and "CUDA_VISIBLE_DEVICES" in logged:
+        expected["CUDA_VISIBLE_DEVICES"] = env["CUDA_VISIBLE_DEVICES"]
+    wrong = {k: logged.get(k) for k, v in expected.items() if logged.get(k) != v}
+    if wrong:
+        raise BackendError(
+            f"'{server.binary} serve' did not take {label}: its startup log reports {wrong}; "
+            f"see '{server.log_path}'."
+        )
+    return logged
+
+
 def run_managed(
     binary: str | os.PathLike[str],
     settings: Sequence[ServerSettings],
@@ -82,13 +99,7 @@ def run_managed(
                 setting.env(version)
             except ValueError as exc:
                 raise ConfigError(f"{exc} Leave that setting out for this release.") from exc
-            logged = parse_server_config(server.log_text())
-            wrong = {k: logged.get(k) for k, v in expected_log_values(env).items() if logged.get(k) != v}
-            if wrong:
-                raise BackendError(
-                    f"'{binary} serve' did not take {setting.label()}: its startup log reports {wrong}; "
-                    f"see '{server.log_path}'."
-                )
+            logged = check_took(server, env, setting.label())
             result = measure(server.url)
         finally:
             server.stop()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from tuner.releases import era, parse_version
 
 KV_TYPES = ("f16", "q8_0", "q4_0")
+# server/sched.go: these architectures (and every embedding model) get one slot whatever OLLAMA_NUM_PARALLEL says
+FORCED_ONE_SLOT = ("mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "lfm2", "nemotron_h", "bert", "nomic-bert")
 
 
 @dataclass(frozen=True)

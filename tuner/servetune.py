@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ from tuner.concurrency import Ladder, LevelResult, render_table, run_ladder
 from tuner.config import Timeouts
 from tuner.errors import BackendError, ConfigError, ModelNotFound, Unreachable
 from tuner.serverenv import render_docker_flags, render_env_file, render_systemd_dropin
+from tuner.space import gpu_choices
 
+PER_STREAM = 2  # requests each stream of the study's ladder sends
 PROMPT = "Request {i}: in two sentences, describe a lighthouse at dusk."
 
 
@@ -64,14 +67,25 @@ def measure_ladder(
 
 
 def write_ladder_files(
-    out_dir: Path, name: str, data: dict[str, Any], ladder: Ladder, pick: int | None
+    out_dir: Path,
+    name: str,
+    data: dict[str, Any],
+    ladder: Ladder,
+    pick: int | None,
+    sla: tuple[float | None, float | None] = (None, None),
 ) -> list[Path]:
+    """NAME.json (the figures) and NAME.png (the curves, with the SLA lines (ttft_s, itl_s))."""
     from tuner.report.concurrency import plot_ladder  # noqa: PLC0415 - matplotlib only when asked
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps({"schema": 1, **data}, indent=2) + "\n")
-    return [path, plot_ladder(ladder.to_json(), pick, out_dir / f"{name}.png")]
+    return [
+        path,
+        plot_ladder(
+            {"model": data.get("model", ""), **ladder.to_json()}, pick, out_dir / f"{name}.png", *sla
+        ),
+    ]
 
 
 def ladder_json(ladder: Ladder, pick: LevelResult | None) -> dict[str, Any]:
@@ -87,6 +101,76 @@ def say_ladder(ladder: Ladder, pick: LevelResult | None) -> None:
         click.echo(
             f"serving pick: {pick.concurrency} concurrent streams, {pick.aggregate_tok_s:.1f} tok/s in all"
         )
+
+
+@dataclass(frozen=True)
+class TuneKnobs:
+    """What `--tune` asked for: the server knobs the study searches (with --serve)."""
+
+    flash_attn: bool = False
+    kv_cache: bool = False
+    parallel: tuple[int, ...] = ()
+    want_gpus: bool = False
+    gpus: tuple[str, ...] = ()
+    batch: tuple[int, ...] = ()  # per request (no restart)
+    want_main_gpu: bool = False
+    main_gpu: tuple[int, ...] = ()  # per request (no restart)
+
+    def on_gpus(self, memory_bytes: list[int]) -> TuneKnobs:
+        """The GPU subsets and main GPUs to try on this box; ConfigError where there is nothing to choose."""
+        for want, knob in ((self.want_gpus, "gpus"), (self.want_main_gpu, "main-gpu")):
+            if want and len(memory_bytes) < 2:
+                raise ConfigError(
+                    f"--tune {knob} needs two or more GPUs; the server sees {len(memory_bytes)}. "
+                    f"Leave {knob} out of --tune."
+                )
+        return replace(
+            self,
+            gpus=gpu_choices(memory_bytes) if self.want_gpus else (),
+            main_gpu=tuple(range(len(memory_bytes))) if self.want_main_gpu else (),
+        )
+
+
+TUNE_KNOBS = ("flash-attn", "kv-cache", "parallel", "gpus", "num-batch", "main-gpu")
+SERVER_KNOBS = ("flash-attn", "kv-cache", "parallel", "gpus")  # Ollama: server environment, a restart each
+BATCH_CHOICES = (512, 1024, 2048, 256)  # num_batch per request; 512 (Ollama's default in Era A/B) first
+
+
+def parse_tune(text: str, parallel_values: str, *, serve: bool, engine: str) -> TuneKnobs:
+    """`--tune flash-attn,kv-cache,parallel,gpus` (any subset; '' = none)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TUNE_KNOBS]
+    if unknown:
+        raise ConfigError(f"--tune '{unknown[0]}' is not a knob; use any of {','.join(TUNE_KNOBS)}.")
+    if not names:
+        return TuneKnobs()
+    server_only = [n for n in names if n in ("parallel", "gpus", "num-batch", "main-gpu")]
+    if engine == "ollama" and not serve and any(n in SERVER_KNOBS for n in names):
+        raise ConfigError(
+            f"--tune {','.join(names)} sets Ollama's server environment: add --serve (autotune runs and "
+            "restarts its own 'ollama serve'), or tune on llama-server with --engine llama-server."
+        )
+    if server_only and engine != "ollama":
+        raise ConfigError(f"--tune {server_only[0]} is an Ollama knob; with {engine} leave it out.")
+    parallel: tuple[int, ...] = ()
+    if "parallel" in names:
+        try:
+            values = sorted({int(v) for v in parallel_values.split(",") if v.strip()})
+        except ValueError:
+            values = []
+        if not values or values[0] < 1:
+            raise ConfigError(
+                f"--parallel-values '{parallel_values}' must be whole numbers of at least 1, e.g. 1,2,4,8."
+            )
+        parallel = tuple(values)
+    return TuneKnobs(
+        "flash-attn" in names,
+        "kv-cache" in names,
+        parallel,
+        "gpus" in names,
+        batch=BATCH_CHOICES if "num-batch" in names else (),
+        want_main_gpu="main-gpu" in names,
+    )
 
 
 def managed_backend(ollama_path: str | None, log_dir: Path, timeouts: Timeouts) -> tuple[Any, Any]:
@@ -127,28 +211,54 @@ def best_server_files(meta: Any, records: list[Any], out_dir: Path) -> list[Path
     if fastest is None:
         return []
     best = fastest.trial
-    env = server_env(EngineOptions(best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type))
+    env = server_env(
+        EngineOptions(
+            best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type, best.num_parallel, best.gpus
+        )
+    )
     return write_server_files(out_dir, env)
 
 
 def ladder_on_best(
-    backend: Any, meta: Any, records: list[Any], out_dir: Path, max_concurrency: int, num_predict: int
-) -> list[Path]:
+    backend: Any,
+    meta: Any,
+    records: list[Any],
+    max_concurrency: int,
+    num_predict: int,
+    sla_ttft_s: float | None = None,
+    sla_itl_s: float | None = None,
+) -> dict[str, Any]:
     """After a study: the concurrency ladder on its fastest feasible config (on the server environment
-    that config needs, with --serve), the table printed, concurrency.json / .png in the report folder."""
+    that config needs, with --serve), the table printed. Returns the block to store on the study (the
+    report draws its curves from it); {} when no config is feasible."""
     from tuner.report import picks  # noqa: PLC0415
 
     fastest = picks(meta, records).get("fastest")
     if fastest is None:
-        return []
+        return {}
     best = fastest.trial
-    engine_options = EngineOptions(best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type)
+    engine_options = EngineOptions(
+        best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type, best.num_parallel, best.gpus
+    )
+    env: dict[str, str] = {}
     if hasattr(backend, "ensure_environment"):
+        from tuner.backend.ollamamanaged import server_env  # noqa: PLC0415
+
         backend.ensure_environment(engine_options)
+        env = server_env(engine_options)
     options = bench_options(best.num_ctx or None, best.num_gpu if best.num_gpu >= 0 else None, num_predict)
     say(f"concurrency ladder on the best config ({best.tag}, num_ctx {best.num_ctx}, num_gpu {best.num_gpu})")
-    ladder = measure_ladder(backend.host, best.tag, options, max_concurrency, 2, quiet=False)
-    pick = ladder.pick(None, None)
+    ladder = measure_ladder(backend.host, best.tag, options, max_concurrency, PER_STREAM, quiet=False)
+    pick = ladder.pick(sla_ttft_s, sla_itl_s)
     say_ladder(ladder, pick)
-    data = {"model": best.tag, "options": options, **ladder_json(ladder, pick)}
-    return write_ladder_files(out_dir, "concurrency", data, ladder, pick.concurrency if pick else None)
+    return {
+        "schema": 1,
+        "model": best.tag,
+        "trial": best.number,
+        "options": options,
+        "env": env,
+        "requests_per_stream": PER_STREAM,
+        "sla_ttft_s": sla_ttft_s,
+        "sla_itl_s": sla_itl_s,
+        **ladder_json(ladder, pick),
+    }

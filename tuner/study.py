@@ -107,6 +107,11 @@ def study_space(config: StudyConfig, infos: Mapping[str, ModelInfo]) -> Space:
         ctx_ladder=tuple(ladder),
         tune_flash_attn=config.tune_flash_attn,
         tune_kv_cache=config.tune_kv_cache,
+        parallel_choices=config.tune_parallel,
+        gpu_choices=config.tune_gpus,
+        batch_choices=config.tune_batch,
+        main_gpu_choices=config.tune_main_gpu,
+        grouped=config.serve,
     )
 
 
@@ -178,10 +183,26 @@ def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRe
             stored = study.user_attrs.get(remeasure.ATTR)
             records = [record_of(t) for t in study.get_trials(deepcopy=False)]
             quality = study.user_attrs.get(quality_store.ATTR) or {}
+            ladder = study.user_attrs.get(CONCURRENCY_ATTR) or {}
         finally:
             close_storage(opened)
     records = quality_store.apply(remeasure.apply(records, stored), quality, meta.max_quality_loss)
-    return dataclasses.replace(meta, remeasure=stored or {}, quality=quality), records
+    return dataclasses.replace(meta, remeasure=stored or {}, quality=quality, concurrency=ladder), records
+
+
+CONCURRENCY_ATTR = "autotune_concurrency"
+
+
+def store_concurrency(storage: str, study_name: str, block: dict[str, Any]) -> None:
+    """Keep the concurrency ladder on the study (user attribute CONCURRENCY_ATTR, the latest run's), so
+    `autotune report` redraws its curves without a server."""
+    opened = make_storage(storage)
+    try:
+        with storage_errors(storage):
+            study = optuna.load_study(study_name=study_name, storage=opened)
+            study.set_user_attr(CONCURRENCY_ATTR, block)
+    finally:
+        close_storage(opened)
 
 
 def check_resume(config: StudyConfig, meta: StudyMeta) -> None:
@@ -282,6 +303,10 @@ def build_record(
         baseline=baseline,
         flash_attn=config.flash_attn,
         kv_cache_type=config.kv_cache_type,
+        num_parallel=config.num_parallel,
+        gpus=config.gpus,
+        num_batch=config.num_batch,
+        main_gpu=config.main_gpu,
         constraints=constraints,
         interference=dict(m.interference),
     )
@@ -318,6 +343,10 @@ def skipped_record(
             error=describe_skip(verdict, free),
             flash_attn=config.flash_attn,
             kv_cache_type=config.kv_cache_type,
+            num_parallel=config.num_parallel,
+            gpus=config.gpus,
+            num_batch=config.num_batch,
+            main_gpu=config.main_gpu,
             constraints=constraints,
             predicted_skip=True,
         ),
@@ -364,7 +393,15 @@ class Objective:
         if fixed is not None:
             config = dataclasses.replace(config, num_ctx=int(fixed))
         if baseline:  # the engine's own defaults throughout, not the encoded flash-attention / KV choice
-            config = dataclasses.replace(config, flash_attn=None, kv_cache_type=None)
+            config = dataclasses.replace(
+                config,
+                flash_attn=None,
+                kv_cache_type=None,
+                num_parallel=None,
+                gpus=None,
+                num_batch=None,
+                main_gpu=None,
+            )
         verdict = None
         if self.fitcheck is not None:
             done = [
@@ -376,6 +413,7 @@ class Objective:
         if verdict is not None and verdict.skip and not baseline:  # the baseline shows what the engine does
             record = skipped_record(trial.number, config, verdict, self.config, self.fitcheck.free, loss)  # type: ignore[union-attr]
         else:
+            restarted_before = getattr(self.backend, "restart_s", None)
             try:
                 m, attempts = measure_with_retries(
                     lambda: measure(
@@ -400,6 +438,9 @@ class Objective:
             )
             if attempts:
                 record = dataclasses.replace(record, attempts=attempts)
+            if restarted_before is not None:  # --serve: the server restarts this trial cost (in its load_s)
+                took = float(getattr(self.backend, "restart_s", 0.0)) - float(restarted_before)
+                record = dataclasses.replace(record, restart_s=round(took, 3))
         record = dataclasses.replace(record, fingerprint_id=self.fingerprint_id)
         attrs = dataclasses.asdict(record)
         for key in ("number", "state", "remeasure_samples", *QUALITY_FIELDS):

@@ -51,6 +51,10 @@ class EngineOptions:
     num_ctx: int  # context tokens (per slot); 0 = the engine's default (the baseline trial)
     flash_attn: str | None = None  # llama-server only: "on" | "off" | "auto"; None = engine default
     kv_cache_type: str | None = None  # llama-server only: "f16" | "q8_0" | "q4_0"; None = default
+    num_parallel: int | None = None  # Ollama with --serve: OLLAMA_NUM_PARALLEL; None = the server's default
+    gpus: str | None = None  # Ollama --serve: GPU subset "0,1" (CUDA_VISIBLE_DEVICES), "+spread" suffix
+    num_batch: int | None = None  # Ollama: the request's num_batch (no restart); None = the engine's default
+    main_gpu: int | None = None  # Ollama: the request's main_gpu (Era C: that GPU alone); None = default
 
 
 @dataclass(frozen=True)

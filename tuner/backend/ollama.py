@@ -82,6 +82,10 @@ def _request_options(options: EngineOptions, **extra: Any) -> dict[str, Any]:
     opts: dict[str, Any] = {"num_ctx": options.num_ctx} if options.num_ctx > 0 else {}
     if options.num_gpu != AUTO:
         opts["num_gpu"] = options.num_gpu
+    if options.num_batch is not None:
+        opts["num_batch"] = options.num_batch
+    if options.main_gpu is not None:
+        opts["main_gpu"] = options.main_gpu
     opts.update(extra)
     return opts
 

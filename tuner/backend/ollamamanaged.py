@@ -1,7 +1,7 @@
 """An OllamaBackend over an `ollama serve` that autotune runs itself (`autotune MODEL --serve`).
 
-Flash attention and the KV cache type are server-wide in Ollama (OLLAMA_FLASH_ATTENTION,
-OLLAMA_KV_CACHE_TYPE). A trial that asks for other values than the running server's restarts it with them,
+Flash attention, the KV cache type, the slots and the GPUs are server-wide in Ollama (OLLAMA_FLASH_ATTENTION,
+OLLAMA_KV_CACHE_TYPE, OLLAMA_NUM_PARALLEL, CUDA_VISIBLE_DEVICES with OLLAMA_SCHED_SPREAD). A trial that asks for other values than the running server's restarts it with them,
 on the same private loopback port (the URL, and so the study's server lock and fingerprint, stay the same),
 and the restart's seconds are added to the trial's load time: restarts are charged to the study. The
 server uses the user's model store and is stopped by process group on close().
@@ -31,6 +31,13 @@ def server_env(options: EngineOptions) -> dict[str, str]:
             options.kv_cache_type != "f16"
         ):  # a quantized KV cache needs flash attention (0.13.5 on: explicitly)
             env["OLLAMA_FLASH_ATTENTION"] = "1"
+    if options.num_parallel is not None:
+        env["OLLAMA_NUM_PARALLEL"] = str(options.num_parallel)
+    if options.gpus is not None:
+        spread = options.gpus.endswith("+spread")
+        env["CUDA_VISIBLE_DEVICES"] = options.gpus.removesuffix("+spread")
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's indices = NVML's (the probe's), not fastest-first
+        env["OLLAMA_SCHED_SPREAD"] = "1" if spread else "0"
     return env
 
 

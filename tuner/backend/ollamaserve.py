@@ -56,7 +56,7 @@ class ManagedOllama:
         stop_timeout_s: float = 15.0,
         port: int = 0,
     ) -> None:
-        self.binary = Path(binary)
+        self.binary = Path(binary).absolute()  # a relative path would be looked up on PATH by Popen
         if not os.access(self.binary, os.X_OK):
             raise ConfigError(f"Ollama binary '{self.binary}' is not an executable file; pass --ollama PATH.")
         self.models_dir = Path(models_dir)

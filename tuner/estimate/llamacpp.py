@@ -9,7 +9,11 @@
   compressed latent (head_count_kv 1, 576 + 512); Ollama's pre-MLA deepseek2 file the full 128 x (192 + 128).
   Recurrent layers hold a fixed f32 state per sequence.
 * Compute buffer per device that holds layers: without flash attention the KQ matrix
-  (4 B x cells x ubatch x heads) dominates; with it, a small working set; the logits (4 B x ubatch x vocab)
+  (4 B x cells x ubatch x heads) dominates (with parallel slots and llama.cpp's non-unified cache, the
+  default of llama-server and of the llama.cpp Ollama vendors from 0.12, each sequence attends to its own
+  stream: cells of ONE slot, so the buffer does not grow with the slots; real 0.32.15, tiny model at
+  num_ctx 2048: 8.51 MiB at 1 and 2 slots, 17.02 MiB at 4 and 8, where the automatic batch doubles; real
+  0.12.10 without flash attention: 22.51 MiB at 1, 2 and 4 slots); with it, a small working set; the logits (4 B x ubatch x vocab)
   where the output layer is. With layers left on the CPU, prompt batches are run on the first GPU and the
   weights are copied there (op offload), so CUDA0 also reserves room for the largest CPU-resident matrix
   (for deepseek2 that is a whole expert tensor, which Ollama's estimate does not count).
@@ -121,11 +125,13 @@ def allocate(
     flash_attn: bool,
     kv_type: str = "f16",
     vision_compute: int = 0,
+    unified_kv: bool = True,
 ) -> Allocation:
     """Per-device bytes when the runner opens `n_devices` GPUs and offloads `num_gpu` layers.
 
     `vision_compute`: the image graph of a vision tower in the same file (0 = text only); the device holding
     the projector reserves max(text graph, image graph).
+    `unified_kv` False (llama-server's default, Era C): the attention graph spans one slot's cells.
     """
     blocks = s.block_count
     devices = layer_devices(blocks, num_gpu if n_devices else 0, split if n_devices else [])
@@ -137,19 +143,21 @@ def allocate(
     cpu_kv = 0
     cpu_cells = 0
     cpu_matrix = 0
+    slot_ctx = ctx_total if unified_kv else -(-ctx_total // max(1, parallel))
     for il in range(blocks):
         cells = kv_cells(s, il, ctx_total, ubatch, parallel, flash_attn)
         size = kv_layer_bytes(s, il, cells, kv_type, parallel)
+        seen = cells if unified_kv else kv_cells(s, il, slot_ctx, ubatch, 1, flash_attn)  # attention span
         d = devices[il]
         if d == CPU:
             cpu_w += s.layer_bytes[il]
             cpu_kv += size
-            cpu_cells = max(cpu_cells, cells)
+            cpu_cells = max(cpu_cells, seen)
             cpu_matrix = max(cpu_matrix, s.layer_max_matrix_bytes[il])
         else:
             weights[d] += s.layer_bytes[il]
             kv[d] += size
-            cells_max[d] = max(cells_max[d], cells)
+            cells_max[d] = max(cells_max[d], seen)
     out_dev = devices[blocks]
     out_extra = s.output_bytes - (s.token_embd_bytes if s.tied_output else 0)  # what CPU adds for output
     if out_dev == CPU:

@@ -343,6 +343,7 @@ def pick_gpus(
     num_parallel: int,
     ascending: bool | None = None,
     single_then_all: bool = False,
+    spread: bool = False,
     kv_type: str = "f16",
     overhead: int = 0,
     library: str = "cuda",
@@ -365,6 +366,8 @@ def pick_gpus(
         version=version,
     )
     sizes = [1, len(order)] if single_then_all else list(range(1, len(order) + 1))
+    if spread:  # OLLAMA_SCHED_SPREAD: always every GPU of the library
+        sizes = [len(order)]
     tried: set[tuple[int, ...]] = set()
     for k in sizes:
         if single_then_all and k == 1:

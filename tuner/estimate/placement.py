@@ -37,6 +37,10 @@ class Request:
     num_batch: int | None = None  # None = the engine's default (512; Era C Ollama sizes it by context)
     kv_type: str = "f16"  # f16 | q8_0 | q4_0 (quantized only counts with flash attention)
     flash_attn: bool | None = None  # None = the engine's default for this version
+    sched_spread: bool = False  # OLLAMA_SCHED_SPREAD: every GPU rather than the fewest (Ollama only)
+    visible: tuple[int, ...] | None = (
+        None  # CUDA_VISIBLE_DEVICES: the GPUs (indices into free) the server sees
+    )
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ def predict(
         raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     v = version if isinstance(version, Version) else Version(version)
     free = list(free)
+    if req.visible is not None:  # the server sees only these GPUs: place on them, report on the full list
+        return _on_visible(spec, free, req, engine, v, truth)
     ctx = max(4, min(req.num_ctx, spec.context_length or req.num_ctx))
     if spec.projector_bytes and spec.vision_patch:
         ctx = min(max(ctx, 2048), spec.context_length or ctx)  # vision models need at least 2048
@@ -178,6 +184,9 @@ def predict(
                 parallel=req.num_parallel,
                 flash_attn=fa,
                 kv_type=kv_type,
+                # one KV stream per slot (llama.cpp's non-unified cache): llama-server, and the llama.cpp Ollama
+                # vendors from 0.12 (real 0.12.10 and 0.24.0: the compute buffer does not grow with slots)
+                unified_kv=engine == "ollama" and v.number < (0, 12, 0),
             ),
             gpus,
         )
@@ -197,7 +206,13 @@ def predict(
             version=v,
         )
         if free and req.num_gpu != 0:
-            runner_gpus, est, _ = pick_gpus(spec, free, single_then_all=v.number < (0, 7, 0), **kw)  # type: ignore[arg-type]
+            runner_gpus, est, _ = pick_gpus(
+                spec,
+                free,
+                single_then_all=v.number < (0, 7, 0),
+                spread=req.sched_spread,
+                **kw,  # type: ignore[arg-type]
+            )
             if est.layers == 0 and req.num_gpu < 0:
                 runner_gpus = []  # nothing fits: the CPU runner
             else:
@@ -214,7 +229,9 @@ def predict(
         if free and req.num_gpu != 0:
             order = sorted(range(len(free)), key=lambda i: (-free[i], i))
             runner_gpus = order
-            if engine == "ollama":  # PredictServerVRAM: the file plus an f16 KV cache, 80% of one GPU's free
+            if (
+                engine == "ollama" and not req.sched_spread
+            ):  # PredictServerVRAM: file + f16 KV, 80% of one GPU
                 kv = _f16_kv_bytes(spec, ctx_total)
                 single = [g for g in order if free[g] * 0.8 >= spec.weights_bytes + kv]
                 runner_gpus = [single[0]] if single else order
@@ -242,6 +259,20 @@ def predict(
         ollama=est,
         max_layers=spec.max_layers,
     )
+
+
+def _on_visible(
+    spec: ModelSpec, free: list[int], req: Request, engine: str, v: Version, truth: Adjust | None
+) -> Prediction:
+    visible = [g for g in dict.fromkeys(req.visible or ()) if 0 <= g < len(free)]
+    adjust = None if truth is None else (lambda a, gpus: truth(a, [visible[g] for g in gpus]))
+    sub = predict(
+        spec, [free[g] for g in visible], replace(req, visible=None), engine=engine, version=v, truth=adjust
+    )
+    gpu_bytes = [0] * len(free)
+    for i, b in enumerate(sub.gpu_bytes):
+        gpu_bytes[visible[i]] = b
+    return replace(sub, runner_gpus=tuple(visible[i] for i in sub.runner_gpus), gpu_bytes=tuple(gpu_bytes))
 
 
 def _f16_kv_bytes(spec: ModelSpec, ctx_total: int) -> int:

@@ -4,6 +4,7 @@
     trials_frame(records)            the trials as a DataFrame (the rows of trials.csv)      frame.py
     plot_pareto / plot_speed_vs_num_gpu / plot_vram_vs_num_ctx    the figures (Agg)           plots.py
     plot_predicted_vs_measured / summarize                        estimate against measurement prediction.py
+    ladder_figure / concurrency_section     the serving curves and section (meta.concurrency) concurrency.py
     build_report                     the text, as blocks (first screen; details: sections.py) document.py
     render_markdown / render_html                                 blocks to report.md/.html   render.py
     write_report(meta, records, out_dir)                          everything above, on disk   here
@@ -17,6 +18,7 @@ of them are written are they renamed into place (a full disk leaves the previous
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -54,6 +56,8 @@ from tuner.modelfile import (
     render_preset_file,
     render_preset_section,
 )
+from tuner.report.concurrency import IMAGE as CONCURRENCY_PNG
+from tuner.report.concurrency import has_ladder, ladder_figure
 from tuner.report.document import Artifact, build_report
 from tuner.report.frame import trials_frame
 from tuner.report.frontplot import plot_pareto
@@ -93,6 +97,8 @@ _OWNED_PATTERNS = (
     "pick-*.Modelfile",
     "pick-*.llama-server.sh",
     PRESET_FILENAME,
+    "concurrency.png",
+    "concurrency.json",
 )
 
 
@@ -276,6 +282,7 @@ def _compose(
         png = figure_png(fig)
         written[names[key]] = files.write(out_dir / names[key], png)
         images[key] = (names[key], png)
+    written.update(_concurrency_files(meta, files, out_dir, images))
 
     artifacts: dict[str, Artifact] = {}
     for name in decision.names:
@@ -305,6 +312,22 @@ def _compose(
     title = f"autotune report: {meta.model} ({meta.study_name})"
     written["report.html"] = files.write(out_dir / "report.html", render_html(blocks, title).encode("utf-8"))
     return written
+
+
+def _concurrency_files(
+    meta: StudyMeta, files: _Staged, out_dir: Path, images: dict[str, tuple[str, bytes]]
+) -> dict[str, Path]:
+    """concurrency.png and concurrency.json when the study ran a concurrency ladder (the curves go into the
+    report as images["concurrency"])."""
+    if not has_ladder(meta.concurrency):
+        return {}
+    png = figure_png(ladder_figure(meta.concurrency))
+    images["concurrency"] = (CONCURRENCY_PNG, png)
+    text = json.dumps({"schema": 1, **meta.concurrency}, indent=2) + "\n"
+    return {
+        CONCURRENCY_PNG: files.write(out_dir / CONCURRENCY_PNG, png),
+        "concurrency.json": files.write(out_dir / "concurrency.json", text.encode("utf-8")),
+    }
 
 
 def _presets(meta: StudyMeta, chosen: dict[str, Pick]) -> str | None:

@@ -26,6 +26,7 @@ from tuner.decision.trials import (
     is_feasible,
     speed_interval,
 )
+from tuner.report.concurrency import concurrency_section
 from tuner.report.qualitysection import quality_cost_line, quality_section
 from tuner.report.render import Block, escape_md
 from tuner.report.sections import (
@@ -92,6 +93,7 @@ def build_report(
     blocks += pick_files(decision, artifacts, meta)
     blocks += front_tables(meta, records, decision)
     blocks += your_setting(decision)
+    blocks += concurrency_section(meta.concurrency, images.get("concurrency"))
     blocks += quality_section(meta, records, decision)
     blocks += how_sure(meta, records, decision)
     blocks += _plots(images)

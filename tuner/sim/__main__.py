@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # `python -m tuner.sim serve`: as `ollama serve` (tuner/sim/serve.py)
+        from tuner.sim.serve import main as serve_main  # noqa: PLC0415
+
+        return serve_main(argv)
     args = build_parser().parse_args(argv)
     local: str | list[str] = args.local
     if args.local not in ("all", "default", "none"):

@@ -195,7 +195,7 @@ class Api:
             if self.concurrent:  # slots and the queue on the simulated timeline (see tuner.sim.slots)
                 loads = self.sched.counters["loads"] != loads_before
                 if loads:
-                    self.sched.slots.loading(tag, now, load_s)
+                    self.sched.slots.loading(tag, now, load_s, runner.placement.num_parallel)
                 try:
                     admission = self.sched.slots.admit(tag, now, loads=loads)
                 except QueueFull as exc:

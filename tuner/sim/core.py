@@ -20,6 +20,7 @@ from tuner.hardware import GpuSpec, parse_gpus
 from tuner.sim import perf
 from tuner.sim.catalog import ModelFile, lookup
 from tuner.sim.hardware import HostSpec, make_host
+from tuner.sim.knobs import ServerKnobs
 from tuner.sim.memtruth import MEMORY_TRUTHS, Adjust, estimator_truth, foreign_truth
 from tuner.sim.modelinfo import spec_of
 from tuner.sim.placement import Attempt, Placement, build_placement, device_errors
@@ -122,6 +123,8 @@ class Simulation:
         self.seed = seed
         self._rng = random.Random(seed)
         self.interference = Interference()
+        # the server environment (OLLAMA_FLASH_ATTENTION, _KV_CACHE_TYPE, _SCHED_SPREAD; tuner.sim.knobs)
+        self.knobs = ServerKnobs(num_parallel=self.num_parallel)
         self.power = PowerModel(self.gpus)  # clocks, heat and energy on the simulated clock (tuner.sim.power)
 
     def reseed(self) -> None:
@@ -159,6 +162,7 @@ class Simulation:
         num_batch: int | None = None,
         used_gpu: list[int] | None = None,
         used_host: int = 0,
+        main_gpu: int | None = None,
     ) -> Placement:
         """Where `tag` lands with these options on the GPUs as they are (`used_gpu` bytes already taken).
 
@@ -169,11 +173,11 @@ class Simulation:
         if mf is None:
             raise KeyError(f"model '{tag}' not found")
         requested = self.default_num_ctx if num_ctx is None else int(num_ctx)
-        placement = self._plan(mf, int(num_gpu), requested, num_batch, used_gpu, used_host)
+        placement = self._plan(mf, int(num_gpu), requested, num_batch, used_gpu, used_host, main_gpu)
         if not placement.ok and self.version.era == "C" and num_ctx is None and requested > 4096:
             # HEAD: after an OOM with the automatic context, step down one tier and retry once
             lower = 32768 if requested > 32768 else 4096
-            placement = self._plan(mf, int(num_gpu), lower, num_batch, used_gpu, used_host)
+            placement = self._plan(mf, int(num_gpu), lower, num_batch, used_gpu, used_host, main_gpu)
         return placement
 
     def _plan(
@@ -184,19 +188,26 @@ class Simulation:
         num_batch: int | None,
         used_gpu: list[int] | None,
         used_host: int,
+        main_gpu: int | None = None,
     ) -> Placement:
         """Ollama's rule for this version places the layers (tuner.estimate); the runner's real buffers are
         the estimator's plus this model's hidden error; the first device that cannot hold them fails."""
         spec = spec_of(mf)
         free = self.free_gpu_bytes(used_gpu, used_host)
         host_free = self.free_host_bytes(used_gpu, used_host)
-        fa_ok = all(g.supports_flash_attention for g in self.gpus)  # no GPU: the CPU, which supports it
+        seen = self.gpus if self.knobs.visible is None else [self.gpus[i] for i in self.knobs.visible]
+        fa_ok = all(g.supports_flash_attention for g in seen)  # no GPU: the CPU, which supports it
+        fa = self.knobs.use_flash_attention(self.version.flash_attention(mf.arch.name, fa_ok), fa_ok)
+        parallel = 1 if self.knobs.slots_for(mf.arch.name) == 1 else self.num_parallel
         req = Request(
             num_ctx=requested_ctx,
             num_gpu=num_gpu,
-            num_parallel=self.num_parallel,
+            num_parallel=parallel,
             num_batch=num_batch,
-            flash_attn=self.version.flash_attention(mf.arch.name, fa_ok),
+            flash_attn=fa,
+            kv_type=self.knobs.effective_kv(fa, self.version),
+            sched_spread=self.knobs.sched_spread,
+            visible=self._visible(main_gpu),  # CUDA_VISIBLE_DEVICES (the others stay idle, still probed)
         )
         truth = self.truth(mf.tag, requested_ctx)
         pred = predict(spec, free, req, engine="ollama", version=self.version, truth=truth)
@@ -206,7 +217,7 @@ class Simulation:
             pred.num_ctx,
             requested_ctx,
             pred.num_batch,
-            self.num_parallel,
+            parallel,
             pred.flash_attn,
             free,
             host_free,
@@ -243,6 +254,15 @@ class Simulation:
             at, len(self.gpus), alloc, runner_gpus, pred.num_gpu, size, vram, error, kind, est
         )
 
+    def _visible(self, main_gpu: int | None) -> tuple[int, ...] | None:
+        """The GPUs a runner may use: CUDA_VISIBLE_DEVICES, and in Era C an explicit main_gpu alone
+        (llama-server --split-mode none --main-gpu N); an index past the visible GPUs leaves none."""
+        seen = self.knobs.visible
+        if main_gpu is None or self.version.era != "C":
+            return seen
+        order = seen if seen is not None else tuple(range(len(self.gpus)))
+        return (order[main_gpu],) if 0 <= main_gpu < len(order) else ()
+
     def truth(self, tag: str, num_ctx: int = 0) -> Adjust:
         """The runner's real buffers against the estimator's (tuner.sim.memtruth): the estimator's own with
         this model's hidden error scaled by estimator_error, or, with memory_truth "foreign", a per-card-family
@@ -253,7 +273,8 @@ class Simulation:
 
     # --- speed ---------------------------------------------------------------------------------
     def layout(self, placement: Placement) -> perf.Layout:
-        return perf.Layout(placement.layer_gpu, placement.flash_attn, placement.runner_gpus)
+        kv = self.knobs.effective_kv(placement.flash_attn, self.version)
+        return perf.Layout(placement.layer_gpu, placement.flash_attn, placement.runner_gpus, kv)
 
     def speed(self, placement: Placement, prompt_tokens: int = 512, depth_tokens: int = 0) -> perf.Speed:
         """Noise-free decode tok/s at `depth_tokens` of context and prefill tok/s for `prompt_tokens`."""

@@ -55,11 +55,23 @@ class Layout:
     runner_gpus: tuple[
         int, ...
     ] = ()  # GPUs the runner opened, CUDA0 first (prompt batches of CPU layers go there)
+    kv_type: str = "f16"  # the cache's element type: q8_0 / q4_0 read fewer bytes per cached token
 
 
-def _kv_bytes_per_token(mf: ModelFile, layer: int) -> int:
+# bytes per cached element: ggml's block sizes (q8_0: 34 bytes per 32, q4_0: 18 per 32)
+KV_ELEMENT_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+# Simulator assumptions (not measurements): without flash attention the attention of a prompt batch
+# materialises the KQ matrix, costing NO_FA_PREFILL_ATTENTION x the attention work, and each decoded token
+# reads its cache NO_FA_DECODE_KV times over (the KQ scratch round trip).
+NO_FA_PREFILL_ATTENTION = 1.6
+NO_FA_DECODE_KV = 1.15
+
+
+def _kv_bytes_per_token(mf: ModelFile, layer: int, kv_type: str = "f16") -> float:
     a = mf.arch
-    return (a.head_dim_k + a.head_dim_v) * a.head_count_kv * 2
+    return (a.head_dim_k + a.head_dim_v) * a.head_count_kv * KV_ELEMENT_BYTES.get(kv_type, 2.0)
 
 
 def bw_efficiency(gpu: GpuSpec) -> float:
@@ -75,7 +87,8 @@ def decode_seconds_per_token(
     for il in range(blocks):
         dev = layout.layer_gpu[il]
         kv_tokens = min(depth, a.sliding_window) if a.is_sliding(il) else depth
-        read = mf.layer_active_bytes[il] + _kv_bytes_per_token(mf, il) * kv_tokens
+        kv_read = _kv_bytes_per_token(mf, il, layout.kv_type) * kv_tokens
+        read = mf.layer_active_bytes[il] + kv_read * (1.0 if layout.flash_attn else NO_FA_DECODE_KV)
         per_device[dev] = per_device.get(dev, 0.0) + read
     out_dev = layout.layer_gpu[blocks]
     per_device[out_dev] = per_device.get(out_dev, 0.0) + mf.output_bytes
@@ -118,7 +131,8 @@ def prefill_seconds(
         for il in range(blocks):
             dev = layout.layer_gpu[il]
             span = min(ctx_mid, a.sliding_window) if a.is_sliding(il) else ctx_mid
-            flops = 2 * mf.layer_active_params[il] * u + 2 * u * span * attn_dim
+            attn = 2 * u * span * attn_dim * (1.0 if layout.flash_attn else NO_FA_PREFILL_ATTENTION)
+            flops = 2 * mf.layer_active_params[il] * u + attn
             nbytes = mf.layer_bytes[il]
             if dev >= 0:
                 gpu_flops[dev] = gpu_flops.get(dev, 0.0) + flops

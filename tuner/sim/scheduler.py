@@ -176,6 +176,7 @@ class Scheduler:
             options["num_gpu"],
             None if options.get("auto_ctx") else options["num_ctx"],
             num_batch=options["num_batch"],
+            main_gpu=options.get("main_gpu"),
             used_gpu=used_gpu,
             used_host=used_host,
         )

@@ -42,6 +42,7 @@ class Admission:
 @dataclass
 class _Runner:
     ready_at: float = 0.0  # when its load finishes
+    slots: int = 0  # this runner's slots (0: the server's OLLAMA_NUM_PARALLEL; 1 for forced one-slot models)
     busy_until: list[float] = field(default_factory=list)  # one entry per busy slot
     pending: list[float] = field(default_factory=list)  # arrival ... ready_at of requests waiting on a load
 
@@ -56,9 +57,9 @@ class SlotBoard:
         self.peak_busy = 0  # the most slots busy at once, any runner (/sim/state)
         self.rejected = 0
 
-    def loading(self, tag: str, now: float, load_s: float) -> None:
-        """A (re)load of `tag` starts now and takes load_s: its slots are empty until then."""
-        self._runners[tag] = _Runner(ready_at=now + load_s)
+    def loading(self, tag: str, now: float, load_s: float, slots: int = 0) -> None:
+        """A (re)load of `tag` starts now and takes load_s: its `slots` (0 = num_parallel) are empty until then."""
+        self._runners[tag] = _Runner(ready_at=now + load_s, slots=slots)
 
     def forget(self, tag: str) -> None:
         self._runners.pop(tag, None)
@@ -78,8 +79,9 @@ class SlotBoard:
             r.pending.append(r.ready_at)
         start = max(now, r.ready_at)
         busy = sorted(t for t in r.busy_until if t > start)
-        if len(busy) >= self.num_parallel:  # every slot taken: wait on the semaphore for the first to free
-            start = busy[len(busy) - self.num_parallel]
+        slots = r.slots or self.num_parallel
+        if len(busy) >= slots:  # every slot taken: wait on the semaphore for the first to free
+            start = busy[len(busy) - slots]
             busy = [t for t in busy if t > start]
         r.busy_until = busy
         return Admission(start_at=start, sharing=len(busy) + 1)
