@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tuner.cli import main
+from tuner.fingerprint import fleet_id
 from tuner.modelfile import parse_modelfile
 from tuner.sim import SimServer
 from tuner.study import load_records
@@ -98,7 +99,7 @@ def test_a_three_model_plan_runs_unattended_end_to_end(tmp_path, capsys):
     for m in summary["models"]:
         assert m["status"] == "done" and m["trials"] == 3
         assert len(complete(storage, m["study"])) == 3
-        assert m["study"] == f"q-night-{summary['fingerprint_id']}-{m['key']}"
+        assert m["study"] == f"q-night-{fleet_id(summary['fingerprint'])}-{m['key']}"  # the physical machine
         verdicts = {v["criterion"]: v for v in m["verdicts"]}
         assert verdicts["c1"]["verdict"] == "pass" and verdicts["c1"]["value"] >= 20
         assert verdicts["c2"]["verdict"] == "fail" and "trial #" in verdicts["c2"]["detail"]
@@ -168,7 +169,7 @@ def test_a_kill_mid_plan_then_the_same_command_continues(tmp_path):
     assert "model 1/3 llama3.1:8b: done, 3 trials" in killed.stderr
     assert "model 2/3 qwen2.5:7b" in killed.stderr and "model 3/3" not in killed.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())  # written after the first model
-    fp = summary["fingerprint_id"]
+    fp = fleet_id(summary["fingerprint"])  # the studies are the physical machine's (GPU UUIDs included)
     studies = {
         m: f"q-night-{fp}-{k}" for m, k in zip(MODELS, ("llama3.1-8b", "qwen2.5-7b", "phi4-14b"), strict=True)
     }
@@ -330,7 +331,8 @@ min = -5
         ("throttle", ("--inject-throttle", "0:1000000")),
         ("drift", ("--inject-drift", "20")),
     ):
-        proc, url = _sim_process(*flags)
+        # two simulated machines (their own GPU UUIDs): on the one storage each keeps its own studies and soaks
+        proc, url = _sim_process(*flags, "--machine", f"rig-{label}")
         try:
             assert qualify(tmp_path, url, text, out=label) == 0
         finally:

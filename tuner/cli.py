@@ -390,9 +390,10 @@ def tune_cmd(
         "-" + "-".join(q.lower() for q in parse_quant_list(quant)) if quant else ""
     )
     out_dir = report_dir(out, name)  # an unusable --out is found now, not after the last trial
-    from tuner.storage import make_storage  # noqa: PLC0415
+    from tuner.storage import close_storage, make_storage  # noqa: PLC0415
 
-    make_storage(storage)  # and a storage that cannot be opened (or is damaged) before any server is touched
+    # and a storage that cannot be opened (or is damaged), before any server is touched
+    close_storage(make_storage(storage))
     if serve:
         from tuner.servetune import managed_backend  # noqa: PLC0415
 
@@ -440,14 +441,15 @@ def tune_cmd(
             max_quality_loss=max_quality_loss,
             quality_tokens=quality_tokens,
         )
-        from tuner.fingerprint import fingerprint  # noqa: PLC0415
+        from tuner.fingerprint import fingerprint, model_identities  # noqa: PLC0415
         from tuner.progress import Progress  # noqa: PLC0415
         from tuner.runloop import run_study  # noqa: PLC0415
         from tuner.study import check_resume, study_meta, study_space  # noqa: PLC0415
 
         space = study_space(config, infos)
         engine_args = {"binary": str(getattr(backend, "binary", ""))} if engine != "ollama" else {}
-        meta = study_meta(config, infos, space, fingerprint(probe, server), engine_args)
+        machine = fingerprint(probe, server, model_identities(backend, variants))
+        meta = study_meta(config, infos, space, machine, engine_args)
         check_resume(config, meta)
         ladder = space.ctx_ladder
         gpus = ", ".join(f"{g.name} {g.memory_bytes / GiB:.0f} GiB" for g in probe.gpus()) or "no GPU visible"

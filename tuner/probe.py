@@ -196,6 +196,59 @@ class NvmlProbe:
             out.append(GpuInfo(index, name, int(self._memory(handle).total), self._driver, cc))
         return out
 
+    def details(self) -> list[dict[str, Any]]:
+        """Each GPU's fingerprint fields (same order as gpus()), each query on its own: a field the card or
+        driver does not support (NotSupported, an older driver without the call) is None.
+
+            uuid, vbios                     the physical card and its firmware
+            pcie                            gen_current, gen_max, width_current, width_max (the link now
+                                            and the most the card and slot allow; an idle card may train down)
+            power_limit_w                   enforced, default
+            ecc                             mode_current, mode_pending (bool), and the error counts
+                                            volatile_/aggregate_ corrected/uncorrected
+            driver_version                  nvmlSystemGetDriverVersion
+            cuda_driver_version             nvmlSystemGetCudaDriverVersion as "12.4"
+        """
+        nvml = self._nvml
+        ask = _nvml_asker(nvml)
+        cuda = ask("nvmlSystemGetCudaDriverVersion_v2")
+        if cuda is None:
+            cuda = ask("nvmlSystemGetCudaDriverVersion")
+        cuda_text = f"{int(cuda) // 1000}.{int(cuda) % 1000 // 10}" if isinstance(cuda, int) else None
+        out = []
+        for handle in self._handles:
+            ecc_mode = ask("nvmlDeviceGetEccMode", handle)
+            ecc: dict[str, Any] = {
+                "mode_current": bool(ecc_mode[0]) if isinstance(ecc_mode, (list, tuple)) else None,
+                "mode_pending": bool(ecc_mode[1]) if isinstance(ecc_mode, (list, tuple)) else None,
+            }
+            for counter, counter_type in (("volatile", 0), ("aggregate", 1)):  # NVML_VOLATILE/AGGREGATE_ECC
+                for kind, error_type in (("corrected", 0), ("uncorrected", 1)):  # NVML_MEMORY_ERROR_TYPE_*
+                    count = ask("nvmlDeviceGetTotalEccErrors", handle, error_type, counter_type)
+                    ecc[f"{counter}_{kind}"] = int(count) if isinstance(count, int) else None
+            enforced = ask("nvmlDeviceGetEnforcedPowerLimit", handle)  # mW
+            default = ask("nvmlDeviceGetPowerManagementDefaultLimit", handle)  # mW
+            out.append(
+                {
+                    "uuid": _text(ask("nvmlDeviceGetUUID", handle)),
+                    "vbios": _text(ask("nvmlDeviceGetVbiosVersion", handle)),
+                    "pcie": {
+                        "gen_current": _int(ask("nvmlDeviceGetCurrPcieLinkGeneration", handle)),
+                        "gen_max": _int(ask("nvmlDeviceGetMaxPcieLinkGeneration", handle)),
+                        "width_current": _int(ask("nvmlDeviceGetCurrPcieLinkWidth", handle)),
+                        "width_max": _int(ask("nvmlDeviceGetMaxPcieLinkWidth", handle)),
+                    },
+                    "power_limit_w": {
+                        "enforced": enforced / 1000 if isinstance(enforced, int) else None,
+                        "default": default / 1000 if isinstance(default, int) else None,
+                    },
+                    "ecc": ecc,
+                    "driver_version": self._driver or None,
+                    "cuda_driver_version": cuda_text,
+                }
+            )
+        return out
+
     def used_bytes(self) -> list[int]:
         return [int(self._memory(h).used) for h in self._handles]
 
@@ -356,6 +409,11 @@ class SimProbe:
     def gpus(self) -> list[GpuInfo]:
         return list(self._gpus)
 
+    def details(self) -> list[dict[str, Any]]:
+        """The simulated cards' fingerprint fields (/sim/state gpus[i]["details"]), as NvmlProbe.details()
+        gives them; {} for a simulator that does not say."""
+        return [dict(g.get("details") or {}) for g in self._state()["gpus"]]
+
     def used_bytes(self) -> list[int]:
         return [int(g["used_bytes"]) for g in self._state()["gpus"]]
 
@@ -409,6 +467,42 @@ def _cc(value: object) -> tuple[int, int] | None:
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return int(value[0]), int(value[1])
     return None
+
+
+def _nvml_asker(nvml: Any) -> Callable[..., Any]:
+    """ask(getter, *args): the NVML call's answer, or None when it fails (NotSupported, NoPermission, a
+    driver without the call): one missing field never loses the others."""
+    errors = (nvml.NVMLError, getattr(nvml, "NVMLLibraryMismatchError", nvml.NVMLError), AttributeError)
+
+    def ask(getter: str, *args: Any) -> Any:
+        try:
+            return getattr(nvml, getter)(*args)
+        except errors:
+            return None
+
+    return ask
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value) if value is not None else None
+
+
+def _int(value: object) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def details_of(probe: object) -> list[dict[str, Any]]:
+    """probe.details() (one dict per GPU, the fingerprint's fields) where the probe has one, else []."""
+    read = getattr(probe, "details", None)
+    if read is None:
+        return []
+    try:
+        result = read()
+    except (ProbeError, OSError):
+        return []
+    return [d if isinstance(d, dict) else {} for d in result] if isinstance(result, list) else []
 
 
 def _is_loopback(host: str) -> bool:

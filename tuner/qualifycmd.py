@@ -12,7 +12,7 @@ from tuner.cliutil import say
 from tuner.errors import ConfigError
 from tuner.redact import remember_secrets_of
 
-_PLAN_MARKS = {"summary.json", "state", "models", "plan.toml"}
+_PLAN_MARKS = {"summary.json", "state", "models", "plan.toml", "plan.json", "fleet.json"}
 
 
 def _plan_dir(out: str | None, name: str) -> Path:
@@ -73,6 +73,12 @@ def _refuse(problems: list[str], path: str) -> NoReturn:
 @click.option(
     "--check", is_flag=True, help="Check the plan (and the models it names) and stop before anything loads."
 )
+@click.option(
+    "--summary",
+    "fleet_summary",
+    is_flag=True,
+    help="Run nothing: compare every host that ran the plan on --storage (hosts x models x criteria).",
+)
 def qualify_cmd(
     plan_file: str,
     compare_to: str | None,
@@ -82,6 +88,7 @@ def qualify_cmd(
     storage: str | None,
     out: str | None,
     check: bool,
+    fleet_summary: bool,
 ) -> None:
     """Run the qualification PLAN (studies/<name>.toml): per model a study, a soak at its recommended config,
     the criteria judged; the summary lands in reports/<plan>/. Run it again to continue after a stop."""
@@ -96,15 +103,20 @@ def qualify_cmd(
         _refuse(exc.problems, plan_file)
     remember_secrets_of(plan.host)
     remember_secrets_of(plan.storage)
+    if fleet_summary:
+        _fleet(plan, out)
+        return
     earlier: dict[str, Any] | None = None
     if compare_to:
         from tuner.qualify.compare import find_summary, load_summary  # noqa: PLC0415
 
         earlier = load_summary(find_summary(compare_to))
     out_dir = _plan_dir(out, plan.name)
-    from tuner.storage import make_storage  # noqa: PLC0415
+    from tuner.storage import close_storage, make_storage  # noqa: PLC0415
 
-    make_storage(plan.storage)  # a storage that cannot be opened is found before any server is touched
+    close_storage(
+        make_storage(plan.storage)
+    )  # a storage that cannot be opened is found before any server is touched
     eng = open_engine(plan)
     try:
         try:
@@ -120,6 +132,17 @@ def qualify_cmd(
     finally:
         eng.backend.close()
         eng.probe.close()
+
+
+def _fleet(plan: Any, out: str | None) -> None:
+    """--summary: the fleet's view of the plan from its storage (tuner.qualify.fleet); nothing is run."""
+    from tuner.qualify import fleet  # noqa: PLC0415
+
+    data = fleet.build(plan, plan.storage)
+    for line in fleet.fleet_lines(data):
+        say(line)
+    paths = fleet.write(data, _plan_dir(out, plan.name))
+    click.echo(f"fleet summary: {paths['fleet.html']}")
 
 
 def _run(plan: Any, eng: Any, variants: Any, out_dir: Path, earlier: dict[str, Any] | None) -> None:

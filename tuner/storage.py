@@ -6,6 +6,9 @@ dead or stopped workers left behind found and queued again. A part of the Optuna
     storage_errors(url)                        a failing storage (disk full, damaged, locked, unreachable),
                                                anywhere in the block, becomes one StorageError line
     creation_lock(url)                         one worker at a time creates a new SQLite file's tables
+    close_storage(storage)                     its connections closed (a PostgreSQL storage opened to read)
+    study_names(url), study_attr(url, name, key), set_study_attr(url, name, key, value)
+                                               what a plan keeps beside its studies (a fleet's outcomes)
     fail_stale(study, grace_s)                 RUNNING trials whose heartbeat stopped become FAIL
     recover_interrupted(study)                 FAIL trials without a measurement are queued again, once
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -33,6 +37,8 @@ from tuner.errors import ConfigError, StorageError, TunerError
 from tuner.records import record_of
 from tuner.redact import mask_url, redact
 from tuner.schema import TrialRecord
+
+_BACKGROUND = re.compile(r"\(Background on this error at: [^)]*\)?")  # SQLAlchemy's link, not the cause
 
 
 def _storage_problem(exc: BaseException) -> BaseException | None:
@@ -159,10 +165,61 @@ def make_storage(
     problem = _storage_problem(last)
     if problem is not None and url.startswith("sqlite:///") and os.path.exists(url[len("sqlite:///") :]):
         raise storage_error(url, problem) from last
-    detail = redact(" ".join(str(last).split()))[:200] or type(last).__name__
-    raise ConfigError(
-        f"--storage '{mask_url(url)}' cannot be opened ({detail}); use e.g. sqlite:///studies/autotune.db."
-    ) from last
+    detail = _BACKGROUND.sub("", redact(" ".join(str(last).split()))).strip()[:200] or type(last).__name__
+    if url.startswith("sqlite") or "://" not in url:
+        fix = "use e.g. sqlite:///studies/autotune.db"
+    elif isinstance(last, ImportError):
+        fix = "install its driver (PostgreSQL: pip install 'psycopg[binary]', installed with autotune)"
+    else:
+        fix = "check the server, user, password and database name in --storage"
+    raise ConfigError(f"--storage '{mask_url(url)}' cannot be opened ({detail}); {fix}.") from last
+
+
+def close_storage(storage: optuna.storages.BaseStorage) -> None:
+    """Close an RDB storage's connections now (a storage opened only to read, or to check it opens): a
+    PostgreSQL connection left to the garbage collector is closed without a goodbye to the server."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+def study_names(url: str) -> list[str]:
+    """Every study in the storage, by name."""
+    opened = make_storage(url)
+    try:
+        with storage_errors(url):
+            return [s.study_name for s in opened.get_all_studies()]
+    finally:
+        close_storage(opened)
+
+
+def study_attr(url: str, study_name: str, key: str) -> Any:
+    """A user attribute of a stored study; None when the study or the attribute is not there."""
+    opened = make_storage(url)
+    try:
+        with storage_errors(url):
+            try:
+                study_id = opened.get_study_id_from_name(study_name)
+            except KeyError:
+                return None
+            return opened.get_study_user_attrs(study_id).get(key)
+    finally:
+        close_storage(opened)
+
+
+def set_study_attr(url: str, study_name: str, key: str, value: Any) -> bool:
+    """Set a user attribute of a stored study; False when there is no such study."""
+    opened = make_storage(url)
+    try:
+        with storage_errors(url):
+            try:
+                study_id = opened.get_study_id_from_name(study_name)
+            except KeyError:
+                return False
+            opened.set_study_user_attr(study_id, key, value)
+            return True
+    finally:
+        close_storage(opened)
 
 
 def first_heartbeat(trial: optuna.Trial) -> None:

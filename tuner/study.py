@@ -53,6 +53,7 @@ from tuner.redact import mask_url
 from tuner.schema import FULL_GPU_FRACTION, SCHEMA_VERSION, StudyMeta, TrialRecord, fully_on_gpu
 from tuner.space import Config, Space
 from tuner.storage import (
+    close_storage,
     creation_lock,
     first_heartbeat,
     make_storage,
@@ -171,16 +172,20 @@ def load_records(storage: str, study_name: str) -> tuple[StudyMeta, list[TrialRe
             study = optuna.load_study(study_name=study_name, storage=opened)
         except KeyError as exc:
             names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(opened))
+            close_storage(opened)
             raise ConfigError(
                 f"No study '{study_name}' in '{mask_url(storage)}'; existing studies: {names or 'none'}."
             ) from exc
-        if "autotune_meta" not in study.user_attrs:
-            raise ConfigError(f"Study '{study_name}' in '{mask_url(storage)}' was not made by autotune.")
-        meta = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
-        stored = study.user_attrs.get(remeasure.ATTR)
-        records = [record_of(t) for t in study.get_trials(deepcopy=False)]
-        quality = study.user_attrs.get(quality_store.ATTR) or {}
-        ladder = study.user_attrs.get(CONCURRENCY_ATTR) or {}
+        try:
+            if "autotune_meta" not in study.user_attrs:
+                raise ConfigError(f"Study '{study_name}' in '{mask_url(storage)}' was not made by autotune.")
+            meta = StudyMeta.from_attrs(study.user_attrs["autotune_meta"])
+            stored = study.user_attrs.get(remeasure.ATTR)
+            records = [record_of(t) for t in study.get_trials(deepcopy=False)]
+            quality = study.user_attrs.get(quality_store.ATTR) or {}
+            ladder = study.user_attrs.get(CONCURRENCY_ATTR) or {}
+        finally:
+            close_storage(opened)
     records = quality_store.apply(remeasure.apply(records, stored), quality, meta.max_quality_loss)
     return dataclasses.replace(meta, remeasure=stored or {}, quality=quality, concurrency=ladder), records
 
@@ -191,9 +196,13 @@ CONCURRENCY_ATTR = "autotune_concurrency"
 def store_concurrency(storage: str, study_name: str, block: dict[str, Any]) -> None:
     """Keep the concurrency ladder on the study (user attribute CONCURRENCY_ATTR, the latest run's), so
     `autotune report` redraws its curves without a server."""
-    with storage_errors(storage):
-        study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
-        study.set_user_attr(CONCURRENCY_ATTR, block)
+    opened = make_storage(storage)
+    try:
+        with storage_errors(storage):
+            study = optuna.load_study(study_name=study_name, storage=opened)
+            study.set_user_attr(CONCURRENCY_ATTR, block)
+    finally:
+        close_storage(opened)
 
 
 def check_resume(config: StudyConfig, meta: StudyMeta) -> None:
@@ -207,6 +216,8 @@ def check_resume(config: StudyConfig, meta: StudyMeta) -> None:
             )
         except KeyError:
             return  # a new study
+        finally:
+            close_storage(storage)
     if stored:
         check_same_machine(StudyMeta.from_attrs(stored), meta, config)
 

@@ -240,6 +240,10 @@ class OllamaBackend:
     def list_models(self) -> list[str]:
         return [m.model or "" for m in self._call("list", self._client.list).models]
 
+    def model_digests(self) -> dict[str, str]:
+        """Each local model's digest, as /api/tags lists it (the fingerprint's model identity)."""
+        return {m.model or "": m.digest or "" for m in self._call("list", self._client.list).models}
+
     def pull(self, model: str, progress: ProgressCallback | None = None) -> None:
         def run() -> None:
             for part in self._client.pull(model, stream=True):

@@ -26,13 +26,16 @@ from tuner.backend.base import Backend, ModelInfo, ServerInfo
 from tuner.config import MeasureSettings, RetryPolicy, StudyConfig
 from tuner.decision.picks import best_pick
 from tuner.errors import BackendError, ConfigError, StorageError, TunerError
-from tuner.fingerprint import fingerprint_id
+from tuner.fingerprint import fingerprint_id, fleet_id
 from tuner.probe import Probe
 from tuner.progress import trial_line
 from tuner.qualify.plan import ModelEntry, Plan
+from tuner.qualify.shared import share as share_outcome
+from tuner.qualify.shared import shared_outcome
 from tuner.qualify.soak import SoakSettings, run_soak
 from tuner.qualify.state import DONE, FAILED, ModelOutcome, PlanState
 from tuner.runloop import TrialEvent, run_study
+from tuner.serverlock import holding
 from tuner.space import Config
 from tuner.study import check_resume, load_records, study_meta, study_space
 from tuner.tunesetup import fitcheck, server_lock, write_report
@@ -72,6 +75,11 @@ class Engine:
     def fingerprint_id(self) -> str:
         return fingerprint_id(self.fingerprint)
 
+    @property
+    def fleet_id(self) -> str:
+        """This physical machine (GPU UUIDs included): what names its studies in a shared storage."""
+        return fleet_id(self.fingerprint)
+
 
 @dataclass
 class Variants:
@@ -82,8 +90,8 @@ class Variants:
 
 
 def study_name(plan: Plan, entry: ModelEntry, fp_id: str) -> str:
-    """The model's study: one per plan, machine (fingerprint id) and model, so hosts sharing a storage
-    each keep their own."""
+    """The model's study: one per plan, machine (its fleet id: the physical machine, tuner.fingerprint) and
+    model, so hosts sharing a storage each keep their own, and workers on one machine share theirs."""
     return f"q-{plan.name}-{fp_id}-{entry.key}"
 
 
@@ -141,6 +149,8 @@ class PlanRunner:
         outcomes: list[ModelOutcome] = []
         for i, entry in enumerate(plan.models, 1):
             earlier = self.state.outcome(entry.key)
+            if earlier is None or earlier.status != DONE or earlier.fingerprint_id != fp_id:
+                earlier = self._adopt_shared(entry) or earlier  # another worker of this machine finished it
             if earlier is not None and earlier.status == DONE and earlier.fingerprint_id == fp_id:
                 self.say(f"model {i}/{n} {entry.model}: finished earlier ({earlier.trials} trials), skipped")
                 self._count(earlier)
@@ -158,6 +168,7 @@ class PlanRunner:
             outcome = self.run_model(entry, share)
             self.ran_s.append(outcome.duration_s)
             self.state.save(outcome)
+            share_outcome(self.storage, outcome)
             self._count(outcome)
             outcomes.append(outcome)
             if outcome.status == FAILED:
@@ -211,7 +222,7 @@ class PlanRunner:
     # -- one model -------------------------------------------------------------------------------
     def run_model(self, entry: ModelEntry, share_s: float) -> ModelOutcome:
         fp_id = self.engine.fingerprint_id
-        name = study_name(self.plan, entry, fp_id)
+        name = study_name(self.plan, entry, self.engine.fleet_id)
         base = ModelOutcome(
             entry.model, entry.key, name, FAILED, fp_id, budget=self.plan.budget_of(entry), started=_now()
         )
@@ -316,12 +327,41 @@ class PlanRunner:
         )
         if self.plan.soak_minutes <= 0:
             return base
-        return self._soak(
-            entry,
-            base,
-            best.tag,
-            Config(best.tag, best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type),
+        # One soak per server at a time, and once per machine: a worker beside us may have soaked it while
+        # we waited for the server.
+        with holding(
+            server_lock(self.plan.engine, engine.backend, config), lambda m: self.say(f"  {key} {m}")
+        ):
+            shared = self._adopt_shared(entry)
+            if shared is not None:
+                self.say(f"  {key} soaked by another worker of this machine: its figures are used")
+                return shared
+            outcome = self._soak(
+                entry,
+                base,
+                best.tag,
+                Config(best.tag, best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type),
+            )
+            share_outcome(self.storage, outcome)
+            return outcome
+
+    def _adopt_shared(self, entry: ModelEntry) -> ModelOutcome | None:
+        """The outcome another worker of this machine stored for `entry` (tuner.qualify.shared), with this
+        worker's own report and install file written from the study; None when there is none."""
+        name = study_name(self.plan, entry, self.engine.fleet_id)
+        outcome = shared_outcome(self.storage, name, self.engine.fingerprint_id)
+        if outcome is None:
+            return None
+        meta, records = load_records(self.storage, name)
+        model_dir = self.out_dir / "models" / entry.key
+        paths = write_report(meta, records, model_dir)
+        outcome = replace(
+            outcome,
+            report=str((model_dir / "report.html").relative_to(self.out_dir)),
+            modelfile=self._install_file(entry, paths),
         )
+        self.state.save(outcome)
+        return outcome
 
     def _install_file(self, entry: ModelEntry, paths: dict[str, Path]) -> str:
         """Copy the model's best Modelfile (or llama-server script) into modelfiles/<model>.<suffix>."""

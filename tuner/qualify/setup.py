@@ -8,7 +8,7 @@ from typing import Any
 
 from tuner.config import Timeouts
 from tuner.errors import BackendError
-from tuner.fingerprint import fingerprint
+from tuner.fingerprint import fingerprint, model_identities
 from tuner.qualify.plan import Plan, check_against_models
 from tuner.qualify.runner import Engine, Variants
 from tuner.tunesetup import build_backend, resolve_variants
@@ -52,4 +52,6 @@ def describe_models(plan: Plan, engine: Engine) -> Variants:
     check_against_models(
         plan, {m: min(i.context_length for i in infos.values()) for m, infos in out.infos.items() if infos}
     )
+    variants = [v for infos in out.infos.values() for v in infos]  # the fingerprint's model digests
+    engine.fingerprint["models"] = model_identities(engine.backend, variants)
     return out

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-queue", type=int, default=512, help="OLLAMA_MAX_QUEUE: requests pending a load (default 512)"
     )
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument(
+        "--machine", default="sim", help="which simulated machine: its cards' UUIDs and VBIOS (default sim)"
+    )
     p.add_argument("--noise", type=float, default=0.02, help="run-to-run noise, lognormal sigma (0 = none)")
     p.add_argument(
         "--estimator-error",
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             num_parallel=args.num_parallel,
             max_queue=args.max_queue,
             seed=args.seed,
+            machine=args.machine,
             noise=args.noise,
             estimator_error=args.estimator_error,
             memory_truth=args.memory_truth,

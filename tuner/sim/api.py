@@ -15,6 +15,7 @@ from typing import Any
 from tuner.sim import generation as gen
 from tuner.sim.catalog import lookup
 from tuner.sim.core import Interference
+from tuner.sim.details import gpu_details
 from tuner.sim.imported import BlobError, BlobStore, parse_digest, read_gguf
 from tuner.sim.options import DurationError, OptionError, parse_keep_alive, parse_options, runner_options
 from tuner.sim.power import Throttle, gpus_of, parse_drift
@@ -440,12 +441,17 @@ class Api:
         return Reply(200, {"version": self.sim.version.text})
 
     # --- the simulator's own -------------------------------------------------------------------
+    machine = "sim"  # the simulated machine's name (SimServer machine=): its cards' UUIDs
+
     def sim_state(self) -> Reply:
         with self.sched.lock:
             self.sched.sweep(self.clock())
             state = self.sched.state()
         for entry in state["loaded"]:
             entry["expires_at"] = local_time(entry["expires_at"])
+        for i, (gpu, spec) in enumerate(zip(state["gpus"], self.sim.gpus)):  # the fingerprint's fields
+            limit = (gpu.get("telemetry") or {}).get("power_limit_w")
+            gpu["details"] = gpu_details(spec, i, self.machine, str(state.get("driver", "")), limit)
         return Reply(200, state)
 
     def sim_interference(self, body: bytes) -> Reply:

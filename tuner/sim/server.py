@@ -210,6 +210,7 @@ class SimServer:
         num_parallel: int = 1,
         max_queue: int = MAX_QUEUE_DEFAULT,
         seed: int = 0,
+        machine: str = "sim",  # which simulated machine: its cards' UUIDs (/sim/state details)
         noise: float = 0.02,
         estimator_error: float = 1.0,
         memory_truth: str = "estimator",
@@ -247,6 +248,7 @@ class SimServer:
         self.scheduler = Scheduler(self.simulation, max_queue)
         self.registry = Registry(local, clock())
         self.api = Api(self.scheduler, self.registry, clock, realtime if concurrent is None else concurrent)
+        self.api.machine = machine
         self._address = (bind, int(port))
         self._realtime = realtime
         self._sleep = sleep
