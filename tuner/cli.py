@@ -214,7 +214,7 @@ def cli() -> None:
     "tune_knobs",
     default="",
     help="Knobs to search: flash-attn,kv-cache,parallel,gpus (Ollama: with --serve, a restart each), "
-    "num-batch,main-gpu (per request).",
+    "num-batch,main-gpu,num-thread (per request).",
 )
 @click.option(
     "--parallel-values",
@@ -437,6 +437,10 @@ def tune_cmd(
         backend, probe = _build_backend(engine, host, llama_server, timeouts)
     try:
         knobs = knobs.on_gpus([g.memory_bytes for g in probe.gpus()])
+        if knobs.want_threads:
+            from tuner.probe import physical_cores_of  # noqa: PLC0415
+
+            knobs = knobs.on_host(physical_cores_of(probe))
     except TunerError:
         backend.close()  # a server autotune started is stopped on every way out
         probe.close()
@@ -465,6 +469,7 @@ def tune_cmd(
             tune_gpus=knobs.gpus,
             tune_batch=knobs.batch,
             tune_main_gpu=knobs.main_gpu,
+            tune_threads=knobs.threads,
             serve=serve,
             measure=settings,
             timeouts=timeouts,
@@ -611,6 +616,9 @@ def _apply(backend: Backend, name: str, meta: StudyMeta, records: list[Any]) -> 
     params: dict[str, Any] = {"num_ctx": best.num_ctx}
     if best.num_gpu >= 0:
         params["num_gpu"] = best.num_gpu
+    for knob in ("num_batch", "main_gpu", "num_thread"):  # per-request knobs the study searched and won
+        if getattr(best, knob) is not None:
+            params[knob] = getattr(best, knob)
     backend.create(name, best.tag, params)  # type: ignore[attr-defined]
     click.echo(f"created Ollama model '{name}' from {best.tag} with {params}")
 
