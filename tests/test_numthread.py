@@ -4,6 +4,7 @@ layers sit on the CPU, the request option, the study's record and best.Modelfile
 from __future__ import annotations
 
 from pathlib import Path
+
 import httpx
 import pytest
 
@@ -87,3 +88,4 @@ def test_a_study_records_num_thread_and_the_modelfile_carries_the_winner(tmp_pat
     params = parse_modelfile((out / "best.Modelfile").read_text())["parameters"]
     assert fastest.num_gpu < 33 and fastest.num_thread  # nothing fits 4 GiB whole: a spilled winner
     assert params["num_thread"] == fastest.num_thread
+    assert "Serving pick" not in (out / "report.md").read_text()  # no ladder ran: no serving line

@@ -532,10 +532,18 @@ def tune_cmd(
             for path in best_server_files(meta, records, out_dir):
                 paths[path.name] = path
         if ladder_max:
+            from tuner.serveslots import ladders_per_slot_count  # noqa: PLC0415
             from tuner.servetune import ladder_on_best  # noqa: PLC0415
             from tuner.study import store_concurrency  # noqa: PLC0415
 
-            block = ladder_on_best(backend, meta, records, ladder_max, num_predict, sla_ttft, sla_itl)
+            sla = (sla_ttft, sla_itl)
+            block = ladders_per_slot_count(backend, meta, records, ladder_max, num_predict, sla)
+            if block.get("chosen") is not None:  # the server files follow the serving pick's slots
+                from tuner.servetune import write_server_files  # noqa: PLC0415
+
+                for path in write_server_files(out_dir, block["env"]):
+                    paths[path.name] = path
+            block = block or ladder_on_best(backend, meta, records, ladder_max, num_predict, *sla)
             if block:  # kept on the study first, so `autotune report` redraws the curves
                 store_concurrency(storage, name, block)
                 paths.update(_write_report(dataclasses.replace(meta, concurrency=block), records, out_dir))

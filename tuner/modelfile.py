@@ -114,7 +114,9 @@ def render_modelfile(
     extra = {k: v for k, v in (parameters or {}).items() if v is not None}
     for name, value in extra.items():
         if name not in INT_PARAMETERS or not _is_int(value) or value < 0:
-            raise ConfigError(f"PARAMETER {name} {value!r}: expected a whole number >= 0 of an integer option.")
+            raise ConfigError(
+                f"PARAMETER {name} {value!r}: expected a whole number >= 0 of an integer option."
+            )
     lines = _comments("#", comment_lines)
     lines.append(f"FROM {_quote_modelfile_value(tag, what='FROM')}")
     if num_gpu != AUTO:

@@ -249,7 +249,15 @@ def ladder_on_best(
         return {}
     best = fastest.trial
     engine_options = EngineOptions(
-        best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type, best.num_parallel, best.gpus
+        best.num_gpu,
+        best.num_ctx,
+        best.flash_attn,
+        best.kv_cache_type,
+        best.num_parallel,
+        best.gpus,
+        best.num_batch,
+        best.main_gpu,
+        best.num_thread,
     )
     env: dict[str, str] = {}
     if hasattr(backend, "ensure_environment"):
@@ -258,6 +266,8 @@ def ladder_on_best(
         backend.ensure_environment(engine_options)
         env = server_env(engine_options)
     options = bench_options(best.num_ctx or None, best.num_gpu if best.num_gpu >= 0 else None, num_predict)
+    per_request = {"num_batch": best.num_batch, "main_gpu": best.main_gpu, "num_thread": best.num_thread}
+    options.update({k: v for k, v in per_request.items() if v is not None})
     say(f"concurrency ladder on the best config ({best.tag}, num_ctx {best.num_ctx}, num_gpu {best.num_gpu})")
     ladder = measure_ladder(backend.host, best.tag, options, max_concurrency, PER_STREAM, quiet=False)
     pick = ladder.pick(sla_ttft_s, sla_itl_s)

@@ -106,7 +106,9 @@ class Space:
     gpu_choices: tuple[str, ...] = ()  # GPU subsets (empty: not searched)
     batch_choices: tuple[int, ...] = ()  # num_batch per request (empty: not searched; first = the default)
     main_gpu_choices: tuple[int, ...] = ()  # main_gpu per request (empty: not searched; first = the default)
-    thread_choices: tuple[int, ...] = ()  # num_thread per request, 0 first (Ollama's default); CPU layers only
+    thread_choices: tuple[
+        int, ...
+    ] = ()  # num_thread per request, 0 first (Ollama's default); CPU layers only
     grouped: bool = False  # --serve: the search runs one server environment at a time (tuner.servergroups)
 
     @property

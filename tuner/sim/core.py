@@ -298,7 +298,9 @@ class Simulation:
         if all(d >= 0 for d in layout.layer_gpu):
             return 1.0
         total = perf.decode_seconds_per_token(mf, layout, self.gpus, self.host, depth_tokens)
-        no_cpu = replace(self.host, bandwidth_gbps=1e9, cpu_tflops=1e9, physical_cores=10**9)  # CPU layers free
+        no_cpu = replace(
+            self.host, bandwidth_gbps=1e9, cpu_tflops=1e9, physical_cores=10**9
+        )  # CPU layers free
         return min(1.0, perf.decode_seconds_per_token(mf, layout, self.gpus, no_cpu, depth_tokens) / total)
 
     def load_seconds(self, placement: Placement, cached: bool = False) -> float:
