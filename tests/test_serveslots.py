@@ -93,3 +93,41 @@ def test_a_parallel_study_sizes_the_slots_with_one_ladder_per_slot_count(
         assert len(rows) == len(s["levels"])
     assert "Serving pick (concurrent load)" in (out / "report.html").read_text()
     assert (out / "concurrency.png").stat().st_size > 0
+
+
+def _level(concurrency: int, tok_s: float) -> dict[str, object]:
+    trio = {"p50": 0.01, "p90": 0.02, "p99": 0.03}
+    return {
+        "concurrency": concurrency,
+        "requests": 2,
+        "ok": 2,
+        "errors": 0,
+        "aggregate_tok_s": tok_s,
+        "per_request_tok_s": 50.0,
+        "req_s": 1.0,
+        "ttft_s": trio,
+        "itl_s": trio,
+        "e2e_s": trio,
+        "saturated": False,
+    }
+
+
+def test_the_first_screen_line_follows_the_stored_block() -> None:
+    from tuner.report.concurrency import concurrency_section
+    from tuner.report.slotsplot import serving_row
+
+    single = {"levels": [_level(1, 90.0), _level(2, 150.0)], "serving_pick": 2, "trial": 4, "env": {}}
+    assert (
+        serving_row(single)
+        == "2 concurrent streams (trial #4): 150.0 tok/s in all, p90 TTFT 20 ms, p90 ITL 20 ms"
+    )
+    assert serving_row(None) is None and serving_row({"levels": []}) is None
+    settings = [
+        {"num_parallel": n, "trial": n, "levels": [_level(1, 90.0)], "serving_pick": None, "env": {}}
+        for n in (1, 2)
+    ]
+    unmet = {**settings[0], "settings": settings, "chosen": None}
+    row = serving_row(unmet)
+    assert row is not None and row.startswith("none:") and "OLLAMA_NUM_PARALLEL" not in row
+    text = " ".join(b.text for b in concurrency_section(unmet, None) if b.kind == "p")
+    assert "no serving pick" in text and "the server files follow the fastest config" in text

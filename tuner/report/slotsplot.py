@@ -146,11 +146,10 @@ def serving_row(block: dict[str, Any] | None) -> str | None:
         return None
     assert block is not None
     lv = _level(block, block.get("serving_pick"))
-    slots = (
-        block.get("chosen")
-        or block.get("num_parallel")
-        or (block.get("env") or {}).get("OLLAMA_NUM_PARALLEL")
-    )
+    if "settings" in block:  # sized across slot counts: the chosen count, none when none was chosen
+        slots = block.get("chosen")
+    else:
+        slots = (block.get("env") or {}).get("OLLAMA_NUM_PARALLEL")
     slot_text = f", OLLAMA_NUM_PARALLEL={slots}" if slots else ""
     trial = f" (trial #{block['trial']})" if block.get("trial") is not None else ""
     if lv is None:
