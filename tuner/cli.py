@@ -4,6 +4,7 @@ autotune MODEL [MODEL ...] [options]      tune (the default command)
 autotune plan MODEL --gpus 2x24GiB        will it fit (the memory estimator, nothing loaded)
 autotune report --study NAME              rebuild a report from a stored study
 autotune serve-bench MODEL --host URL     the concurrency ladder and the serving pick
+autotune qualify studies/PLAN.toml        a night's qualification of this machine (tuner.qualify)
 
 Slightly over 400 lines, and kept whole on purpose: half of it is the option declarations of the three
 commands, which read best next to the function they feed. The option types and the error runner are in
@@ -33,10 +34,15 @@ from tuner.config import (
 )
 from tuner.errors import ConfigError, TunerError
 from tuner.plancmd import plan_cmd
-from tuner.probe import Probe
+from tuner.qualifycmd import qualify_cmd
 from tuner.redact import remember_secrets_of
 from tuner.schema import StudyMeta
 from tuner.servebench import serve_bench_cmd
+from tuner.tunesetup import build_backend as _build_backend
+from tuner.tunesetup import fitcheck as _fitcheck
+from tuner.tunesetup import resolve_variants as _resolve_variants
+from tuner.tunesetup import server_lock as _server_lock
+from tuner.tunesetup import write_report as _write_report
 from tuner.units import GiB
 
 DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
@@ -49,48 +55,6 @@ class DefaultGroup(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["tune", *args]
         return super().parse_args(ctx, args)
-
-
-def _build_backend(
-    engine: str, host: str | None, llama_server: str | None, timeouts: Timeouts | None = None
-) -> tuple[Backend, Probe]:
-    from tuner.probe import choose_probe  # noqa: PLC0415
-
-    if engine == "ollama":
-        from tuner.backend.ollama import OllamaBackend  # noqa: PLC0415
-
-        backend = OllamaBackend(host, timeouts=timeouts or Timeouts())
-        return backend, choose_probe(backend.host)
-    from tuner.backend.llamaserver import LlamaServerBackend  # noqa: PLC0415
-    from tuner.probe import NullProbe, ProcessRssProbe  # noqa: PLC0415
-
-    lbackend = LlamaServerBackend(llama_server)
-    probe = choose_probe(None)  # NVML when this machine has a GPU
-    if isinstance(probe, NullProbe):  # CPU only: the server process's peak resident memory
-        probe = ProcessRssProbe(lambda: lbackend.pid)
-    return lbackend, probe
-
-
-def _resolve_variants(
-    backend: Backend, engine: str, models: tuple[str, ...], quant: str | None, tags: str | None, pull: bool
-) -> list[str]:
-    if engine == "ollama":
-        from tuner.backend.ollama import OllamaBackend, resolve_tags  # noqa: PLC0415
-        from tuner.progress import PullBar  # noqa: PLC0415
-
-        assert isinstance(backend, OllamaBackend)
-        if len(models) > 1:
-            raise ConfigError(
-                f"Ollama studies take one model, got {len(models)} ({', '.join(models)}); "
-                "use --tags to list several tags of it."
-            )
-        tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags else []
-        return resolve_tags(
-            backend, models[0], quants=parse_quant_list(quant), tags=tag_list, pull=pull, progress=PullBar()
-        )
-    if quant or tags or pull:
-        raise ConfigError("--quant, --tags and --pull are for Ollama; pass the GGUF files themselves.")
-    return list(models)
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -557,17 +521,6 @@ def tune_cmd(
         click.echo(f"best config: {paths['best']}")
 
 
-def _server_lock(engine: str, backend: Backend, config: StudyConfig) -> Any:
-    """One tuner per server (tuner.serverlock): keyed by the Ollama URL, or by this machine's GPUs for the
-    llama-server processes autotune starts itself."""
-    from tuner.serverlock import FileLock, server_lock  # noqa: PLC0415
-
-    if engine == "ollama":
-        url = str(getattr(backend, "host", ""))
-        return server_lock(url, config.storage, config.study_name, config.retry.grace_s)
-    return FileLock("llama-server on this machine", config.study_name)
-
-
 def _report_what_finished(storage: str, name: str, out_dir: Path) -> None:
     """On the way out of a stopped study: the report of the trials that finished, where it can be written."""
     from tuner.study import load_records  # noqa: PLC0415
@@ -594,23 +547,6 @@ def _say_quality(block: dict[str, Any]) -> None:
     for q in sorted((q for q in measured if not q.is_reference), key=lambda q: q.loss or 0.0):
         kv = f" (KV {q.kv_cache_type})" if q.kv_cache_type else ""
         say(f"quality: {q.tag}{kv}: {fmt_loss(q)}, top-1 {fmt_top1(q)} against {q.reference}")
-
-
-def _fitcheck(backend: Backend, probe: Any, server: Any, infos: dict[str, ModelInfo]) -> Any:
-    """The estimator's check for this study, or None (no GPU visible, or no tensor lists: said once)."""
-    from tuner.fitcheck import study_fitcheck  # noqa: PLC0415
-
-    check = study_fitcheck(backend, probe, server, infos)
-    if check is None and probe.source in ("nvml", "simulator"):
-        say("note: the engine sent no tensor list, so configs are not screened by predicted memory.")
-    return check
-
-
-def _write_report(meta: StudyMeta, records: list[Any], out_dir: Path) -> dict[str, Path]:
-    from tuner.report import write_report  # noqa: PLC0415
-
-    written = write_report(meta, records, out_dir)
-    return {k: Path(v) for k, v in written.items()}
 
 
 def _apply(backend: Backend, name: str, meta: StudyMeta, records: list[Any]) -> None:
@@ -649,6 +585,7 @@ def report_cmd(study_name: str, storage: str, out: str | None) -> None:
 
 cli.add_command(plan_cmd)
 cli.add_command(serve_bench_cmd)
+cli.add_command(qualify_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

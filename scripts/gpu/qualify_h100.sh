@@ -25,7 +25,7 @@ TL="$OUT/timeline.txt"
 log() { echo "[$(date +%T) +${SECONDS}s] $*" | tee -a "$TL"; }
 left() { echo $((BUDGET_S - SECONDS)); }
 
-if ls .whl/*.whl >/dev/null 2>&1; then
+if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
   $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi
@@ -68,21 +68,26 @@ soak_num_predict = 128
 remeasure_rounds = 0
 
 [constraints]
-max_ctx = 32768
+max_ctx = ${MAX_CTX:-32768}
 
 [[models]]
 model = "$MODEL"
 
 [[criteria]]
-name = "decode at 16k on the GPU"
+name = "decode at ${CRIT_CTX:-16384} tokens of context on the GPU"
 metric = "decode_tok_s"
 min = 100
-num_ctx_at_least = 16384
+num_ctx_at_least = ${CRIT_CTX:-16384}
 fully_on_gpu = true
 
 [[criteria]]
-name = "no thermal or power throttling in the soak"
-metric = "throttle_s"
+name = "no thermal throttling in the soak"
+metric = "thermal_throttle_s"
+max = 0
+
+[[criteria]]
+name = "no power capping in the soak"
+metric = "power_capped_s"
 max = 0
 
 [[criteria]]
