@@ -18,6 +18,7 @@ from tuner.cliutil import say
 from tuner.concurrency import choose_setting
 from tuner.decision.picks import eligible, picks
 from tuner.schema import StudyMeta, TrialRecord
+from tuner.servetune import PER_STREAM, bench_options, ladder_json, measure_ladder, say_ladder
 
 
 def options_of(r: TrialRecord) -> EngineOptions:
@@ -66,7 +67,6 @@ def ladders_per_slot_count(
     """The ladder at every feasible slot count, the server restarted for each; the block to store.
     {} when there is fewer than two slot counts to compare (servetune.ladder_on_best then runs alone)."""
     from tuner.backend.ollamamanaged import server_env  # noqa: PLC0415
-    from tuner.servetune import PER_STREAM, bench_options, ladder_json, measure_ladder, say_ladder  # noqa: PLC0415
 
     configs = best_per_slot_count(meta, records)
     if len(configs) < 2 or not hasattr(backend, "ensure_environment"):
