@@ -150,3 +150,23 @@ def test_the_estimator_prices_slots_and_kv_types_as_the_real_runner_allocates(
         first = first or (buffers["compute"], compute_mib)
         if p.ollama is None:  # Era C: /api/ps is the runner's buffers, which the estimator predicts
             assert abs(size - p.total_bytes) <= 0.05 * size, (par, fa, kv, size, p.total_bytes)
+
+
+def test_real_ollama_takes_num_thread_from_the_backend(store: tuple[str, Path], tmp_path: Path) -> None:
+    """--tune num-thread sends num_thread per request: the real server loads the model with it (its runner
+    logs the thread count it was given) and answers as without it."""
+    from tuner.backend.ollama import OllamaBackend
+
+    binary, models = store
+    log = tmp_path / "threads.log"
+    with ManagedOllama(binary, models_dir=models, log_path=log) as server:
+        backend = OllamaBackend(server.url)
+        try:
+            backend.load(MODEL, EngineOptions(-1, 2048, num_thread=3))
+            ps = httpx.get(server.url + "/api/ps", timeout=10).json()["models"]
+        finally:
+            backend.close()
+        text = server.log_text()
+    assert [m["name"] for m in ps] == [MODEL]
+    # Era C starts llama-server with `-t 3`; Eras A/B log the runner's load request, `NumThreads:3`
+    assert re.search(r"(?:NumThreads:| -t )3\b", text), text[-3000:]
