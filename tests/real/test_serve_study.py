@@ -90,6 +90,32 @@ def test_a_study_tunes_server_knobs_on_real_ollama(
     assert (out / "docker-run-flags.txt").read_text().count("-e OLLAMA_") == len(env)
 
 
+def test_a_parallel_study_sizes_the_slots_on_real_ollama(
+    store: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--tune parallel --concurrency: one ladder per slot count on real Ollama, each under a server started
+    with that OLLAMA_NUM_PARALLEL; server.env carries the count chosen across them."""
+    binary, models = store
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    out, storage = tmp_path / "out", f"sqlite:///{tmp_path}/s.db"
+    args = [MODEL, "--serve", "--ollama", binary, "--tune", "parallel", "--parallel-values", "1,2"]
+    args += ["--budget", "5", "--concurrency", "2", "--storage", storage, "--out", str(out)]
+    args += ["--num-predict", "8", "--remeasure-rounds", "0", "--no-quality", "--study", "slots"]
+    assert run_cli(args) == 0
+    meta, _ = load_records(storage, "slots")
+    block = meta.concurrency or {}
+    assert [s["num_parallel"] for s in block["settings"]] == [1, 2]
+    assert all(s["levels"] and s["levels"][0]["ok"] > 0 for s in block["settings"])
+    logged = [
+        parse_server_config(line)
+        for line in (out / "serve-logs" / "ollama-serve.log").read_text().splitlines()
+        if 'msg="server config"' in line
+    ]
+    assert [c["OLLAMA_NUM_PARALLEL"] for c in logged][-1] == "2"  # the last ladder's server
+    env = dict(line.split("=", 1) for line in (out / "server.env").read_text().splitlines())
+    assert block["chosen"] in (1, 2) and env["OLLAMA_NUM_PARALLEL"] == str(block["chosen"])
+
+
 def _load(
     binary: str, models: Path, log: Path, env: dict[str, str]
 ) -> tuple[int, dict[str, float], str, dict]:
