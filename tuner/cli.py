@@ -178,7 +178,7 @@ def cli() -> None:
     "tune_knobs",
     default="",
     help="Knobs to search: flash-attn,kv-cache,parallel,gpus (Ollama: with --serve, a restart each), "
-    "num-batch,main-gpu (per request).",
+    "num-batch,main-gpu,num-thread (per request).",
 )
 @click.option(
     "--parallel-values",
@@ -402,6 +402,10 @@ def tune_cmd(
         backend, probe = _build_backend(engine, host, llama_server, timeouts)
     try:
         knobs = knobs.on_gpus([g.memory_bytes for g in probe.gpus()])
+        if knobs.want_threads:
+            from tuner.probe import physical_cores_of  # noqa: PLC0415
+
+            knobs = knobs.on_host(physical_cores_of(probe))
     except TunerError:
         backend.close()  # a server autotune started is stopped on every way out
         probe.close()
@@ -430,6 +434,7 @@ def tune_cmd(
             tune_gpus=knobs.gpus,
             tune_batch=knobs.batch,
             tune_main_gpu=knobs.main_gpu,
+            tune_threads=knobs.threads,
             serve=serve,
             measure=settings,
             timeouts=timeouts,
@@ -493,10 +498,18 @@ def tune_cmd(
             for path in best_server_files(meta, records, out_dir):
                 paths[path.name] = path
         if ladder_max:
+            from tuner.serveslots import ladders_per_slot_count  # noqa: PLC0415
             from tuner.servetune import ladder_on_best  # noqa: PLC0415
             from tuner.study import store_concurrency  # noqa: PLC0415
 
-            block = ladder_on_best(backend, meta, records, ladder_max, num_predict, sla_ttft, sla_itl)
+            sla = (sla_ttft, sla_itl)
+            block = ladders_per_slot_count(backend, meta, records, ladder_max, num_predict, sla)
+            if block.get("chosen") is not None:  # the server files follow the serving pick's slots
+                from tuner.servetune import write_server_files  # noqa: PLC0415
+
+                for path in write_server_files(out_dir, block["env"]):
+                    paths[path.name] = path
+            block = block or ladder_on_best(backend, meta, records, ladder_max, num_predict, *sla)
             if block:  # kept on the study first, so `autotune report` redraws the curves
                 store_concurrency(storage, name, block)
                 paths.update(_write_report(dataclasses.replace(meta, concurrency=block), records, out_dir))
@@ -549,6 +562,9 @@ def _apply(backend: Backend, name: str, meta: StudyMeta, records: list[Any]) -> 
     params: dict[str, Any] = {"num_ctx": best.num_ctx}
     if best.num_gpu >= 0:
         params["num_gpu"] = best.num_gpu
+    for knob in ("num_batch", "main_gpu", "num_thread"):  # per-request knobs the study searched and won
+        if getattr(best, knob) is not None:
+            params[knob] = getattr(best, knob)
     backend.create(name, best.tag, params)  # type: ignore[attr-defined]
     click.echo(f"created Ollama model '{name}' from {best.tag} with {params}")
 

@@ -136,6 +136,7 @@ class StudyConfig:
     tune_gpus: tuple[str, ...] = ()  # Ollama --serve: GPU subsets ("0", "0,1", "0,1+spread") to search
     tune_batch: tuple[int, ...] = ()  # Ollama: num_batch values to search per request (first: the default)
     tune_main_gpu: tuple[int, ...] = ()  # Ollama: main_gpu values to search per request (first: the default)
+    tune_threads: tuple[int, ...] = ()  # Ollama: num_thread values per request (0 first: Ollama's default)
     serve: bool = False  # Ollama --serve: trials are grouped by server environment (few restarts)
     measure: MeasureSettings = MeasureSettings()
     timeouts: Timeouts = Timeouts()

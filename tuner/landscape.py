@@ -70,6 +70,7 @@ class Landscape:
             r.gpus,
             r.num_batch,
             r.main_gpu,
+            r.num_thread,
         )
 
     def key(self, c: Config) -> Key:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numbers
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tuner.errors import ConfigError
@@ -101,14 +101,28 @@ PRESET_SUFFIX = "llama-server.ini"
 # ---------------------------------------------------------------------------------------------------------
 
 
-def render_modelfile(tag: str, num_gpu: int, num_ctx: int, comment_lines: Iterable[str] = ()) -> str:
-    """A Modelfile that `ollama create` accepts: FROM tag, num_gpu (omitted when -1), num_ctx."""
+def render_modelfile(
+    tag: str,
+    num_gpu: int,
+    num_ctx: int,
+    comment_lines: Iterable[str] = (),
+    parameters: Mapping[str, int | None] | None = None,
+) -> str:
+    """A Modelfile that `ollama create` accepts: FROM tag, num_gpu (omitted when -1), num_ctx, and the
+    per-request integer `parameters` a study searched (num_batch, main_gpu, num_thread; None = left out)."""
     _check_settings(num_gpu, num_ctx)
+    extra = {k: v for k, v in (parameters or {}).items() if v is not None}
+    for name, value in extra.items():
+        if name not in INT_PARAMETERS or not _is_int(value) or value < 0:
+            raise ConfigError(
+                f"PARAMETER {name} {value!r}: expected a whole number >= 0 of an integer option."
+            )
     lines = _comments("#", comment_lines)
     lines.append(f"FROM {_quote_modelfile_value(tag, what='FROM')}")
     if num_gpu != AUTO:
         lines.append(f"PARAMETER num_gpu {int(num_gpu)}")
     lines.append(f"PARAMETER num_ctx {int(num_ctx)}")
+    lines.extend(f"PARAMETER {name} {int(value)}" for name, value in extra.items())  # type: ignore[arg-type]
     return "\n".join(lines) + "\n"
 
 
@@ -406,13 +420,14 @@ def render_artifact(
     comment_lines: Iterable[str] = (),
     binary: str = "llama-server",
     extra_args: Sequence[str] = (),
+    parameters: Mapping[str, int | None] | None = None,
 ) -> tuple[str, str]:
     """(file suffix, text) of the artifact for `engine`; the file is named f"{stem}.{suffix}".
 
     "ollama" -> ("Modelfile", Modelfile text); "llama-server" -> ("llama-server.sh", shell script).
     """
     if engine == "ollama":
-        return MODELFILE_SUFFIX, render_modelfile(tag, num_gpu, num_ctx, comment_lines)
+        return MODELFILE_SUFFIX, render_modelfile(tag, num_gpu, num_ctx, comment_lines, parameters)
     if engine == "llama-server":
         script = render_llama_server_script(
             tag, num_gpu, num_ctx, flash_attn, kv_cache_type, binary, comment_lines, extra_args=extra_args

@@ -123,6 +123,24 @@ def telemetry_of(probe: object) -> list[Telemetry]:
     return [t for t in result if isinstance(t, Telemetry)] if isinstance(result, list) else []
 
 
+def physical_cores_of(probe: object) -> int:
+    """The physical CPU cores of the host the engine runs on: the simulator's host where the probe reads
+    one, else this machine's (Ollama's default num_thread is its performance cores)."""
+    import os  # noqa: PLC0415
+
+    import psutil  # noqa: PLC0415
+
+    read = getattr(probe, "physical_cores", None)
+    if read is not None:
+        try:
+            cores = read()
+        except (ProbeError, OSError):
+            cores = None
+        if isinstance(cores, int) and cores > 0:
+            return cores
+    return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+
+
 class Probe(Protocol):
     source: str  # "nvml" | "simulator" | "none"
 
@@ -416,6 +434,11 @@ class SimProbe:
 
     def used_bytes(self) -> list[int]:
         return [int(g["used_bytes"]) for g in self._state()["gpus"]]
+
+    def physical_cores(self) -> int | None:
+        """The simulated host's physical cores (None from a simulator that does not say)."""
+        cores = (self._state().get("host") or {}).get("physical_cores")
+        return int(cores) if isinstance(cores, int) else None
 
     def activity(self) -> Activity:
         """The simulator's injected interference (python -m tuner.sim --interference), read like NVML's."""

@@ -49,6 +49,7 @@ def _config(r: TrialRecord) -> str:
             ("gpus", r.gpus),
             ("num_batch", r.num_batch),
             ("main_gpu", r.main_gpu),
+            ("num_thread", r.num_thread),
         )
         if v is not None
     )

@@ -30,6 +30,7 @@ def record_of(trial: FrozenTrial) -> TrialRecord:
         gpus=str(params["gpus"]) if "gpus" in params else None,
         num_batch=int(params["num_batch"]) if "num_batch" in params else None,
         main_gpu=int(params["main_gpu"]) if "main_gpu" in params else None,
+        num_thread=int(params["num_thread"]) or None if "num_thread" in params else None,
         error=str(trial.user_attrs.get("error", "")),
         attempts=[str(a) for a in trial.user_attrs.get("attempts") or []],
     )

@@ -65,6 +65,7 @@ class TrialRecord:
     restart_s: float | None = None  # Ollama --serve: seconds this trial spent restarting the server
     num_batch: int | None = None  # Ollama: the request's num_batch when searched (--tune num-batch)
     main_gpu: int | None = None  # Ollama: the request's main_gpu when searched (--tune main-gpu)
+    num_thread: int | None = None  # Ollama: the request's num_thread when searched (--tune num-thread)
     constraints: dict[str, float] = field(default_factory=dict)  # <= 0 is satisfied
     predicted_vram_bytes: int | None = None  # the estimator's VRAM for this config (all GPUs)
     predicted_vram_per_gpu: list[int] = field(default_factory=list)

@@ -117,6 +117,8 @@ class StructuredSampler(optuna.samplers.BaseSampler):
             out["num_batch"] = CategoricalDistribution(list(self.space.batch_choices))
         if self.space.main_gpu_choices:
             out["main_gpu"] = CategoricalDistribution(list(self.space.main_gpu_choices))
+        if self.space.thread_choices:
+            out["num_thread"] = CategoricalDistribution(list(self.space.thread_choices))
         return out
 
     def sample_relative(

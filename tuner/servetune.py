@@ -115,6 +115,16 @@ class TuneKnobs:
     batch: tuple[int, ...] = ()  # per request (no restart)
     want_main_gpu: bool = False
     main_gpu: tuple[int, ...] = ()  # per request (no restart)
+    want_threads: bool = False
+    threads: tuple[int, ...] = ()  # num_thread per request (no restart), 0 first: Ollama's default
+
+    def on_host(self, physical_cores: int) -> TuneKnobs:
+        """num_thread to try on a host with these physical cores: Ollama's default (0, not sent), all of
+        them, half of them."""
+        if not self.want_threads:
+            return self
+        choices = [0] + [n for n in (physical_cores, physical_cores // 2) if n >= 1]
+        return replace(self, threads=tuple(dict.fromkeys(choices)))
 
     def on_gpus(self, memory_bytes: list[int]) -> TuneKnobs:
         """The GPU subsets and main GPUs to try on this box; ConfigError where there is nothing to choose."""
@@ -131,7 +141,7 @@ class TuneKnobs:
         )
 
 
-TUNE_KNOBS = ("flash-attn", "kv-cache", "parallel", "gpus", "num-batch", "main-gpu")
+TUNE_KNOBS = ("flash-attn", "kv-cache", "parallel", "gpus", "num-batch", "main-gpu", "num-thread")
 SERVER_KNOBS = ("flash-attn", "kv-cache", "parallel", "gpus")  # Ollama: server environment, a restart each
 BATCH_CHOICES = (512, 1024, 2048, 256)  # num_batch per request; 512 (Ollama's default in Era A/B) first
 
@@ -144,7 +154,7 @@ def parse_tune(text: str, parallel_values: str, *, serve: bool, engine: str) -> 
         raise ConfigError(f"--tune '{unknown[0]}' is not a knob; use any of {','.join(TUNE_KNOBS)}.")
     if not names:
         return TuneKnobs()
-    server_only = [n for n in names if n in ("parallel", "gpus", "num-batch", "main-gpu")]
+    server_only = [n for n in names if n in ("parallel", "gpus", "num-batch", "main-gpu", "num-thread")]
     if engine == "ollama" and not serve and any(n in SERVER_KNOBS for n in names):
         raise ConfigError(
             f"--tune {','.join(names)} sets Ollama's server environment: add --serve (autotune runs and "
@@ -170,6 +180,7 @@ def parse_tune(text: str, parallel_values: str, *, serve: bool, engine: str) -> 
         "gpus" in names,
         batch=BATCH_CHOICES if "num-batch" in names else (),
         want_main_gpu="main-gpu" in names,
+        want_threads="num-thread" in names,
     )
 
 
@@ -238,7 +249,15 @@ def ladder_on_best(
         return {}
     best = fastest.trial
     engine_options = EngineOptions(
-        best.num_gpu, best.num_ctx, best.flash_attn, best.kv_cache_type, best.num_parallel, best.gpus
+        best.num_gpu,
+        best.num_ctx,
+        best.flash_attn,
+        best.kv_cache_type,
+        best.num_parallel,
+        best.gpus,
+        best.num_batch,
+        best.main_gpu,
+        best.num_thread,
     )
     env: dict[str, str] = {}
     if hasattr(backend, "ensure_environment"):
@@ -247,6 +266,8 @@ def ladder_on_best(
         backend.ensure_environment(engine_options)
         env = server_env(engine_options)
     options = bench_options(best.num_ctx or None, best.num_gpu if best.num_gpu >= 0 else None, num_predict)
+    per_request = {"num_batch": best.num_batch, "main_gpu": best.main_gpu, "num_thread": best.num_thread}
+    options.update({k: v for k, v in per_request.items() if v is not None})
     say(f"concurrency ladder on the best config ({best.tag}, num_ctx {best.num_ctx}, num_gpu {best.num_gpu})")
     ladder = measure_ladder(backend.host, best.tag, options, max_concurrency, PER_STREAM, quiet=False)
     pick = ladder.pick(sla_ttft_s, sla_itl_s)

@@ -6,6 +6,10 @@ With Ollama --serve, flash_attn, kv_cache_type, num_parallel and gpus are server
 trial that needs other values restarts the server. `server_key` is what a trial's server must have.
 
 num_ctx is searched as its base-2 exponent (`log2_ctx`) so the sampler sees an ordered ladder.
+num_thread (per request, like num_batch and main_gpu) only matters for layers left on the CPU: it is searched
+only where num_gpu leaves some there (num_gpu < max_layers); a config fully on the GPU runs with Ollama's
+default and spends no trials on it. Its choices start with 0, Ollama's default (the option is not sent).
+
 num_gpu runs from 0 (CPU only) to block_count + 1 (every layer, the output layer included);
 the baseline trial uses -1 (the engine decides), enqueued outside that range on purpose.
 """
@@ -69,6 +73,7 @@ class Config:
     gpus: str | None = None
     num_batch: int | None = None  # per request: no restart
     main_gpu: int | None = None  # per request: no restart
+    num_thread: int | None = None  # per request: CPU threads for the CPU's layers; None = Ollama's default
 
     @property
     def options(self) -> EngineOptions:
@@ -81,6 +86,7 @@ class Config:
             self.gpus,
             self.num_batch,
             self.main_gpu,
+            self.num_thread,
         )
 
     @property
@@ -100,6 +106,9 @@ class Space:
     gpu_choices: tuple[str, ...] = ()  # GPU subsets (empty: not searched)
     batch_choices: tuple[int, ...] = ()  # num_batch per request (empty: not searched; first = the default)
     main_gpu_choices: tuple[int, ...] = ()  # main_gpu per request (empty: not searched; first = the default)
+    thread_choices: tuple[
+        int, ...
+    ] = ()  # num_thread per request, 0 first (Ollama's default); CPU layers only
     grouped: bool = False  # --serve: the search runs one server environment at a time (tuner.servergroups)
 
     @property
@@ -146,7 +155,16 @@ class Space:
             if self.main_gpu_choices
             else None
         )
-        return Config(tag, num_gpu, num_ctx, fa, kv, par, gpus, batch, main)
+        threads = (
+            int(trial.suggest_categorical("num_thread", list(self.thread_choices))) or None
+            if self.threads_matter(num_gpu)
+            else None
+        )
+        return Config(tag, num_gpu, num_ctx, fa, kv, par, gpus, batch, main, threads)
+
+    def threads_matter(self, num_gpu: int) -> bool:
+        """Whether num_thread is searched for this num_gpu: some layers stay on the CPU."""
+        return bool(self.thread_choices) and 0 <= num_gpu < self.max_layers
 
     def params(self, config: Config) -> dict[str, Any]:
         """The Optuna params that make `config` (for enqueue_trial)."""
@@ -167,6 +185,8 @@ class Space:
             params["num_batch"] = config.num_batch or self.batch_choices[0]
         if self.main_gpu_choices:
             params["main_gpu"] = config.main_gpu if config.main_gpu is not None else self.main_gpu_choices[0]
+        if self.threads_matter(config.num_gpu):
+            params["num_thread"] = config.num_thread or self.thread_choices[0]
         return params
 
     def config(self, params: dict[str, Any]) -> Config:
@@ -181,9 +201,15 @@ class Space:
         gpus = str(params.get("gpus", self.default_gpus)) if self.gpu_choices else None
         batch = int(params.get("num_batch", self.batch_choices[0])) if self.batch_choices else None
         main = int(params.get("main_gpu", self.main_gpu_choices[0])) if self.main_gpu_choices else None
+        num_gpu = int(params["num_gpu"])
+        threads = (
+            int(params.get("num_thread", self.thread_choices[0])) or None
+            if self.threads_matter(num_gpu)
+            else None
+        )
         return Config(
             str(params["tag"]),
-            int(params["num_gpu"]),
+            num_gpu,
             2 ** int(params["log2_ctx"]),
             fa,
             kv,
@@ -191,6 +217,7 @@ class Space:
             gpus,
             batch,
             main,
+            threads,
         )
 
     def all_configs(self) -> Iterator[Config]:
@@ -204,18 +231,21 @@ class Space:
                         if self.tune_flash_attn and kv in (None, "f16"):
                             fas = FLASH_ATTN_CHOICES
                         for fa in fas:
+                            threads = self.thread_choices if self.threads_matter(n) else (0,)
                             for server in self._server_extras():
-                                params: dict[str, Any] = {
-                                    "tag": tag,
-                                    "num_gpu": n,
-                                    "log2_ctx": int(math.log2(ctx)),
-                                    **server,
-                                }
-                                if kv is not None:
-                                    params["kv_cache_type"] = kv
-                                if fa is not None:
-                                    params["flash_attn"] = fa
-                                yield self.config(params)
+                                for t in threads:
+                                    params: dict[str, Any] = {
+                                        "tag": tag,
+                                        "num_gpu": n,
+                                        "log2_ctx": int(math.log2(ctx)),
+                                        "num_thread": t,
+                                        **server,
+                                    }
+                                    if kv is not None:
+                                        params["kv_cache_type"] = kv
+                                    if fa is not None:
+                                        params["flash_attn"] = fa
+                                    yield self.config(params)
 
     def _server_extras(self) -> list[dict[str, Any]]:
         axes: list[tuple[str, tuple[Any, ...]]] = [
@@ -243,7 +273,8 @@ class Space:
         return min(self.ctx_ladder, key=lambda c: (abs(math.log2(c) - math.log2(num_ctx)), c))
 
     def size(self) -> int:
-        n = len(self.tags) * (self.max_layers + 1) * len(self.ctx_ladder)
+        layers = self.max_layers * max(1, len(self.thread_choices)) + 1  # num_thread: CPU layers only
+        n = len(self.tags) * layers * len(self.ctx_ladder)
         kv = len(KV_CACHE_CHOICES) if self.tune_kv_cache else 1
         fa = len(FLASH_ATTN_CHOICES) if self.tune_flash_attn else 1
         n *= max(1, len(self.parallel_choices)) * max(1, len(self.gpu_choices))

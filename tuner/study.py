@@ -111,6 +111,7 @@ def study_space(config: StudyConfig, infos: Mapping[str, ModelInfo]) -> Space:
         gpu_choices=config.tune_gpus,
         batch_choices=config.tune_batch,
         main_gpu_choices=config.tune_main_gpu,
+        thread_choices=config.tune_threads,
         grouped=config.serve,
     )
 
@@ -307,6 +308,7 @@ def build_record(
         gpus=config.gpus,
         num_batch=config.num_batch,
         main_gpu=config.main_gpu,
+        num_thread=config.num_thread,
         constraints=constraints,
         interference=dict(m.interference),
     )
@@ -347,6 +349,7 @@ def skipped_record(
             gpus=config.gpus,
             num_batch=config.num_batch,
             main_gpu=config.main_gpu,
+            num_thread=config.num_thread,
             constraints=constraints,
             predicted_skip=True,
         ),
@@ -401,6 +404,7 @@ class Objective:
                 gpus=None,
                 num_batch=None,
                 main_gpu=None,
+                num_thread=None,
             )
         verdict = None
         if self.fitcheck is not None:

@@ -90,6 +90,32 @@ def test_a_study_tunes_server_knobs_on_real_ollama(
     assert (out / "docker-run-flags.txt").read_text().count("-e OLLAMA_") == len(env)
 
 
+def test_a_parallel_study_sizes_the_slots_on_real_ollama(
+    store: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--tune parallel --concurrency: one ladder per slot count on real Ollama, each under a server started
+    with that OLLAMA_NUM_PARALLEL; server.env carries the count chosen across them."""
+    binary, models = store
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    out, storage = tmp_path / "out", f"sqlite:///{tmp_path}/s.db"
+    args = [MODEL, "--serve", "--ollama", binary, "--tune", "parallel", "--parallel-values", "1,2"]
+    args += ["--budget", "5", "--concurrency", "2", "--storage", storage, "--out", str(out)]
+    args += ["--num-predict", "8", "--remeasure-rounds", "0", "--no-quality", "--study", "slots"]
+    assert run_cli(args) == 0
+    meta, _ = load_records(storage, "slots")
+    block = meta.concurrency or {}
+    assert [s["num_parallel"] for s in block["settings"]] == [1, 2]
+    assert all(s["levels"] and s["levels"][0]["ok"] > 0 for s in block["settings"])
+    logged = [
+        parse_server_config(line)
+        for line in (out / "serve-logs" / "ollama-serve.log").read_text().splitlines()
+        if 'msg="server config"' in line
+    ]
+    assert [c["OLLAMA_NUM_PARALLEL"] for c in logged][-1] == "2"  # the last ladder's server
+    env = dict(line.split("=", 1) for line in (out / "server.env").read_text().splitlines())
+    assert block["chosen"] in (1, 2) and env["OLLAMA_NUM_PARALLEL"] == str(block["chosen"])
+
+
 def _load(
     binary: str, models: Path, log: Path, env: dict[str, str]
 ) -> tuple[int, dict[str, float], str, dict]:
@@ -150,3 +176,23 @@ def test_the_estimator_prices_slots_and_kv_types_as_the_real_runner_allocates(
         first = first or (buffers["compute"], compute_mib)
         if p.ollama is None:  # Era C: /api/ps is the runner's buffers, which the estimator predicts
             assert abs(size - p.total_bytes) <= 0.05 * size, (par, fa, kv, size, p.total_bytes)
+
+
+def test_real_ollama_takes_num_thread_from_the_backend(store: tuple[str, Path], tmp_path: Path) -> None:
+    """--tune num-thread sends num_thread per request: the real server loads the model with it (its runner
+    logs the thread count it was given) and answers as without it."""
+    from tuner.backend.ollama import OllamaBackend
+
+    binary, models = store
+    log = tmp_path / "threads.log"
+    with ManagedOllama(binary, models_dir=models, log_path=log) as server:
+        backend = OllamaBackend(server.url)
+        try:
+            backend.load(MODEL, EngineOptions(-1, 2048, num_thread=3))
+            ps = httpx.get(server.url + "/api/ps", timeout=10).json()["models"]
+        finally:
+            backend.close()
+        text = server.log_text()
+    assert [m["name"] for m in ps] == [MODEL]
+    # Era C starts llama-server with `-t 3`; Eras A/B log the runner's load request, `NumThreads:3`
+    assert re.search(r"(?:NumThreads:| -t )3\b", text), text[-3000:]

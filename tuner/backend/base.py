@@ -55,6 +55,7 @@ class EngineOptions:
     gpus: str | None = None  # Ollama --serve: GPU subset "0,1" (CUDA_VISIBLE_DEVICES), "+spread" suffix
     num_batch: int | None = None  # Ollama: the request's num_batch (no restart); None = the engine's default
     main_gpu: int | None = None  # Ollama: the request's main_gpu (Era C: that GPU alone); None = default
+    num_thread: int | None = None  # Ollama: the request's num_thread (CPU layers); None = physical cores
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,8 @@ def _request_options(options: EngineOptions, **extra: Any) -> dict[str, Any]:
         opts["num_batch"] = options.num_batch
     if options.main_gpu is not None:
         opts["main_gpu"] = options.main_gpu
+    if options.num_thread is not None:
+        opts["num_thread"] = options.num_thread
     opts.update(extra)
     return opts
 

@@ -132,6 +132,7 @@ def pick_artifact(meta: StudyMeta, pick: Pick) -> tuple[str, str]:
         comment_lines=_comment_lines(meta, pick),
         binary=str((meta.engine_args or {}).get("binary") or "llama-server"),
         extra_args=_extra_args(meta),
+        parameters={"num_batch": r.num_batch, "main_gpu": r.main_gpu, "num_thread": r.num_thread},
     )
     return f"{artifact_stem(pick.name)}.{suffix}", text
 

@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tuner.report.render import Block, code_md, escape_md
+from tuner.report.slotsplot import has_slot_ladders, slots_blocks, slots_figure
 
 IMAGE = "concurrency.png"
 PICK_COLOR = "tab:green"
@@ -64,7 +65,10 @@ def _top(values: list[float]) -> float:
 
 
 def ladder_figure(block: dict[str, Any]) -> Figure:
-    """Throughput and the three latencies against concurrent streams, one panel each."""
+    """Throughput and the three latencies against concurrent streams, one panel each (one curve per slot
+    count where the study sized OLLAMA_NUM_PARALLEL)."""
+    if has_slot_ladders(block):
+        return slots_figure(block)
     levels = block["levels"]
     xs = [int(lv["concurrency"]) for lv in levels]
     pick = block.get("serving_pick")
@@ -204,6 +208,13 @@ def concurrency_section(block: dict[str, Any] | None, image: tuple[str, bytes] |
     """The serving section: the pick, what was measured, the saturation, the curves and the table."""
     if block is None or not has_ladder(block):
         return []
+    if has_slot_ladders(block):
+        blocks = [Block("h3", "Serving under concurrent load"), *slots_blocks(block)]
+        if image is not None:
+            blocks.append(
+                Block("img", "throughput and p90 latencies per slot count", caption=image[0], data=image[1])
+            )
+        return [*blocks, Block("p", _DEFINITIONS)]
     blocks = [
         Block("h3", "Serving under concurrent load"),
         Block("p", _pick_text(block)),
@@ -238,15 +249,15 @@ def concurrency_section(block: dict[str, Any] | None, image: tuple[str, bytes] |
         "",
     ]
     blocks.append(Block("table", items=headers, rows=_level_rows(block)))
-    blocks.append(
-        Block(
-            "p",
-            "TTFT: request sent to first token (queueing for a slot included); ITL: the mean gap between tokens "
-            "after the first; E2E: request sent to last token; per-request tok/s = 1 / ITL (AIPerf's and "
-            "GuideLLM's definitions). concurrency.json holds every figure.",
-        )
-    )
+    blocks.append(Block("p", _DEFINITIONS))
     return blocks
+
+
+_DEFINITIONS = (
+    "TTFT: request sent to first token (queueing for a slot included); ITL: the mean gap between tokens "
+    "after the first; E2E: request sent to last token; per-request tok/s = 1 / ITL (AIPerf's and "
+    "GuideLLM's definitions). concurrency.json holds every figure."
+)
 
 
 def plot_layouts(layouts: list[dict[str, Any]], best: str | None, path: Path) -> Path:

@@ -46,6 +46,7 @@ from tuner.report.sections import (
     vram_source_note,
     your_setting,
 )
+from tuner.report.slotsplot import serving_row
 from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
 
 __all__ = ["Artifact", "build_report"]
@@ -74,6 +75,14 @@ def build_report(
     blocks += _verdict(meta, records, decision, artifacts)
     blocks += quality_cost_line(meta, records, decision)
     blocks += _decision_table(decision, artifacts, has_quality(records), has_energy(records))
+    serving = serving_row(meta.concurrency)
+    if serving is not None:  # a concurrency ladder ran (--concurrency N)
+        blocks.append(
+            Block(
+                "p",
+                f"**Serving pick (concurrent load):** {escape_md(serving)}; see Serving under concurrent load.",
+            )
+        )
     if "pareto" in images:
         blocks.append(
             Block(

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--host-bandwidth", type=float, default=None, help="host memory bandwidth in GB/s (default 80)"
     )
+    p.add_argument("--host-cores", type=int, default=None, help="physical CPU cores (default 16)")
     p.add_argument("--ollama-version", default="0.12.10", help="Ollama release to emulate (default 0.12.10)")
     p.add_argument("--num-parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL (default 1)")
     p.add_argument(
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             gpus=args.gpus,
             host_ram=args.host_ram,
             host_bandwidth=args.host_bandwidth,
+            host_cores=args.host_cores,
             version=args.ollama_version,
             num_parallel=args.num_parallel,
             max_queue=args.max_queue,

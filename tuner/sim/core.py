@@ -99,11 +99,12 @@ class Simulation:
         *,
         host_ram: str | int | None = None,
         host_bandwidth: float | None = None,
+        host_cores: int | None = None,
         estimator_error: float = 1.0,
         memory_truth: str = "estimator",
     ) -> None:
         self.gpus = parse_gpus(gpus)
-        self.host = host if host is not None else make_host(host_ram, host_bandwidth, self.gpus)
+        self.host = host if host is not None else make_host(host_ram, host_bandwidth, self.gpus, host_cores)
         parse_version(version)
         self.version = Version(version)
         if int(num_parallel) < 1:
@@ -163,6 +164,7 @@ class Simulation:
         used_gpu: list[int] | None = None,
         used_host: int = 0,
         main_gpu: int | None = None,
+        num_thread: int | None = None,
     ) -> Placement:
         """Where `tag` lands with these options on the GPUs as they are (`used_gpu` bytes already taken).
 
@@ -178,7 +180,7 @@ class Simulation:
             # HEAD: after an OOM with the automatic context, step down one tier and retry once
             lower = 32768 if requested > 32768 else 4096
             placement = self._plan(mf, int(num_gpu), lower, num_batch, used_gpu, used_host, main_gpu)
-        return placement
+        return replace(placement, num_thread=max(0, int(num_thread or 0)))  # CPU threads: speed, not memory
 
     def _plan(
         self,
@@ -274,7 +276,9 @@ class Simulation:
     # --- speed ---------------------------------------------------------------------------------
     def layout(self, placement: Placement) -> perf.Layout:
         kv = self.knobs.effective_kv(placement.flash_attn, self.version)
-        return perf.Layout(placement.layer_gpu, placement.flash_attn, placement.runner_gpus, kv)
+        return perf.Layout(
+            placement.layer_gpu, placement.flash_attn, placement.runner_gpus, kv, placement.num_thread
+        )
 
     def speed(self, placement: Placement, prompt_tokens: int = 512, depth_tokens: int = 0) -> perf.Speed:
         """Noise-free decode tok/s at `depth_tokens` of context and prefill tok/s for `prompt_tokens`."""
@@ -294,7 +298,9 @@ class Simulation:
         if all(d >= 0 for d in layout.layer_gpu):
             return 1.0
         total = perf.decode_seconds_per_token(mf, layout, self.gpus, self.host, depth_tokens)
-        no_cpu = replace(self.host, bandwidth_gbps=1e9)  # the CPU's layers cost nothing: the GPUs' share
+        no_cpu = replace(
+            self.host, bandwidth_gbps=1e9, cpu_tflops=1e9, physical_cores=10**9
+        )  # CPU layers free
         return min(1.0, perf.decode_seconds_per_token(mf, layout, self.gpus, no_cpu, depth_tokens) / total)
 
     def load_seconds(self, placement: Placement, cached: bool = False) -> float:

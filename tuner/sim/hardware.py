@@ -22,12 +22,14 @@ class HostSpec:
     disk_gbps: float = 2.5  # model file read (NVMe)
     page_cache_gbps: float = 12.0  # re-read of a file that is still in the page cache
     idle_used_bytes: int = 2 * GiB  # OS, desktop, the Ollama server itself
+    physical_cores: int = 16  # Ollama's default num_thread (its detected performance cores); SMT doubles it
 
 
 def make_host(
     ram: str | int | None = None,
     bandwidth_gbps: float | None = None,
     gpus: list[GpuSpec] | None = None,
+    cores: int | None = None,
     **overrides: Any,
 ) -> HostSpec:
     """A host. A unified-memory card (GB10) shares its memory with the host, so RAM defaults to that pool."""
@@ -45,6 +47,10 @@ def make_host(
                 f"Invalid host bandwidth {bandwidth_gbps!r}: a positive number of GB/s, e.g. 80."
             )
         host = replace(host, bandwidth_gbps=float(bandwidth_gbps))
+    if cores is not None:
+        if int(cores) < 1:
+            raise ValueError(f"Invalid host cores {cores!r}: a whole number of physical cores >= 1, e.g. 16.")
+        host = replace(host, physical_cores=int(cores))
     if overrides:
         host = replace(host, **overrides)
     return host

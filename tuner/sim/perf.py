@@ -8,6 +8,12 @@ gathering the chosen experts' rows: a handful of small kernels), a fixed MOE_LAY
 decode is bound by the bytes of its active experts plus a per-layer floor. A CPU-resident layer reads at host-memory speed, which is why
 spilling to the CPU is 5-10x slower.
 
+CPU threads (num_thread; 0 = Ollama's default, the host's physical cores) drive the CPU-resident layers only:
+the CPU's read rate is the least of the host's bandwidth and CPU_CORE_BW_GBPS per thread, its compute the
+host's FLOPS times threads / physical cores, and a token takes the longer of the two. Threads beyond the
+physical cores add nothing and cost OVERSUBSCRIBE_COST each (SMT siblings and time slicing share a core's
+caches). Layers on the GPU do not depend on it.
+
 Prompt processing, per micro-batch: 2 x active parameters x tokens of matrix work at the device's TFLOPS
 times an efficiency, plus the attention term that grows with the depth already in the cache. Layers left on
 the CPU are computed on the first GPU with their weights copied over PCIe (llama.cpp's op offload) when the
@@ -38,6 +44,12 @@ UBATCH_OVERHEAD_S = 0.002  # fixed cost per prompt micro-batch
 # Routing cost per MoE layer per token, fitted on the one MoE row of the throughput table that the simulator
 # maps (row 35: gpt-oss 120B on an RTX PRO 6000, 193 tok/s where its active bytes alone would allow 378).
 MOE_LAYER_S = 70e-6
+# Simulator assumptions (not measurements): one thread of a quantized mat-vec streams about this much host
+# memory, so half a desktop's cores do not saturate dual-channel DDR5; each thread over the physical cores
+# costs this share of the CPU's throughput (at most OVERSUBSCRIBE_FLOOR of it is lost).
+CPU_CORE_BW_GBPS = 5.0
+OVERSUBSCRIBE_COST = 0.02
+OVERSUBSCRIBE_FLOOR = 0.7
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,28 @@ class Layout:
         int, ...
     ] = ()  # GPUs the runner opened, CUDA0 first (prompt batches of CPU layers go there)
     kv_type: str = "f16"  # the cache's element type: q8_0 / q4_0 read fewer bytes per cached token
+    threads: int = 0  # num_thread for the CPU-resident layers; 0 = the host's physical cores
+
+
+def effective_cores(threads: int, physical_cores: int) -> float:
+    """Cores' worth of CPU work `threads` threads get: up to the physical cores, then a little less."""
+    t = physical_cores if threads <= 0 else threads
+    if t <= physical_cores:
+        return float(t)
+    over = 1.0 - OVERSUBSCRIBE_COST * (t - physical_cores)
+    return physical_cores * max(OVERSUBSCRIBE_FLOOR, over)
+
+
+def cpu_read_gbps(host: HostSpec, threads: int) -> float:
+    """The host memory bandwidth the CPU's layers are read at with `threads` threads."""
+    cores = effective_cores(threads, host.physical_cores)
+    return min(host.bandwidth_gbps * CPU_BW_EFFICIENCY, cores * CPU_CORE_BW_GBPS)
+
+
+def cpu_flops(host: HostSpec, threads: int) -> float:
+    """FLOP/s the CPU sustains with `threads` threads (cpu_tflops is over every physical core)."""
+    share = effective_cores(threads, host.physical_cores) / host.physical_cores
+    return host.cpu_tflops * 1e12 * CPU_FLOPS_EFFICIENCY * share
 
 
 # bytes per cached element: ggml's block sizes (q8_0: 34 bytes per 32, q4_0: 18 per 32)
@@ -84,18 +118,24 @@ def decode_seconds_per_token(
     a = mf.arch
     blocks = a.block_count
     per_device: dict[int, float] = {}
+    cpu_work = 0.0  # FLOPs of the CPU-resident layers per token
     for il in range(blocks):
         dev = layout.layer_gpu[il]
         kv_tokens = min(depth, a.sliding_window) if a.is_sliding(il) else depth
         kv_read = _kv_bytes_per_token(mf, il, layout.kv_type) * kv_tokens
         read = mf.layer_active_bytes[il] + kv_read * (1.0 if layout.flash_attn else NO_FA_DECODE_KV)
         per_device[dev] = per_device.get(dev, 0.0) + read
+        if dev < 0:
+            cpu_work += 2.0 * mf.layer_active_params[il]
     out_dev = layout.layer_gpu[blocks]
     per_device[out_dev] = per_device.get(out_dev, 0.0) + mf.output_bytes
+    if out_dev < 0:
+        cpu_work += 2.0 * a.embedding_length * a.vocab_size
     seconds = TOKEN_OVERHEAD_S
     for dev, nbytes in per_device.items():
         if dev < 0:
-            seconds += nbytes / (host.bandwidth_gbps * 1e9 * CPU_BW_EFFICIENCY)
+            read_s = nbytes / (cpu_read_gbps(host, layout.threads) * 1e9)
+            seconds += max(read_s, cpu_work / cpu_flops(host, layout.threads))
         else:
             seconds += nbytes / (gpus[dev].bandwidth_gbps * 1e9 * bw_efficiency(gpus[dev]))
     hops = sum(1 for i in range(1, blocks + 1) if layout.layer_gpu[i] != layout.layer_gpu[i - 1])
@@ -126,7 +166,7 @@ def prefill_seconds(
         ctx_mid = depth + done + u / 2
         seconds += UBATCH_OVERHEAD_S
         gpu_flops: dict[int, float] = {}
-        cpu_flops = 0.0
+        cpu_work = 0.0
         copy_bytes = 0
         for il in range(blocks):
             dev = layout.layer_gpu[il]
@@ -140,18 +180,18 @@ def prefill_seconds(
                 gpu_flops[first_gpu] = gpu_flops.get(first_gpu, 0.0) + flops
                 copy_bytes += nbytes
             else:
-                cpu_flops += flops
+                cpu_work += flops
         if done + u >= tokens:  # logits only for the last token of the prompt
             out_dev = layout.layer_gpu[blocks]
             logits = 2.0 * a.embedding_length * a.vocab_size
             if out_dev >= 0:
                 gpu_flops[out_dev] = gpu_flops.get(out_dev, 0.0) + logits
             else:
-                cpu_flops += logits
+                cpu_work += logits
         for dev, flops in gpu_flops.items():
             seconds += flops / (gpus[dev].tflops * 1e12 * GPU_FLOPS_EFFICIENCY)
         seconds += copy_bytes / (host.pcie_gbps * 1e9)
-        seconds += cpu_flops / (host.cpu_tflops * 1e12 * CPU_FLOPS_EFFICIENCY)
+        seconds += cpu_work / cpu_flops(host, layout.threads)
         done += u
     return seconds
 

@@ -58,6 +58,7 @@ class Placement:
     error_kind: str = ""  # "" | "weights" | "kv" | "compute" | "system_memory" | "host"
     estimate: Estimate | None = None
     breakdown: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> weights/kv/compute/context
+    num_thread: int = 0  # the request's num_thread (0 = Ollama's default: the host's physical cores)
 
     @property
     def offloaded(self) -> int:

@@ -177,6 +177,7 @@ class Scheduler:
             None if options.get("auto_ctx") else options["num_ctx"],
             num_batch=options["num_batch"],
             main_gpu=options.get("main_gpu"),
+            num_thread=options.get("num_thread"),
             used_gpu=used_gpu,
             used_host=used_host,
         )
@@ -236,6 +237,7 @@ class Scheduler:
                     "model": r.name,
                     "tag": r.tag,
                     "num_gpu": r.options.get("num_gpu", -1),
+                    "num_thread": p.num_thread,
                     "num_ctx": p.num_ctx,
                     "layers_offloaded": p.offloaded,
                     "layers_total": p.total_layers,
@@ -253,6 +255,7 @@ class Scheduler:
                 "ram_bytes": sim.host.ram_bytes,
                 "ram_used_bytes": sim.host.idle_used_bytes + host_used,
                 "other_cpu_cores": noise.cpu_cores,
+                "physical_cores": sim.host.physical_cores,
             },
             "interference": noise.to_json(),
             "driver": f"sim-{sim.version.text}",

@@ -53,6 +53,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--gpus", default=d("GPUS", "1x24GiB"), help="simulated GPUs (AUTOTUNE_SIM_GPUS)")
     p.add_argument("--ollama-version", default=d("VERSION", "0.32.15"), help="release to imitate")
     p.add_argument("--host-ram", default=d("HOST_RAM", "") or None, help="host memory, e.g. 64GiB")
+    p.add_argument("--host-cores", type=int, default=int(d("HOST_CORES", "0")) or None, help="physical cores")
     p.add_argument("--seed", type=int, default=int(d("SEED", "0")))
     p.add_argument("--noise", type=float, default=float(d("NOISE", "0.02")))
     p.add_argument("--estimator-error", type=float, default=float(d("ESTIMATOR_ERROR", "1")))
@@ -91,6 +92,7 @@ def serve(argv: list[str], env: Mapping[str, str]) -> int:
         server = SimServer(
             gpus=all_gpus,  # every GPU stays on the simulated machine (NVML sees them); the server uses `visible`
             host_ram=args.host_ram,
+            host_cores=args.host_cores,
             version=args.ollama_version,
             num_parallel=knobs.num_parallel,
             max_queue=knobs.max_queue,

@@ -224,6 +224,7 @@ class SimServer:
         concurrent: bool | None = None,
         inject_throttle: Sequence[str] = (),
         inject_drift: float = 0.0,
+        host_cores: int | None = None,
     ) -> None:
         self.simulation = Simulation(
             gpus,
@@ -234,6 +235,7 @@ class SimServer:
             noise,
             host_ram=host_ram,
             host_bandwidth=host_bandwidth,
+            host_cores=host_cores,
             estimator_error=estimator_error,
             memory_truth=memory_truth,
         )
