@@ -68,16 +68,16 @@ soak_num_predict = 128
 remeasure_rounds = 0
 
 [constraints]
-max_ctx = ${MAX_CTX:-32768}
+max_ctx = ${MAX_CTX:-8192}
 
 [[models]]
 model = "$MODEL"
 
 [[criteria]]
-name = "decode at ${CRIT_CTX:-16384} tokens of context on the GPU"
+name = "decode at ${CRIT_CTX:-8192} tokens of context on the GPU"
 metric = "decode_tok_s"
 min = 100
-num_ctx_at_least = ${CRIT_CTX:-16384}
+num_ctx_at_least = ${CRIT_CTX:-8192}
 fully_on_gpu = true
 
 [[criteria]]
