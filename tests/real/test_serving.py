@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_PARAMETERS, TINY_MODEL, ollama_releases, require_engine
+from tests.conftest import TINY_MODEL, ollama_releases
+from tests.real.stores import tiny_store
 from tuner.backend.ollamaserve import ManagedOllama
 from tuner.cli import main
 from tuner.serverenv import expected_log_values, parse_server_config
@@ -24,21 +25,8 @@ MODEL = f"{TINY_MODEL}:q8_0"
 def store(
     request: pytest.FixtureRequest, tiny_quants: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, Path]:
-    """(the ollama binary, a model store holding tiny-llama:q8_0), imported by the real `ollama create`."""
-    from tuner.installs import find_ollama
-
-    inst = find_ollama(request.param)
-    if inst is None:
-        require_engine(f"Ollama {request.param}", "run 'python -m tuner.engines build ollama'")
-        raise AssertionError("unreachable")
-    folder = tmp_path_factory.mktemp(f"serving-{request.param}")
-    (folder / "tiny.gguf").symlink_to(tiny_quants["q8_0"])
-    params = "".join(f"PARAMETER {k} {v}\n" for k, v in TEST_PARAMETERS.items())
-    with ManagedOllama(
-        inst.binary("ollama"), models_dir=folder / "models", log_path=folder / "import.log"
-    ) as s:
-        s.create(MODEL, f"FROM ./tiny.gguf\n{params}", cwd=folder)
-    return str(inst.binary("ollama")), folder / "models"
+    """(the ollama binary, a model store holding MODEL), imported by the real `ollama create`."""
+    return tiny_store(request.param, MODEL, tiny_quants["q8_0"], tmp_path_factory, "serving")
 
 
 def run_cli(args: list[str]) -> int:
