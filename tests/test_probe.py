@@ -16,9 +16,9 @@ from threading import Thread
 import ollama
 import pytest
 
-from tuner import probe as P
 from tuner.errors import ProbeError
 from tuner.probe import GpuInfo, NullProbe, NvmlProbe, PeakSampler, ProcessRssProbe, SimProbe, choose_probe
+from tuner.probe import choose as P
 from tuner.sim import SimServer
 from tuner.units import GiB, MiB
 

@@ -6,6 +6,7 @@
     plot_predicted_vs_measured / summarize                        estimate against measurement prediction.py
     ladder_figure / concurrency_section     the serving curves and section (meta.concurrency) concurrency.py
     build_report                     the text, as blocks (first screen; details: sections.py) document.py
+                                     (machines.py, trialtables.py; table cells: cells.py)
     render_markdown / render_html                                 blocks to report.md/.html   render.py
     write_report(meta, records, out_dir)                          everything above, on disk   here
     report_dir(out, study_name)                                   --out checked before trial 1 here

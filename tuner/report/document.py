@@ -5,7 +5,7 @@ The report reads as a decision. Its first screen is the answer: one sentence, on
 your current setting: tag, num_gpu, num_ctx, decode tok/s with its 95% interval, VRAM, what it changes
 against your current setting, why), the speed/memory plot and how sure the ranking is. Everything else
 (the pick files, the deployable front, noise and interference, the other plots, failed trials, the
-machines, every trial) follows under "Details", in sections.py.
+machines, every trial) follows under "Details", in sections.py, machines.py and trialtables.py.
 
 Text from outside (a server's message, a tag, a host name) enters Markdown only through escape_md or
 code_md; the strings the picks produce are plain text and are escaped the same way.
@@ -26,27 +26,22 @@ from tuner.decision.trials import (
     is_feasible,
     speed_interval,
 )
+from tuner.report.cells import num_gpu_text, tool_name
 from tuner.report.concurrency import concurrency_section
+from tuner.report.machines import machine, machines_note, vram_source_note
 from tuner.report.qualitysection import quality_cost_line, quality_section
 from tuner.report.render import Block, escape_md
 from tuner.report.sections import (
     Artifact,
-    all_trials,
     front_tables,
     how_sure,
     how_to_use,
-    infeasible,
-    machine,
-    machines_note,
-    num_gpu_text,
     pick_files,
     prediction,
-    tool_name,
-    unfinished,
-    vram_source_note,
     your_setting,
 )
 from tuner.report.slotsplot import serving_row
+from tuner.report.trialtables import all_trials, infeasible, unfinished
 from tuner.schema import SCHEMA_VERSION, StudyMeta, TrialRecord
 
 __all__ = ["Artifact", "build_report"]

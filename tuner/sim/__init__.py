@@ -14,7 +14,8 @@ Modules: hardware (cards, host), arch + quant + catalog + modelinfo (models, the
 llama.cpp really allocates), placement + core (Simulation.plan / .speed), perf (the speed model), power
 (the GPUs' power, heat, clocks and energy on the simulated clock, and the throttle/drift faults),
 scheduler (loaded runners, reload rules, keep-alive), registry (local models), options, generation,
-api (the endpoints), server (HTTP), calibrate (python -m tuner.sim.calibrate).
+api (the endpoints: apirequest, apimodels, apisim), server (HTTP), calibrate (python -m
+tuner.sim.calibrate).
 """
 
 from tuner.hardware import GpuSpec, parse_bytes, parse_gpus

@@ -3,81 +3,34 @@
 Each handler returns a Reply: a status and either a JSON object, plain text, an empty body, or a list of
 NDJSON lines (streaming). Durations are computed, not slept; `Reply.sleeps` tells a realtime server how long
 to wait before each line.
+
+Api holds the state the endpoints share and the generation endpoints; the rest live beside it:
+
+    apirequest.py   request parsing (gin's rules) and error replies
+    apimodels.py    the model-management endpoints (tags, ps, show, pull, create, blobs, delete, copy)
+    apisim.py       the simulator's own endpoints (/sim/state, /sim/interference, /sim/power, /sim/reset)
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from tuner.sim import generation as gen
-from tuner.sim.catalog import lookup
-from tuner.sim.core import Interference
-from tuner.sim.details import gpu_details
-from tuner.sim.imported import BlobError, BlobStore, parse_digest, read_gguf
+from tuner.sim.apimodels import ModelEndpoints
+from tuner.sim.apirequest import BadRequest, error, parse_body
+from tuner.sim.apisim import SimEndpoints
+from tuner.sim.imported import BlobStore
 from tuner.sim.options import DurationError, OptionError, parse_keep_alive, parse_options, runner_options
-from tuner.sim.power import Throttle, gpus_of, parse_drift
+from tuner.sim.power import gpus_of
 from tuner.sim.registry import (
-    MODELS_DIR,
     Registry,
-    local_time,
-    show_payload,
-    tags_entry,
-    utc_time,
-    valid_name,
 )
 from tuner.sim.reply import Reply
 from tuner.sim.scheduler import LoadFailed, Scheduler
 from tuner.sim.slots import Admission, QueueFull
 
-
-class BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.status = message, status
-
-
-def error(status: int, message: str) -> Reply:
-    return Reply(status, {"error": message})
-
-
-_GO_TYPES = {str: "string", bool: "bool", dict: "object", list: "array"}
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def parse_body(raw: bytes, struct: str, types: dict[str, type]) -> dict[str, Any]:
-    """gin ShouldBindJSON: empty -> 'missing request body'; bad JSON or a wrongly typed field -> 400."""
-    if not raw.strip():
-        raise BadRequest("missing request body")
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"invalid character looking for beginning of value ({exc.msg})") from None
-    if not isinstance(body, dict):
-        raise BadRequest(f"json: cannot unmarshal {_json_kind(body)} into Go value of type api.{struct}")
-    for key, want in types.items():
-        val = body.get(key)
-        if val is None:
-            continue
-        ok = isinstance(val, want) and not (want is not bool and isinstance(val, bool))
-        if not ok:
-            raise BadRequest(
-                f"json: cannot unmarshal {_json_kind(val)} into Go struct field {struct}.{key} of type {_GO_TYPES[want]}"
-            )
-    return body
+__all__ = ["CHAT_TYPES", "GEN_TYPES", "Api", "BadRequest", "error", "parse_body"]
 
 
 GEN_TYPES = {
@@ -105,7 +58,7 @@ CHAT_TYPES = {
 }
 
 
-class Api:
+class Api(ModelEndpoints, SimEndpoints):
     def __init__(
         self, scheduler: Scheduler, registry: Registry, clock: Callable[[], float], concurrent: bool = False
     ) -> None:
@@ -224,299 +177,5 @@ class Api:
         stream = req.get("stream") is not False
         return gen.reply(name, now, chat, result, stream, raw_mode=bool(req.get("raw")))
 
-    # --- model management ----------------------------------------------------------------------
-    def tags(self) -> Reply:
-        with self.sched.lock:
-            return Reply(200, {"models": [tags_entry(m, self.sim.version) for m in self.registry.listed()]})
-
-    def ps(self) -> Reply:
-        now = self.clock()
-        with self.sched.lock:
-            self.sched.sweep(now)
-            runners = sorted(self.sched.runners.values(), key=lambda r: -r.expires_at)
-            models = []
-            for r in runners:
-                lm = self.registry.get(r.name)
-                mf = lookup(r.tag)
-                assert mf is not None
-                p = r.placement
-                entry: dict[str, Any] = {
-                    "name": r.name,
-                    "model": r.name,
-                    "size": p.size_bytes,
-                    "size_vram": p.size_vram_bytes,
-                    "digest": lm.digest if lm else mf.digest,
-                    "details": {**(tags_entry(lm)["details"] if lm else {}), "parent_model": ""},
-                    "expires_at": local_time(r.expires_at),
-                }
-                if self.sim.version.number >= (0, 11, 0):
-                    era_c = self.sim.version.era == "C"
-                    entry["context_length"] = p.num_ctx if era_c else r.options["num_ctx"]
-                models.append(entry)
-        return Reply(200, {"models": models})
-
-    def show(self, raw: bytes) -> Reply:
-        try:
-            req = parse_body(raw, "ShowRequest", {"model": str, "name": str, "system": str, "options": dict})
-        except BadRequest as exc:
-            return error(exc.status, exc.message)
-        name = req.get("model") or req.get("name") or ""
-        if not name:
-            return error(400, "model is required")
-        if not valid_name(name):
-            return error(400, "invalid model name")
-        lm = self.registry.get(name)
-        if lm is None:
-            return error(404, f"model '{name}' not found")
-        payload = show_payload(
-            lm,
-            self.sim.version,
-            verbose=bool(req.get("verbose")),
-            options=req.get("options"),
-            system=req.get("system"),
-        )
-        return Reply(200, payload)
-
-    def pull(self, raw: bytes) -> Reply:
-        try:
-            req = parse_body(raw, "PullRequest", {"model": str, "name": str, "stream": bool})
-        except BadRequest as exc:
-            return error(exc.status, exc.message)
-        name = req.get("model") or req.get("name") or ""
-        if not valid_name(name):
-            return error(400, "invalid model name")
-        lines = [{"status": "pulling manifest"}]
-        mf = lookup(name)
-        if mf is None:
-            lines.append({"error": "pull model manifest: file does not exist"})
-        else:
-            with self.sched.lock:
-                existing = self.registry.get(name)
-                lines += gen.pull_lines(mf, already=existing is not None) + [{"status": "success"}]
-                self.registry.add_from_catalog(name, self.clock())
-        return gen.progress_reply(lines, req.get("stream") is not False)
-
-    def create(self, raw: bytes) -> Reply:
-        types = {
-            "model": str,
-            "name": str,
-            "from": str,
-            "files": dict,
-            "parameters": dict,
-            "system": str,
-            "template": str,
-            "quantize": str,
-            "stream": bool,
-            "messages": list,
-            "adapters": dict,
-        }
-        try:
-            req = parse_body(raw, "CreateRequest", types)
-        except BadRequest as exc:
-            return error(exc.status, exc.message)
-        name = req.get("model") or req.get("name") or ""
-        if not valid_name(name):
-            return error(400, "invalid model name")
-        source = req.get("from") or ""
-        files = req.get("files") or {}
-        if not source and not files:
-            return error(400, "neither 'from' or 'files' was specified")
-        if not source:
-            return self._create_from_files(name, files, req)
-        license_text = req.get("license")
-        if isinstance(license_text, list):
-            license_text = "\n".join(str(x) for x in license_text)
-        lines: list[dict[str, Any]] = []
-        with self.sched.lock:
-            base = self.registry.get(source)
-            if base is None:
-                mf = lookup(source)
-                if mf is None:
-                    lines += [
-                        {"status": "pulling manifest"},
-                        {"error": "pull model manifest: file does not exist"},
-                    ]
-                    return gen.progress_reply(lines, req.get("stream") is not False)
-                lines += [{"status": "pulling manifest"}, *gen.pull_lines(mf, already=False)]
-                base = self.registry.add_from_catalog(source, self.clock())
-            target_file = base.file
-            quantize = req.get("quantize")
-            if quantize:
-                target = gen.quantized_variant(base.file, quantize)
-                if target is None:
-                    return error(
-                        400,
-                        f"unsupported quantization type {quantize}"
-                        if base.file.ftype == "F16"
-                        else "quantization is only supported for F16 and F32 models",
-                    )
-                lines.append(
-                    {
-                        "status": f"quantizing F16 model to {target.ftype}",
-                        "total": target.file_bytes,
-                        "completed": target.file_bytes,
-                    }
-                )
-                target_file = target
-            lines += gen.create_lines(target_file, req)
-            self.registry.create(
-                name,
-                base,
-                self.clock(),
-                parameters=req.get("parameters"),
-                system=req.get("system"),
-                template=req.get("template"),
-                license=license_text,
-                file=target_file,
-            )
-        return gen.progress_reply(lines + [{"status": "success"}], req.get("stream") is not False)
-
-    def _create_from_files(self, name: str, files: dict[str, Any], req: dict[str, Any]) -> Reply:
-        """`ollama create NAME -f Modelfile` with FROM ./file.gguf: the file was uploaded as a blob first."""
-        ggufs = [(f, d) for f, d in files.items() if str(f).lower().endswith(".gguf")]
-        if not ggufs:
-            return error(400, "no Modelfile or safetensors files found")
-        fname, digest = ggufs[0]
-        try:
-            path = self.blobs.path(str(digest))
-            if path is None:
-                return error(400, f"file {fname} does not exist")  # never uploaded
-            mf = read_gguf(path, name, str(digest))
-        except BlobError as exc:
-            return error(400, str(exc))
-        lines: list[dict[str, Any]] = [{"status": "parsing GGUF"}]
-        lines += gen.create_lines(mf, req)
-        # /api/show in Eras A/B names the blob a GGUF was imported from as its parent model; Era C does not.
-        source = "" if self.sim.version.era == "C" else f"{MODELS_DIR}/blobs/sha256-{mf.blob_digest}"
-        with self.sched.lock:
-            self.registry.add_imported(
-                name, mf, self.clock(), parameters=req.get("parameters"), imported_from=source
-            )
-        return gen.progress_reply(lines + [{"status": "success"}], req.get("stream") is not False)
-
-    def blob_head(self, digest: str) -> Reply:
-        try:
-            return Reply(200 if self.blobs.path(digest) else 404, None)
-        except BlobError as exc:
-            return error(400, str(exc))
-
-    def blob_post(self, digest: str, raw: bytes) -> Reply:
-        try:
-            parse_digest(digest)
-            if self.blobs.path(digest) is None:
-                self.blobs.put(digest, raw)
-        except BlobError as exc:
-            return error(400, str(exc))
-        return Reply(201, None)
-
-    def delete(self, raw: bytes) -> Reply:
-        try:
-            req = parse_body(raw, "DeleteRequest", {"model": str, "name": str})
-        except BadRequest as exc:
-            return error(exc.status, exc.message)
-        name = req.get("model") or req.get("name") or ""
-        if not valid_name(name):
-            return error(400, f'name "{name}" is invalid')
-        with self.sched.lock:
-            if not self.registry.delete(name):
-                return error(404, f"model '{name}' not found")
-        return Reply(200, None)
-
-    def copy(self, raw: bytes) -> Reply:
-        try:
-            req = parse_body(raw, "CopyRequest", {"source": str, "destination": str})
-        except BadRequest as exc:
-            return error(exc.status, exc.message)
-        src, dst = req.get("source") or "", req.get("destination") or ""
-        if not valid_name(dst):
-            return error(400, f'name "{dst}" is invalid')
-        with self.sched.lock:
-            lm = self.registry.get(src)
-            if lm is None:
-                return error(404, f'model "{src}" not found')
-            self.registry.copy(lm, dst, self.clock())
-        return Reply(200, None)
-
     def version(self) -> Reply:
         return Reply(200, {"version": self.sim.version.text})
-
-    # --- the simulator's own -------------------------------------------------------------------
-    machine = "sim"  # the simulated machine's name (SimServer machine=): its cards' UUIDs
-
-    def sim_state(self) -> Reply:
-        with self.sched.lock:
-            self.sched.sweep(self.clock())
-            state = self.sched.state()
-        for entry in state["loaded"]:
-            entry["expires_at"] = local_time(entry["expires_at"])
-        for i, (gpu, spec) in enumerate(zip(state["gpus"], self.sim.gpus)):  # the fingerprint's fields
-            limit = (gpu.get("telemetry") or {}).get("power_limit_w")
-            gpu["details"] = gpu_details(spec, i, self.machine, str(state.get("driver", "")), limit)
-        return Reply(200, state)
-
-    def sim_interference(self, body: bytes) -> Reply:
-        """POST /sim/interference {"spec": "cpu=1,gpu=2GiB,throttle=HwSlowdown,jitter=0.3"} ("" ends it)."""
-        try:
-            spec = json.loads(body or b"{}").get("spec", "")
-            interference = Interference.parse(str(spec))
-        except (ValueError, AttributeError) as exc:
-            return error(400, str(exc))
-        with self.sched.lock:
-            self.sched.sim.interference = interference
-        return Reply(200, {"status": "success", "interference": interference.to_json()})
-
-    def sim_power(self, body: bytes) -> Reply:
-        """POST /sim/power: faults and conditions for the power model (tuner.sim.power), any subset of
-        {"throttle": "AT_S[:DURATION_S[:KIND]]" (AT_S may be "now" or "+S"), "clear": true (ends every
-        throttle), "drift_pct_per_hour": 5, "ambient_c": 45, "power_limit_w": 300 (null: board power),
-        "advance_s": 600 (idle simulated seconds)}. Answers the model's settings and the simulated clock."""
-        try:
-            req = json.loads(body or b"{}")
-            if not isinstance(req, dict):
-                raise ValueError("the body must be a JSON object")
-            unknown = set(req) - {
-                "throttle",
-                "clear",
-                "drift_pct_per_hour",
-                "ambient_c",
-                "power_limit_w",
-                "advance_s",
-            }
-            if unknown:
-                raise ValueError(
-                    f"unknown field(s) {', '.join(sorted(unknown))}: use throttle, clear, drift_pct_per_hour, "
-                    "ambient_c, power_limit_w, advance_s"
-                )
-        except ValueError as exc:
-            return error(400, str(exc))
-        with self.sched.lock:
-            power = self.sim.power
-            try:
-                power.sync()
-                throttle = Throttle.parse(str(req["throttle"]), power.time_s) if "throttle" in req else None
-                drift = parse_drift(req["drift_pct_per_hour"]) if "drift_pct_per_hour" in req else None
-                advance = float(req.get("advance_s") or 0.0)
-                if not (advance >= 0 and advance <= 30 * 86400):
-                    raise ValueError(
-                        f"Invalid advance_s {req.get('advance_s')!r}: idle seconds from 0 to 2592000"
-                    )
-                if "ambient_c" in req:
-                    power.set_ambient(float(req["ambient_c"]))
-                if "power_limit_w" in req:
-                    limit = req["power_limit_w"]
-                    power.set_power_limit(None if limit is None else float(limit))
-            except (TypeError, ValueError) as exc:
-                return error(400, str(exc))
-            if req.get("clear"):
-                power.throttles = []
-            if throttle is not None:
-                power.throttles.append(throttle)
-            if drift is not None:
-                power.drift_pct_per_hour = drift
-            power.idle(advance)
-            return Reply(200, {"status": "success", "power": power.to_json()})
-
-    def sim_reset(self) -> Reply:
-        with self.sched.lock:
-            self.sched.reset()
-        return Reply(200, {"status": "success", "at": utc_time(self.clock())})
