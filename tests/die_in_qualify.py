@@ -1,7 +1,8 @@
 """`python tests/die_in_qualify.py K ARGS...` runs `autotune ARGS...` (a qualification) and SIGKILLs itself at
 the K-th trial measurement of the whole plan (counted across the models' studies, from 0), after that trial's
 model is loaded, at its first generation: a kill inside a chosen model's study at a point the test chooses.
-`soak:K` instead kills at the K-th generation of the first soak (counted from 0)."""
+`soak:K` instead kills at the K-th generation of the first soak (counted from 0). DIE_SIGNAL=TERM sends SIGTERM
+(a stop the command sees) instead of SIGKILL."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ _make_prompt = tuner.qualify.soak.make_prompt
 _calls = [0]
 
 
+SIGNAL = signal.SIGTERM if os.environ.get("DIE_SIGNAL") == "TERM" else signal.SIGKILL
+
+
 def _die(*args: Any, **kwargs: Any) -> Any:
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), SIGNAL)
 
 
 def measure(backend: Any, probe: Any, config: Any, settings: Any, **kwargs: Any) -> Any:

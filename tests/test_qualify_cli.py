@@ -93,7 +93,14 @@ def test_a_three_model_plan_runs_unattended_end_to_end(tmp_path, capsys):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["format"] == "autotune-qualify-summary" and summary["complete"]
-    assert summary["totals"] == {"models": 3, "done": 3, "failed": 0, "not_run": 0, "passed": 0}
+    assert summary["totals"] == {
+        "models": 3,
+        "done": 3,
+        "failed": 0,
+        "not_run": 0,
+        "interrupted": 0,
+        "passed": 0,
+    }
     assert len(summary["fingerprint_id"]) == 8 and summary["fingerprint"]["gpus"][0]["name"]
     storage = f"sqlite:///{tmp_path}/s.db"
     for m in summary["models"]:
@@ -226,6 +233,30 @@ def test_a_kill_during_a_soak_reruns_the_soak_only(tmp_path):
     assert [m["status"] for m in summary["models"]] == ["done", "done"]
     assert [len(complete(storage, m["study"])) for m in summary["models"]] == [2, 2]
     assert summary["models"][0]["soak"]["samples"] >= 1
+
+
+def test_a_stop_inside_a_model_lists_it_as_interrupted_with_its_trials(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text(models=("llama3.1:8b", "qwen2.5:7b"), budget=2))
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_DEBUG"}
+    env.update(PYTHONPATH=str(HERE.parent), DIE_SIGNAL="TERM")
+    args = ["qualify", str(plan), "--storage", f"sqlite:///{tmp_path}/s.db", "--out", str(tmp_path / "out")]
+    with SimServer(gpus="1xRTX4090", seed=5) as sim:
+        stopped = subprocess.run(
+            [sys.executable, str(HERE / "die_in_qualify.py"), "soak:3", *args, "--host", sim.url],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    assert stopped.returncode == 143, stopped.stderr
+    assert "summary: 0 done, 0 failed, 1 interrupted, 1 not run" in stopped.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    first, second = summary["models"]
+    assert (first["status"], first["trials"], first["budget"]) == ("interrupted", 2, 2)
+    assert second["status"] == "not run" and not summary["complete"]
+    assert summary["totals"]["interrupted"] == 1 and summary["totals"]["not_run"] == 1
+    assert "1 interrupted" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_an_invalid_plan_is_refused_one_line_per_problem_before_anything_loads(tmp_path, capsys):

@@ -162,7 +162,7 @@ def _run(plan: Any, eng: Any, variants: Any, out_dir: Path, earlier: dict[str, A
     written: dict[str, Any] = {}
 
     def write_summary() -> None:
-        data = summary.build(plan, eng.fingerprint, eng.fingerprint_id, plan.storage, out_dir)
+        data = summary.build(plan, eng.fingerprint, eng.fingerprint_id, plan.storage, out_dir, eng.fleet_id)
         diff = compare.compare(earlier, data) if earlier is not None else None
         if diff is not None:
             data["compare"] = diff
@@ -176,7 +176,9 @@ def _run(plan: Any, eng: Any, variants: Any, out_dir: Path, earlier: dict[str, A
         write_summary()  # after a stop too: the morning finds what finished
         t = written["totals"]
         say(
-            f"summary: {t['done']} done, {t['failed']} failed, {t['not_run']} not run; {t['passed']} of "
+            f"summary: {t['done']} done, {t['failed']} failed, "
+            + (f"{t['interrupted']} interrupted, " if t.get("interrupted") else "")
+            + f"{t['not_run']} not run; {t['passed']} of "
             f"{t['models']} passed every criterion"
         )
     if "compare" in written:

@@ -1,7 +1,7 @@
 """The fleet's view of one plan: every host that ran it against the shared storage, hosts x models x
 criteria, from the storage alone (`autotune qualify PLAN --summary --storage URL`).
 
-Each host's studies are named q-<plan>-<fleet id>-<model> (tuner.qualify.runner.study_name; the fleet id is
+Each host's studies are named q-<plan>-<fleet id>-<model> (tuner.qualify.state.study_name; the fleet id is
 the physical machine, tuner.fingerprint.fleet_id). A study holds the host's fingerprint (its study meta) and
 its trials; a finished model also holds its outcome (tuner.qualify.shared: the recommended config and the
 soak's figures). The criteria are judged here again from those, as the host's own summary judges them.

@@ -33,7 +33,7 @@ from tuner.qualify.plan import ModelEntry, Plan
 from tuner.qualify.shared import share as share_outcome
 from tuner.qualify.shared import shared_outcome
 from tuner.qualify.soak import SoakSettings, run_soak
-from tuner.qualify.state import DONE, FAILED, ModelOutcome, PlanState
+from tuner.qualify.state import DONE, FAILED, ModelOutcome, PlanState, study_name
 from tuner.runloop import TrialEvent, run_study
 from tuner.serverlock import holding
 from tuner.space import Config
@@ -87,12 +87,6 @@ class Variants:
 
     infos: dict[str, dict[str, ModelInfo]] = field(default_factory=dict)  # model -> {variant: info}
     errors: dict[str, str] = field(default_factory=dict)  # model -> one line
-
-
-def study_name(plan: Plan, entry: ModelEntry, fp_id: str) -> str:
-    """The model's study: one per plan, machine (its fleet id: the physical machine, tuner.fingerprint) and
-    model, so hosts sharing a storage each keep their own, and workers on one machine share theirs."""
-    return f"q-{plan.name}-{fp_id}-{entry.key}"
 
 
 def study_config(plan: Plan, entry: ModelEntry, variants: list[str], name: str, storage: str) -> StudyConfig:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import OutputError
+from tuner.qualify.plan import ModelEntry, Plan
 from tuner.redact import redact
 
 DONE, FAILED = "done", "failed"
@@ -95,3 +96,9 @@ class PlanState:
     def soak(self, key: str) -> dict[str, Any] | None:
         data = read_json(self.dir / f"{key}.soak.json")
         return data if isinstance(data, dict) else None
+
+
+def study_name(plan: Plan, entry: ModelEntry, fp_id: str) -> str:
+    """The model's study: one per plan, machine (its fleet id: the physical machine, tuner.fingerprint) and
+    model, so hosts sharing a storage each keep their own, and workers on one machine share theirs."""
+    return f"q-{plan.name}-{fp_id}-{entry.key}"

@@ -21,7 +21,7 @@ from tuner.errors import TunerError
 from tuner.fingerprint import describe
 from tuner.qualify.criteria import PASS, evaluate_all
 from tuner.qualify.plan import Plan
-from tuner.qualify.state import DONE, ModelOutcome, PlanState, write_json
+from tuner.qualify.state import DONE, ModelOutcome, PlanState, study_name, write_json
 from tuner.redact import redact
 from tuner.report.render import Block, escape_md, render_html, render_markdown
 from tuner.schema import TrialRecord
@@ -31,6 +31,7 @@ from tuner.units import GiB
 FORMAT = "autotune-qualify-summary"
 VERSION = 1
 NOT_RUN = "not run"
+INTERRUPTED = "interrupted"  # its study has trials but it has no outcome yet: the plan stopped inside it
 
 
 def _records(storage: str, study: str) -> list[TrialRecord]:
@@ -52,14 +53,30 @@ def redacted(value: Any) -> Any:
     return value
 
 
-def build(plan: Plan, fingerprint: dict[str, Any], fp_id: str, storage: str, out_dir: Path) -> dict[str, Any]:
-    """The summary as a dict (summary.json), from the plan, the stored studies and the state folder."""
+def build(
+    plan: Plan,
+    fingerprint: dict[str, Any],
+    fp_id: str,
+    storage: str,
+    out_dir: Path,
+    fleet_id: str | None = None,
+) -> dict[str, Any]:
+    """The summary as a dict (summary.json), from the plan, the stored studies and the state folder. With
+    `fleet_id` (what names this machine's studies), a model the plan stopped inside is "interrupted", with the
+    trials its study holds, rather than "not run"."""
     state = PlanState(out_dir)
     models: list[dict[str, Any]] = []
     for entry in plan.models:
         o = state.outcome(entry.key)
         if o is None or o.fingerprint_id != fp_id:
             o = ModelOutcome(entry.model, entry.key, "", NOT_RUN, fp_id)
+            if fleet_id is not None:
+                name = study_name(plan, entry, fleet_id)
+                started = [r for r in _records(storage, name) if r.state == "COMPLETE"]
+                if started:
+                    o = dataclasses.replace(
+                        o, study=name, status=INTERRUPTED, trials=len(started), budget=plan.budget_of(entry)
+                    )
         records = _records(storage, o.study) if o.study else []
         verdicts = evaluate_all(plan.criteria, entry.model, records, o.soak)
         row = o.to_dict()
@@ -89,12 +106,13 @@ def build(plan: Plan, fingerprint: dict[str, Any], fp_id: str, storage: str, out
             "fingerprint": fingerprint,
             "machine": describe(fingerprint),
             "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "complete": all(m["status"] != NOT_RUN for m in models),
+            "complete": all(m["status"] not in (NOT_RUN, INTERRUPTED) for m in models),
             "totals": {
                 "models": len(models),
                 "done": sum(1 for m in models if m["status"] == DONE),
                 "failed": sum(1 for m in models if m["status"] == "failed"),
                 "not_run": sum(1 for m in models if m["status"] == NOT_RUN),
+                "interrupted": sum(1 for m in models if m["status"] == INTERRUPTED),
                 "passed": sum(1 for m in models if m["passed"]),
             },
             "models": models,
@@ -159,7 +177,9 @@ def blocks(summary: dict[str, Any], plots: dict[str, bytes], compare: Sequence[B
         Block(
             "p",
             f"{escape_md(summary['machine'])} (fingerprint {summary['fingerprint_id']}). "
-            f"{t['models']} models: {t['done']} done, {t['failed']} failed, {t['not_run']} not run; "
+            f"{t['models']} models: {t['done']} done, {t['failed']} failed, "
+            + (f"{t['interrupted']} interrupted, " if t.get("interrupted") else "")
+            + f"{t['not_run']} not run; "
             f"**{t['passed']} passed every criterion**. Written {summary['written']}.",
         ),
     ]
