@@ -7,6 +7,7 @@ dead or stopped workers left behind found and queued again. A part of the Optuna
                                                anywhere in the block, becomes one StorageError line
     creation_lock(url)                         one worker at a time creates a new SQLite file's tables
     close_storage(storage)                     its connections closed (a PostgreSQL storage opened to read)
+    opened_storage(url)                        a block with the storage open, errors in one line, then closed
     study_names(url), study_attr(url, name, key), set_study_attr(url, name, key, value)
                                                what a plan keeps beside its studies (a fleet's outcomes)
     fail_stale(study, grace_s)                 RUNNING trials whose heartbeat stopped become FAIL
@@ -183,43 +184,43 @@ def close_storage(storage: optuna.storages.BaseStorage) -> None:
         engine.dispose()
 
 
-def study_names(url: str) -> list[str]:
-    """Every study in the storage, by name."""
+@contextlib.contextmanager
+def opened_storage(url: str) -> Iterator[optuna.storages.BaseStorage]:
+    """The storage opened to read or to set a few values, its failures one StorageError line, its
+    connections closed after the block."""
     opened = make_storage(url)
     try:
         with storage_errors(url):
-            return [s.study_name for s in opened.get_all_studies()]
+            yield opened
     finally:
         close_storage(opened)
+
+
+def study_names(url: str) -> list[str]:
+    """Every study in the storage, by name."""
+    with opened_storage(url) as opened:
+        return [s.study_name for s in opened.get_all_studies()]
 
 
 def study_attr(url: str, study_name: str, key: str) -> Any:
     """A user attribute of a stored study; None when the study or the attribute is not there."""
-    opened = make_storage(url)
-    try:
-        with storage_errors(url):
-            try:
-                study_id = opened.get_study_id_from_name(study_name)
-            except KeyError:
-                return None
-            return opened.get_study_user_attrs(study_id).get(key)
-    finally:
-        close_storage(opened)
+    with opened_storage(url) as opened:
+        try:
+            study_id = opened.get_study_id_from_name(study_name)
+        except KeyError:
+            return None
+        return opened.get_study_user_attrs(study_id).get(key)
 
 
 def set_study_attr(url: str, study_name: str, key: str, value: Any) -> bool:
     """Set a user attribute of a stored study; False when there is no such study."""
-    opened = make_storage(url)
-    try:
-        with storage_errors(url):
-            try:
-                study_id = opened.get_study_id_from_name(study_name)
-            except KeyError:
-                return False
-            opened.set_study_user_attr(study_id, key, value)
-            return True
-    finally:
-        close_storage(opened)
+    with opened_storage(url) as opened:
+        try:
+            study_id = opened.get_study_id_from_name(study_name)
+        except KeyError:
+            return False
+        opened.set_study_user_attr(study_id, key, value)
+        return True
 
 
 def first_heartbeat(trial: optuna.Trial) -> None:

@@ -57,6 +57,7 @@ from tuner.storage import (
     creation_lock,
     first_heartbeat,
     make_storage,
+    opened_storage,
     storage_errors,
 )
 from tuner.units import GiB
@@ -197,13 +198,8 @@ CONCURRENCY_ATTR = "autotune_concurrency"
 def store_concurrency(storage: str, study_name: str, block: dict[str, Any]) -> None:
     """Keep the concurrency ladder on the study (user attribute CONCURRENCY_ATTR, the latest run's), so
     `autotune report` redraws its curves without a server."""
-    opened = make_storage(storage)
-    try:
-        with storage_errors(storage):
-            study = optuna.load_study(study_name=study_name, storage=opened)
-            study.set_user_attr(CONCURRENCY_ATTR, block)
-    finally:
-        close_storage(opened)
+    with opened_storage(storage) as opened:
+        optuna.load_study(study_name=study_name, storage=opened).set_user_attr(CONCURRENCY_ATTR, block)
 
 
 def check_resume(config: StudyConfig, meta: StudyMeta) -> None:

@@ -43,15 +43,21 @@ class Activity:
     host_other_cpu_cores: float | None = None  # the simulator's host only; None: measure this host
 
 
+def _optional(probe: object, method: str) -> Any:
+    """probe.<method>() for what only some probes read (NVML, the simulator); None where the probe has no
+    such method or its read failed: a missing reading never stops a study."""
+    read = getattr(probe, method, None)
+    if read is None:
+        return None
+    try:
+        return read()
+    except (ProbeError, OSError):
+        return None
+
+
 def activity_of(probe: object) -> Activity:
     """probe.activity() where the probe has one (NVML, the simulator), else nothing known."""
-    read = getattr(probe, "activity", None)
-    if read is None:
-        return Activity()
-    try:
-        result = read()
-    except (ProbeError, OSError):
-        return Activity()
+    result = _optional(probe, "activity")
     return result if isinstance(result, Activity) else Activity()
 
 
@@ -81,13 +87,7 @@ class Telemetry:
 
 def telemetry_of(probe: object) -> list[Telemetry]:
     """probe.telemetry() (one Telemetry per GPU) where the probe has one (NVML, the simulator), else []."""
-    read = getattr(probe, "telemetry", None)
-    if read is None:
-        return []
-    try:
-        result = read()
-    except (ProbeError, OSError):
-        return []
+    result = _optional(probe, "telemetry")
     return [t for t in result if isinstance(t, Telemetry)] if isinstance(result, list) else []
 
 
@@ -98,14 +98,9 @@ def physical_cores_of(probe: object) -> int:
 
     import psutil  # noqa: PLC0415
 
-    read = getattr(probe, "physical_cores", None)
-    if read is not None:
-        try:
-            cores = read()
-        except (ProbeError, OSError):
-            cores = None
-        if isinstance(cores, int) and cores > 0:
-            return cores
+    cores = _optional(probe, "physical_cores")
+    if isinstance(cores, int) and cores > 0:
+        return cores
     return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
 
 
@@ -141,11 +136,5 @@ class NullProbe:
 
 def details_of(probe: object) -> list[dict[str, Any]]:
     """probe.details() (one dict per GPU, the fingerprint's fields) where the probe has one, else []."""
-    read = getattr(probe, "details", None)
-    if read is None:
-        return []
-    try:
-        result = read()
-    except (ProbeError, OSError):
-        return []
+    result = _optional(probe, "details")
     return [d if isinstance(d, dict) else {} for d in result] if isinstance(result, list) else []

@@ -133,8 +133,7 @@ class NvmlProbe:
     def activity(self) -> Activity:
         """Every process with memory on the GPUs and the clock throttle reasons, each query on its own
         (a NotSupported on one loses only that one)."""
-        nvml = self._nvml
-        errors = (nvml.NVMLError, getattr(nvml, "NVMLLibraryMismatchError", nvml.NVMLError), AttributeError)
+        ask = _nvml_asker(self._nvml)
         processes: list[GpuProcess] = []
         throttle: list[str] = []
         for gpu, handle in enumerate(self._handles):
@@ -146,11 +145,7 @@ class NvmlProbe:
             ):
                 if getter.endswith("_v2") and seen:
                     continue  # the versioned call is only the fallback for an older driver
-                try:
-                    listed = getattr(nvml, getter)(handle)
-                except errors:
-                    continue
-                for p in listed:
+                for p in ask(getter, handle) or ():
                     pid = int(p.pid)
                     if pid in seen:
                         continue
@@ -159,16 +154,7 @@ class NvmlProbe:
                     processes.append(
                         GpuProcess(gpu, pid, self._process_name(pid), int(used) if used else None)
                     )
-            for getter in (
-                "nvmlDeviceGetCurrentClocksEventReasons",
-                "nvmlDeviceGetCurrentClocksThrottleReasons",
-            ):
-                try:
-                    mask = int(getattr(nvml, getter)(handle))
-                except errors:
-                    continue
-                throttle += [n for n in throttle_names(mask) if n not in throttle]
-                break
+            throttle += [n for n in _clock_event_reasons(ask, handle) if n not in throttle]
         return Activity(processes, throttle)
 
     def telemetry(self) -> list[Telemetry]:
@@ -176,13 +162,7 @@ class NvmlProbe:
         reasons of every GPU, at time.monotonic(). Each query on its own: a NotSupported (or an older driver
         without the call) loses only that field (None, or absent from violation_s)."""
         nvml = self._nvml
-        errors = (nvml.NVMLError, getattr(nvml, "NVMLLibraryMismatchError", nvml.NVMLError), AttributeError)
-
-        def ask(getter: str, *args: Any) -> Any:
-            try:
-                return getattr(nvml, getter)(*args)
-            except errors:
-                return None
+        ask = _nvml_asker(nvml)
 
         def scaled(value: Any, factor: float) -> float | None:
             return float(value) * factor if isinstance(value, (int, float)) else None
@@ -209,14 +189,6 @@ class NvmlProbe:
                 ns = getattr(status, "violationTime", None)
                 if isinstance(ns, (int, float)):
                     violation[cause] = float(ns) / 1e9
-            mask = None
-            for getter in (
-                "nvmlDeviceGetCurrentClocksEventReasons",
-                "nvmlDeviceGetCurrentClocksThrottleReasons",
-            ):
-                mask = ask(getter, handle)
-                if mask is not None:
-                    break
             out.append(
                 Telemetry(
                     gpu=gpu,
@@ -227,7 +199,7 @@ class NvmlProbe:
                     power_w=scaled(power, 1e-3),
                     power_limit_w=scaled(limit, 1e-3),
                     energy_j=scaled(energy, 1e-3),
-                    throttle=tuple(throttle_names(int(mask))) if isinstance(mask, int) else (),
+                    throttle=tuple(_clock_event_reasons(ask, handle)),
                     violation_s=violation,
                 )
             )
@@ -265,6 +237,16 @@ def _nvml_asker(nvml: Any) -> Callable[..., Any]:
             return None
 
     return ask
+
+
+def _clock_event_reasons(ask: Callable[..., Any], handle: Any) -> list[str]:
+    """The clock event ("throttle") reasons in effect on one GPU, by name; the older call's name where the
+    driver lacks the newer; [] where neither answers."""
+    for getter in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+        mask = ask(getter, handle)
+        if isinstance(mask, int):
+            return throttle_names(mask)
+    return []
 
 
 def _text(value: object) -> str | None:

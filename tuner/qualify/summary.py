@@ -68,16 +68,20 @@ def build(
     models: list[dict[str, Any]] = []
     for entry in plan.models:
         o = state.outcome(entry.key)
+        records: list[TrialRecord] = []
         if o is None or o.fingerprint_id != fp_id:
             o = ModelOutcome(entry.model, entry.key, "", NOT_RUN, fp_id)
             if fleet_id is not None:
                 name = study_name(plan, entry, fleet_id)
-                started = [r for r in _records(storage, name) if r.state == "COMPLETE"]
-                if started:
+                stored = _records(storage, name)
+                finished = sum(1 for r in stored if r.state == "COMPLETE")
+                if finished:
+                    records = stored
                     o = dataclasses.replace(
-                        o, study=name, status=INTERRUPTED, trials=len(started), budget=plan.budget_of(entry)
+                        o, study=name, status=INTERRUPTED, trials=finished, budget=plan.budget_of(entry)
                     )
-        records = _records(storage, o.study) if o.study else []
+        elif o.study:
+            records = _records(storage, o.study)
         verdicts = evaluate_all(plan.criteria, entry.model, records, o.soak)
         row = o.to_dict()
         if row.get("soak"):
